@@ -1,0 +1,269 @@
+"""`tfganaug`: the command line. Thin: parse, validate, call tfganaug.*; user errors -> one line, exit 2."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tfganaug.errors import TfganaugError
+
+EPILOG_GAN = """\b
+Examples:
+  tfganaug train-gan --arch acgan --out runs/acgan                      # phantom data, CPU budget
+  tfganaug train-gan --arch dcgan --data organamnist --classes liver,kidney-left,spleen --out runs/dcgan
+  tfganaug train-gan --preset frid_adar_acgan --data organamnist --out runs/acgan-paper   # paper settings (GPU)
+Rerun the same command after a crash: training resumes from the last checkpoint."""
+
+
+def _csv(value):
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _seeds(ctx, param, value):
+    try:
+        return [int(s) for s in _csv(value)] if value else [0]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 0,1,2, got '{value}'") from None
+
+
+def _build_cfg(kind, preset, config, overrides: dict, seed: int):
+    from tfganaug import config as config_lib
+    if config:
+        base = config_lib.to_dict(config_lib.load(config))
+    else:
+        base = config_lib.to_dict(config_lib.preset(preset))
+    values = config_lib.merge(base, {k: {kk: vv for kk, vv in v.items() if vv is not None}
+                                     for k, v in overrides.items()})
+    values["seed"] = seed
+    values["data"]["seed"] = seed
+    cfg = config_lib.from_dict(values, config or f"preset {preset}")
+    if cfg.kind != kind:
+        raise click.BadParameter(f"expected a '{kind}' configuration, got kind '{cfg.kind}'",
+                                 param_hint="--preset/--config")
+    return cfg
+
+
+def data_options(f):
+    options = [
+        click.option("--data", default=None, help="phantom (built-in default), organamnist, or a path to an "
+                     ".npz (images, labels[, patient_ids, class_names]) or a class-per-folder PNG tree."),
+        click.option("--classes", default=None, help="Comma-separated class names to keep, e.g. liver,kidney-left,spleen."),
+        click.option("--image-size", type=int, default=None, help="ROI size in pixels (paper: 64)."),
+        click.option("--train-per-class", type=int, default=None, help="Low-data regime: training ROIs per class."),
+        click.option("--config", type=click.Path(dir_okay=False), default=None,
+                     help="A config.json (e.g. from a run folder) instead of a preset."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing run folder instead of resuming it."),
+        click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _data_overrides(data, classes, image_size, train_per_class):
+    return {"name": data, "classes": _csv(classes), "image_size": image_size, "train_per_class": train_per_class}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tfganaug")
+def app():
+    """GAN-based data augmentation for medical imaging (TensorFlow/Keras).
+
+    \b
+    The Frid-Adar et al. 2018 study, stage by stage:
+      tfganaug train-gan --arch acgan --out runs/acgan
+      tfganaug synthesize runs/acgan --n 3000 --out synth/acgan
+      tfganaug train-cls --augment classic --synthetic synth/acgan --synthetic-ratio 0.5 --out runs/cls
+      tfganaug evaluate runs/cls
+      tfganaug export runs/acgan --out saved_models/acgan
+    or all of it at once: tfganaug study --budget demo --out runs/demo
+    """
+
+
+@app.command("train-gan", epilog=EPILOG_GAN)
+@click.option("--arch", type=click.Choice(["dcgan", "acgan"]), default="acgan", show_default=True,
+              help="dcgan trains one generator per class; acgan one class-conditional generator.")
+@click.option("--preset", default=None, help="Config preset (default cpu_<arch>; paper: frid_adar_<arch>).")
+@data_options
+@click.option("--epochs", type=int, default=None, help="Training epochs (paper: DCGAN 70, ACGAN 50).")
+@click.option("--width", type=int, default=None, help="Generator width: first layer 4x4xWIDTH (paper 1024).")
+@click.option("--batch-size", type=int, default=None, help="Global batch size (paper 64).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (paper: DCGAN 2e-4, ACGAN 1e-4).")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+def train_gan_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
+                  epochs, width, batch_size, lr, precision, seed, out):
+    """Train DCGAN (one per class) or ACGAN on lesion ROIs into a run folder."""
+    cfg = _build_cfg("gan", preset or f"cpu_{arch}", config, {
+        "data": _data_overrides(data, classes, image_size, train_per_class),
+        "gan": {"arch": arch if not (preset or config) else None, "epochs": epochs, "width": width,
+                "batch_size": batch_size, "lr": lr}}, seed)
+    if precision:
+        cfg.precision = precision
+    if dry_run:
+        return _print_cfg(cfg)
+    from tfganaug.experiments import train_gan
+    run = train_gan(cfg, out, overwrite=overwrite, verbose=0 if quiet else "auto")
+    click.echo(f"GAN run complete: {run.path}")
+
+
+@app.command("synthesize")
+@click.argument("run_dir", type=click.Path())
+@click.option("--n", "count", type=int, default=1000, show_default=True, help="Number of images (balanced over classes).")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-png", is_flag=True, help="Write only images.npz and the manifest.")
+@click.option("--overwrite", is_flag=True)
+def synthesize_cmd(run_dir, count, out, seed, no_png, overwrite):
+    """Sample a trained GAN run into images.npz + PNGs + manifest.json.
+
+    \b
+    Example: tfganaug synthesize runs/acgan --n 3000 --out synth/acgan
+    """
+    from tfganaug.synthesize import synthesize
+    path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png)
+    click.echo(f"wrote {count} images to {path}")
+
+
+@app.command("train-cls")
+@click.option("--preset", default="cpu_cnn", show_default=True, help="cpu_cnn or frid_adar_cnn (paper).")
+@data_options
+@click.option("--augment", type=click.Choice(["none", "classic"]), default=None,
+              help="classic: rotation, flips, translation, scale (the paper's).")
+@click.option("--synthetic", type=click.Path(), default=None, help="A folder written by `tfganaug synthesize`.")
+@click.option("--synthetic-ratio", type=float, default=None, help="Share of synthetic ROIs per batch, in [0, 1).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seeds", default="0", callback=_seeds, show_default=True,
+              help="Comma-separated seeds; more than one writes OUT/seed-N per seed.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet, augment,
+                  synthetic, synthetic_ratio, epochs, batch_size, seeds, out):
+    """Train the lesion CNN (Frid-Adar et al.) with classic and/or synthetic augmentation.
+
+    \b
+    Example: tfganaug train-cls --augment classic --synthetic synth/acgan --synthetic-ratio 0.5 \\
+                 --seeds 0,1,2 --out runs/cls
+    """
+    if synthetic and synthetic_ratio is None:
+        synthetic_ratio = 0.5
+    for seed in seeds:
+        cfg = _build_cfg("cls", preset, config, {
+            "data": _data_overrides(data, classes, image_size, train_per_class),
+            "cls": {"augment": augment, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
+                    "epochs": epochs, "batch_size": batch_size}}, seed)
+        if dry_run:
+            _print_cfg(cfg)
+            continue
+        from tfganaug.experiments import train_classifier
+        target = Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)
+        run = train_classifier(cfg, target, overwrite=overwrite, verbose=0 if quiet else "auto")
+        click.echo(f"classifier run complete: {run.path}")
+
+
+@app.command("evaluate")
+@click.argument("run_dir", type=click.Path())
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Split to score (default: the run's data.eval_split).")
+def evaluate_cmd(run_dir, split):
+    """Per-class sensitivity, specificity, accuracy and confusion matrix; mean and 95% CI over seed runs.
+
+    \b
+    Example: tfganaug evaluate runs/cls      (a run, or a folder of seed-N runs)
+    """
+    from tfganaug.experiments import classifier_runs, evaluate_classifier
+    from tfganaug.report import summarize_evaluations, format_summary
+    results = [evaluate_classifier(r, split) for r in classifier_runs(run_dir)]
+    summary = summarize_evaluations(results)
+    click.echo(format_summary(summary))
+
+
+@app.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Model folder in TF Serving layout: OUT/<version>/saved_model.pb")
+@click.option("--version", "model_version", type=int, default=None, help="Version number (default: next free).")
+@click.option("--overwrite", is_flag=True)
+def export_cmd(run_dir, out, model_version, overwrite):
+    """Export a GAN (z, label -> image) or classifier (image -> probabilities) as a SavedModel.
+
+    \b
+    Example: tfganaug export runs/acgan --out saved_models/acgan
+             saved_model_cli show --dir saved_models/acgan/1 --all
+    """
+    from tfganaug.export import export_run
+    path = export_run(run_dir, out, version=model_version, overwrite=overwrite)
+    click.echo(f"exported to {path}")
+
+
+@app.command("study")
+@click.option("--budget", type=click.Choice(["demo", "cpu", "paper"]), default="demo", show_default=True,
+              help="demo: minutes on a laptop CPU; cpu: the labelled CPU budget of reports/; paper: the paper's settings.")
+@click.option("--data", default="phantom", show_default=True, help="phantom, organamnist, or a path (see train-gan).")
+@click.option("--classes", default=None, help="Comma-separated class names (organamnist default: liver,kidney-left,spleen).")
+@click.option("--train-per-class", type=int, default=None, help="Training ROIs per class (default: the budget's).")
+@click.option("--seeds", default=None, callback=lambda c, p, v: _seeds(c, p, v) if v else None,
+              help="Comma-separated seeds (default: the budget's).")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the report here (default: OUT/report).")
+@click.option("--quiet", is_flag=True)
+def study_cmd(budget, data, classes, train_per_class, seeds, out, report_dir, quiet):
+    """The whole Frid-Adar study: GANs, synthesis, classifiers with/without synthetic data, evaluation, report.
+
+    \b
+    Example: tfganaug study --budget demo --out runs/demo
+             tfganaug study --budget cpu --data organamnist --out runs/frid-adar --report reports/frid-adar
+    Rerun the same command after a crash: finished stages are kept, unfinished ones resume.
+    """
+    from tfganaug.study import run_study
+    from tfganaug.report import write_report
+    study = run_study(out, budget=budget, data=data, classes=_csv(classes), train_per_class=train_per_class,
+                      seeds=seeds, verbose=0 if quiet else 2)
+    path = write_report(study, report_dir or Path(out) / "report")
+    click.echo(f"report: {path}")
+
+
+@app.command("report")
+@click.argument("study_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def report_cmd(study_dir, out):
+    """Write report.md + figures from a study folder (tables with the paper's figures beside ours).
+
+    \b
+    Example: tfganaug report runs/frid-adar --out reports/frid-adar
+    """
+    from tfganaug.report import write_report
+    click.echo(f"report: {write_report(study_dir, out)}")
+
+
+def _print_cfg(cfg):
+    from tfganaug import config as config_lib
+    click.echo(json.dumps(config_lib.to_dict(cfg), indent=2))
+
+
+def main(argv=None):
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app.main(args=argv, prog_name="tfganaug", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TfganaugError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: rerun the same command to resume from the last checkpoint", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""One tf.data chain: read -> preprocess -> (mix synthetic) -> augment -> batch -> prefetch.
+
+Training streams are a pure function of (seed, epoch): each epoch draws its own order of
+the ROIs, its real/synthetic coin flips and every sample's augmentation from *stateless*
+random ops keyed by (seed, epoch, position). Restarting the chain at epoch k therefore
+yields exactly the batches a run that never stopped would see at epoch k, which is what
+exact resume needs (`fit()` gives no handle on its iterator), and the stream is the same
+whatever the number of devices.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfganaug.data.augment import classic_augment
+
+
+def _cycled_permutation(n: int, count: int, seed):
+    """`count` indices into range(n): back-to-back random permutations, cut to length."""
+    reps = max(1, math.ceil(count / n))
+    keys = tf.random.stateless_uniform([reps, n], seed=seed)
+    return tf.reshape(tf.argsort(keys, axis=1, stable=True), [-1])[:count]
+
+
+def mix_real_synthetic(n_real: int, n_synthetic: int, count: int, ratio: float, seed):
+    """Per-position (is_synthetic, index) for `count` samples, a share `ratio` synthetic.
+
+    Each position is synthetic with probability `ratio` (a stateless coin flip), so a batch
+    of 64 at ratio 0.5 holds 32 synthetic ROIs on average; the index points into the real
+    or the synthetic array accordingly, each walked in its own random order.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    real = _cycled_permutation(n_real, count, seeds[0])
+    if ratio <= 0.0 or n_synthetic == 0:
+        return tf.zeros([count], tf.bool), real
+    is_synthetic = tf.random.stateless_uniform([count], seed=seeds[1]) < ratio
+    fake = _cycled_permutation(n_synthetic, count, seeds[2])
+    return is_synthetic, tf.where(is_synthetic, fake, real)
+
+
+def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, steps_per_epoch: int,
+                     epochs: int, start_epoch: int = 0, seed: int = 0, augment: str = "none",
+                     synthetic: tuple[np.ndarray, np.ndarray] | None = None, synthetic_ratio: float = 0.0,
+                     scale: str = "unit") -> tf.data.Dataset:
+    """Batches (image, label) for epochs [start_epoch, epochs), `steps_per_epoch` batches each.
+
+    Classic augmentation applies to real and synthetic ROIs alike (after mixing).
+    `scale="tanh"` maps [0, 1] images to [-1, 1] for GAN discriminators.
+    """
+    real_x = tf.constant(np.asarray(images, np.float32))
+    real_y = tf.constant(np.asarray(labels, np.int32))
+    if synthetic is not None and synthetic_ratio > 0:
+        fake_x = tf.constant(np.asarray(synthetic[0], np.float32))
+        fake_y = tf.constant(np.asarray(synthetic[1], np.int32))
+    else:
+        fake_x, fake_y, synthetic_ratio = real_x[:0], real_y[:0], 0.0
+    count = steps_per_epoch * batch_size
+    n_real, n_fake = int(real_y.shape[0]), int(fake_y.shape[0])
+
+    def one_epoch(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        is_fake, index = mix_real_synthetic(n_real, n_fake, count, synthetic_ratio, epoch_seed)
+        positions = tf.range(count, dtype=tf.int64) + epoch * count
+        return tf.data.Dataset.from_tensor_slices((is_fake, index, positions))
+
+    def gather(is_fake, index, position):
+        if n_fake:
+            image = tf.where(is_fake, tf.gather(fake_x, tf.minimum(index, n_fake - 1)),
+                             tf.gather(real_x, tf.minimum(index, n_real - 1)))
+            label = tf.where(is_fake, tf.gather(fake_y, tf.minimum(index, n_fake - 1)),
+                             tf.gather(real_y, tf.minimum(index, n_real - 1)))
+        else:
+            image, label = tf.gather(real_x, index), tf.gather(real_y, index)
+        if augment == "classic":
+            image = classic_augment(image, tf.stack([tf.constant(seed + 1, tf.int64), position]))
+        if scale == "tanh":
+            image = image * 2.0 - 1.0
+        return image, label
+
+    options = tf.data.Options()
+    options.deterministic = True
+    return (tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> tf.data.Dataset:
+    """Unshuffled, unaugmented batches for evaluation and prediction."""
+    return (tf.data.Dataset.from_tensor_slices((np.asarray(images, np.float32), np.asarray(labels, np.int32)))
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,408 @@
+"""Medical image readers chosen by file suffix; each returns ``(array, meta)``.
+
+Following MONAI's ``LoadImage``, the array is float32 and ``meta`` travels with it, so
+spacing, geometry and patient id are never dropped. Every bad input (missing, truncated,
+random bytes, pickled objects, NaN, absurd header sizes) raises :class:`InputError` naming
+the file; sizes claimed by headers are checked against :data:`MAX_ARRAY_BYTES` before
+anything is allocated.
+
+Axis convention, recorded in ``meta["axes"]`` (``meta["spacing_mm"]`` follows the same
+order):
+
+* DICOM series (a folder, a ``.zip`` holding a series, or a single ``.dcm``): ``"zyx"`` —
+  slices sorted by position along the slice normal (ascending), then rows, then columns,
+  exactly as stored. For axial CT this is orientation ``("S", "P", "L")``: the radiological
+  view, where a slice shows the patient's right on the left of the screen.
+* NIfTI: ``"xyz"`` in nibabel's closest canonical RAS orientation, i.e. index order of
+  ``nibabel.as_closest_canonical``. A 2-D NIfTI is read as ``(x, y, 1)``.
+* PNG / JPEG: ``"yx"`` for greyscale, ``"yxc"`` for RGB.
+* ``.npy`` / ``.npz``: ``None``; the file does not say.
+
+Volumes carry ``meta["affine"]`` (4x4, array index -> RAS+ millimetres, also for DICOM)
+and ``meta["orientation"]`` (``nibabel.aff2axcodes`` of that affine). :func:`to_zyx`
+reorients any volume to ``("S", "P", "L")`` so NIfTI and DICOM volumes line up voxel for
+voxel; NIfTI in RAS is mirrored in x and y with respect to that view.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
+from PIL import Image
+
+from tfganaug.errors import InputError
+
+MAX_ARRAY_BYTES = 2**31
+"""Largest float32 array a reader will allocate; larger header claims are refused unread."""
+
+ZYX_ORIENTATION = ("S", "P", "L")
+"""Axis codes of :func:`to_zyx` output: the DICOM order of an axial CT series."""
+
+SUPPORTED = ("a DICOM folder, .dcm, .zip (DICOM series), .nii, .nii.gz, .png, .jpg, .jpeg, "
+             ".npy or .npz")
+
+# What the libraries raise on truncated or random bytes. Caught only around library calls.
+_DECODE_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+                  RuntimeError, SyntaxError, struct.error, zlib.error, zipfile.BadZipFile,
+                  nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError,
+                  pydicom.errors.InvalidDicomError, Image.DecompressionBombError)
+
+_PIL_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F", "RGB"}
+
+
+class _Decoding:
+    """Turn a library's exception on malformed bytes into one InputError line, chained."""
+
+    def __init__(self, path, what: str):
+        self.path, self.what = path, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, InputError) or not isinstance(exc, _DECODE_ERRORS):
+            return False
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise InputError(self.what, "a readable file", reason, self.path) from exc
+
+
+def _check_size(shape, itemsize: int, path, what: str) -> None:
+    """Refuse the array a header claims before allocating it (raw values or their float32 copy)."""
+    n_bytes = int(np.prod(shape, dtype=np.float64)) * max(itemsize, 4)
+    if n_bytes > MAX_ARRAY_BYTES:
+        raise InputError(what, f"at most {MAX_ARRAY_BYTES} bytes in memory",
+                         f"a header claiming shape {tuple(shape)} ({n_bytes} bytes)", path)
+
+
+def read_image(path: str | os.PathLike, *, member: str | None = None,
+               key: str | None = None) -> tuple[np.ndarray, dict]:
+    """Read an image or volume as finite float32 plus its metadata (see the module docstring).
+
+    ``member`` picks the folder inside a ``.zip`` (e.g. ``"liver"`` in IRCADb's
+    ``MASKS_DICOM.zip``); ``key`` picks the array in a ``.npz``.
+    """
+    array, meta = _read_raw(Path(path), member, key)
+    if array.size == 0:
+        raise InputError("image", "at least one voxel", f"shape {array.shape}", path)
+    out = array.astype(np.float32)
+    n_bad = out.size - int(np.count_nonzero(np.isfinite(out)))
+    if n_bad:
+        raise InputError("image", "finite values", f"{n_bad} non-finite voxels (NaN/Inf)", path)
+    return out, meta
+
+
+def read_segmentation(path: str | os.PathLike, like_meta: dict | None = None,
+                      labels=None, *, member: str | None = None,
+                      key: str | None = None) -> tuple[np.ndarray, dict]:
+    """Read an integer label map (uint8 when the values fit, else int32).
+
+    ``labels`` is the set of allowed values. With ``like_meta`` (the image's meta) the mask is
+    first put in the image's axis order (:func:`to_zyx` when the image is ``"zyx"``, so a
+    NIfTI mask lines up with its DICOM series) and must then agree in shape, spacing
+    (1e-3 relative) and orientation.
+    """
+    array, meta = read_image(path, member=member, key=key)
+    if meta.get("axes") == "yxc":
+        raise InputError("label map", "a single-channel image",
+                         f"colour image of shape {array.shape} (map colours to labels first)", path)
+    n_frac = int(np.count_nonzero(array != np.round(array)))
+    if n_frac:
+        raise InputError("label map", "integer values", f"{n_frac} non-integer voxels", path)
+    if labels is not None:
+        _check_labels(array, labels, path)
+    if like_meta is not None:
+        if like_meta.get("axes") == "zyx" and meta.get("axes") != "zyx":
+            array, meta = to_zyx(array, meta)
+        _check_like(meta, like_meta, path)
+    fits_uint8 = array.min() >= 0 and array.max() <= 255
+    return array.astype(np.uint8 if fits_uint8 else np.int32), meta
+
+
+def to_zyx(array: np.ndarray, meta: dict) -> tuple[np.ndarray, dict]:
+    """Reorient a volume to axes ``"zyx"`` = orientation ``("S", "P", "L")``; meta follows.
+
+    A DICOM series whose slices had no position is already ``"zyx"`` by slice order and is
+    returned unchanged; anything else without an affine is refused.
+    """
+    codes = meta.get("orientation")
+    if codes is None or None in codes:
+        if meta.get("axes") == "zyx":
+            return array, meta
+        raise InputError("volume", "a NIfTI or DICOM volume with known orientation",
+                         f"axes {meta.get('axes')!r} and orientation {codes}", meta.get("source"))
+    ornt = ornt_transform(axcodes2ornt(codes), axcodes2ornt(ZYX_ORIENTATION))
+    spacing = [0.0] * 3
+    for i, (axis, _) in enumerate(ornt):
+        spacing[int(axis)] = meta["spacing_mm"][i]
+    affine = np.asarray(meta["affine"]) @ inv_ornt_aff(ornt, array.shape[:3])
+    out = np.ascontiguousarray(apply_orientation(array, ornt))
+    return out, {**meta, "axes": "zyx" + meta["axes"][3:], "spacing_mm": tuple(spacing),
+                 "affine": affine.tolist(), "orientation": ZYX_ORIENTATION, "shape": out.shape}
+
+
+def _check_labels(array: np.ndarray, labels, path) -> None:
+    allowed = sorted(int(v) for v in labels)
+    unexpected = np.setdiff1d(np.unique(array), allowed)
+    if unexpected.size:
+        more = f" and {unexpected.size - 10} more" if unexpected.size > 10 else ""
+        raise InputError("label map", f"values in {allowed}",
+                         f"unexpected values {[int(v) for v in unexpected[:10]]}{more}", path)
+
+
+def _check_like(meta: dict, like: dict, path) -> None:
+    image = like.get("source")
+    if tuple(meta["shape"]) != tuple(like["shape"]):
+        raise InputError("mask", f"the image's shape {tuple(like['shape'])} ({image})",
+                         f"shape {tuple(meta['shape'])}", path)
+    mine, theirs = meta.get("spacing_mm"), like.get("spacing_mm")
+    if mine is not None and theirs is not None and not np.allclose(mine, theirs, rtol=1e-3, atol=0):
+        raise InputError("mask", f"the image's spacing {tuple(theirs)} mm ({image})",
+                         f"spacing {tuple(mine)} mm", path)
+    if meta.get("orientation") and like.get("orientation") and \
+            tuple(meta["orientation"]) != tuple(like["orientation"]):
+        raise InputError("mask", f"the image's orientation {tuple(like['orientation'])} ({image})",
+                         f"orientation {tuple(meta['orientation'])}", path)
+
+
+def _read_raw(path: Path, member, key) -> tuple[np.ndarray, dict]:
+    if not path.exists():
+        raise InputError("image file", "an existing file or folder", "nothing at that path", path)
+    if path.is_dir():
+        return _read_dicom_folder(path)
+    name = path.name.lower()
+    for suffixes, reader in ((".nii.gz", _read_nifti), (".nii", _read_nifti),
+                             (".zip", lambda p: _read_dicom_zip(p, member)),
+                             (".dcm", _read_dicom_file), (".png", _read_pillow),
+                             (".jpg", _read_pillow), (".jpeg", _read_pillow),
+                             (".npy", _read_npy), (".npz", lambda p: _read_npz(p, key))):
+        if name.endswith(suffixes):
+            return reader(path)
+    if _looks_like_dicom(path):
+        return _read_dicom_file(path)
+    raise InputError("image file", SUPPORTED, f"suffix {''.join(path.suffixes) or 'none'!r}", path)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """DICOM files often have no suffix (``CT.1.3.12...``); their preamble says what they are."""
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+# --- NIfTI -----------------------------------------------------------------------------
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
+    with _Decoding(path, "NIfTI image"):
+        img = nib.load(path)
+        shape, dtype = tuple(int(n) for n in img.shape), img.get_data_dtype()
+        scaled = (img.dataobj.slope, img.dataobj.inter) != (1.0, 0.0)  # then values are float64
+    if len(shape) > 4:
+        raise InputError("NIfTI image", "at most 4 dimensions", f"shape {shape}", path)
+    _check_size(shape, 8 if scaled else dtype.itemsize, path, "NIfTI image")
+    with _Decoding(path, "NIfTI image"):
+        original = nib.aff2axcodes(img.affine)
+        if len(shape) < 3:
+            data = np.asanyarray(img.dataobj).reshape(shape + (1,) * (3 - len(shape)))
+            img = nib.Nifti1Image(data, img.affine)
+        canonical = nib.as_closest_canonical(img)
+        array = np.asanyarray(canonical.dataobj)
+    return array, {"format": "nifti", "source": str(path), "axes": "xyzt"[:array.ndim],
+                   "shape": array.shape, "dtype": str(dtype),
+                   "spacing_mm": tuple(float(z) for z in canonical.header.get_zooms()[:3]),
+                   "affine": canonical.affine.tolist(),
+                   "orientation": nib.aff2axcodes(canonical.affine),
+                   "original_orientation": original}
+
+
+# --- DICOM -----------------------------------------------------------------------------
+
+def _read_dicom_file(path: Path) -> tuple[np.ndarray, dict]:
+    with _Decoding(path, "DICOM file"):
+        ds = pydicom.dcmread(path)
+    return _dicom_volume([ds], path)
+
+
+def _read_dicom_folder(path: Path) -> tuple[np.ndarray, dict]:
+    files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
+    if not files:
+        raise InputError("DICOM series folder", "at least one DICOM file", "an empty folder", path)
+    return _dicom_volume(_parse_dicoms(((f.name, f) for f in files), path), path)
+
+
+def _read_dicom_zip(path: Path, member: str | None) -> tuple[np.ndarray, dict]:
+    with _Decoding(path, "zip of a DICOM series"), zipfile.ZipFile(path) as archive:
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        folders = sorted({i.filename.rpartition("/")[0] for i in infos})
+        if member is None and len(folders) > 1:
+            raise InputError("zip member", f"member= naming one of the folders {folders}",
+                             "no member", path)
+        infos = [i for i in infos if member is None or _in_folder(i.filename, member)]
+        if member is not None and not infos:
+            raise InputError("zip member", f"one of the folders {folders}", repr(member), path)
+        unpacked = sum(i.file_size for i in infos)
+        if unpacked > MAX_ARRAY_BYTES:  # a zip bomb, or far more than one series
+            raise InputError("zip of a DICOM series", f"at most {MAX_ARRAY_BYTES} bytes unpacked",
+                             f"{unpacked} bytes", path)
+        slices = _parse_dicoms(((i.filename, io.BytesIO(archive.read(i))) for i in infos), path)
+    array, meta = _dicom_volume(slices, path)
+    return array, {**meta, "member": member}
+
+
+def _in_folder(name: str, folder: str) -> bool:
+    parent = name.rpartition("/")[0]
+    return parent == folder.strip("/") or parent.endswith("/" + folder.strip("/"))
+
+
+def _parse_dicoms(named_sources, path) -> list:
+    """Parse every source; files that are not DICOM at all (no preamble) are skipped."""
+    slices = []
+    for name, source in named_sources:
+        try:
+            slices.append(pydicom.dcmread(source))
+        except pydicom.errors.InvalidDicomError:
+            continue
+        except _DECODE_ERRORS as exc:
+            raise InputError("DICOM file", "a readable file", f"{type(exc).__name__} in {name}",
+                             path) from exc
+    if not slices:
+        raise InputError("DICOM series", "at least one DICOM file", "no DICOM files", path)
+    return slices
+
+
+def _dicom_volume(slices: list, path) -> tuple[np.ndarray, dict]:
+    uids = sorted({str(ds.get("SeriesInstanceUID", "")) for ds in slices})
+    if len(uids) > 1:
+        raise InputError("DICOM folder", "one DICOM series", f"{len(uids)} series (uids "
+                         + ", ".join(u or "<empty>" for u in uids) + ")", path)
+    with _Decoding(path, "DICOM series"):
+        shapes = sorted({(int(ds.Rows), int(ds.Columns)) for ds in slices})
+        if len(shapes) > 1:
+            raise InputError("DICOM series", "slices of one shape", f"shapes {shapes}", path)
+        _check_size((len(slices),) + shapes[0], 4, path, "DICOM series")
+        slices, positions = _sort_slices(slices, path)
+        array = np.stack([_slice_hu(ds, path) for ds in slices])
+    return array, _dicom_meta(slices, positions, array, path)
+
+
+def _sort_slices(slices: list, path) -> tuple[list, np.ndarray | None]:
+    """Sort by position along the slice normal; without geometry, by InstanceNumber."""
+    try:
+        iop = np.array(slices[0].ImageOrientationPatient, dtype=float)
+        normal = np.cross(iop[:3], iop[3:])
+        positions = np.array([np.dot(np.asarray(ds.ImagePositionPatient, float), normal)
+                              for ds in slices])
+    except (AttributeError, TypeError, ValueError):
+        return sorted(slices, key=lambda ds: int(ds.InstanceNumber)), None
+    order = np.argsort(positions, kind="stable")
+    positions = positions[order]
+    steps = np.diff(positions)
+    if steps.size and (steps.min() <= 1e-6 or steps.max() - steps.min() > 1e-2 * steps.max()):
+        raise InputError("DICOM series", "evenly spaced slices at distinct positions",
+                         f"slice steps from {steps.min():.4g} to {steps.max():.4g} mm", path)
+    return [slices[i] for i in order], positions
+
+
+def _slice_hu(ds, path) -> np.ndarray:
+    """Stored values -> modality units (Hounsfield units for CT) via RescaleSlope/Intercept."""
+    pixels = ds.pixel_array
+    if pixels.ndim != 2:
+        raise InputError("DICOM slice", "one greyscale 2-D frame per file",
+                         f"pixel array of shape {pixels.shape}", path)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept == 0:
+        return pixels
+    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _dicom_meta(slices: list, positions, array: np.ndarray, path) -> dict:
+    first = slices[0]
+    dy, dx = (float(v) for v in first.get("PixelSpacing", (1.0, 1.0)))  # 1 mm if not stated
+    if positions is not None and len(positions) > 1:
+        dz = float(np.median(np.diff(positions)))
+    else:  # one slice, or no positions: the thickness is all there is
+        dz = float(first.get("SliceThickness", 1.0) or 1.0)
+    affine = _dicom_affine(first, (dz, dy, dx)) if positions is not None else None
+    return {"format": "dicom", "source": str(path), "axes": "zyx", "shape": array.shape,
+            "dtype": str(first.pixel_array.dtype), "spacing_mm": (dz, dy, dx),
+            "affine": None if affine is None else affine.tolist(),
+            "orientation": None if affine is None else nib.aff2axcodes(affine),
+            "patient_id": str(first.get("PatientID", "")),
+            "series_uid": str(first.get("SeriesInstanceUID", "")),
+            "modality": str(first.get("Modality", "")), "n_slices": len(slices)}
+
+
+def _dicom_affine(first, spacing_zyx) -> np.ndarray:
+    """(slice, row, column) index -> RAS+ mm; DICOM patient coordinates are LPS+."""
+    iop = np.array(first.ImageOrientationPatient, dtype=float)
+    row_dir, col_dir = iop[:3], iop[3:]
+    lps = np.eye(4)
+    lps[:3, 0] = np.cross(row_dir, col_dir) * spacing_zyx[0]
+    lps[:3, 1] = col_dir * spacing_zyx[1]   # moving down the rows follows the column direction
+    lps[:3, 2] = row_dir * spacing_zyx[2]
+    lps[:3, 3] = np.asarray(first.ImagePositionPatient, dtype=float)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+# --- PNG / JPEG, NumPy ---------------------------------------------------------------------
+
+def _read_pillow(path: Path) -> tuple[np.ndarray, dict]:
+    with _Decoding(path, "PNG/JPEG image"), Image.open(path) as im:
+        width, height = im.size
+        _check_size((height, width, len(im.getbands())), 4, path, "PNG/JPEG image")
+        if im.mode == "P":  # a palette is an encoding of colours, not data
+            im = im.convert("RGB")
+        if im.mode not in _PIL_MODES:
+            raise InputError("PNG/JPEG image", f"one of the modes {sorted(_PIL_MODES)} or P",
+                             f"mode {im.mode}", path)
+        array = np.asarray(im)
+    return array, {"format": path.suffix.lower().lstrip("."), "source": str(path),
+                   "axes": "yx" if array.ndim == 2 else "yxc", "shape": array.shape,
+                   "dtype": str(array.dtype), "spacing_mm": None, "mode": im.mode}
+
+
+def _check_numeric(array: np.ndarray, path) -> np.ndarray:
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or \
+            np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError("array", "real numbers", f"dtype {array.dtype}", path)
+    return array
+
+
+def _check_npy_header(f, path, what: str) -> None:
+    """Check the shape an .npy header claims; ``np.load`` would allocate it before reading."""
+    version = np.lib.format.read_magic(f)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read_header(f)
+    _check_size(shape, dtype.itemsize, path, what)
+
+
+def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
+    with _Decoding(path, "NumPy array"):
+        with open(path, "rb") as f:
+            _check_npy_header(f, path, "NumPy array")
+        array = _check_numeric(np.load(path, allow_pickle=False), path)
+    return array, {"format": "npy", "source": str(path), "axes": None, "shape": array.shape,
+                   "dtype": str(array.dtype), "spacing_mm": None}
+
+
+def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
+    with _Decoding(path, "NumPy archive"), np.load(path, allow_pickle=False) as archive:
+        keys = list(archive.files)
+        if key is None and len(keys) != 1:
+            raise InputError("key", f"one of {keys} (pass key=)", "no key", path)
+        key = keys[0] if key is None else key
+        if key not in keys:
+            raise InputError("key", f"one of {keys}", repr(key), path)
+        with archive.zip.open(key + ".npy") as f:
+            _check_npy_header(f, path, "NumPy archive")
+        array = _check_numeric(archive[key], path)
+    return array, {"format": "npz", "source": str(path), "axes": None, "shape": array.shape,
+                   "dtype": str(array.dtype), "spacing_mm": None, "key": key, "keys": keys}

@@ -1,0 +1,353 @@
+"""Export a trained run as a SavedModel in TF Serving layout: `<out>/<version>/`.
+
+One run gives one servable with one `serving_default` signature:
+
+* GAN runs: `z` float32 [None, latent_dim] (uniform in [-1, 1], as in training) and `label`
+  int32 [None] -> `image` float32 [None, H, W, 1] in [0, 1] (the generator's tanh output
+  mapped as `synthesize` maps it, so served images equal synthesized ones). A DCGAN run holds
+  one generator per class: the served graph runs every class generator on the rows whose
+  label is that class (`tf.dynamic_partition`) and stitches the rows back in request order
+  (`tf.dynamic_stitch`), so each row is generated once, by its class's generator. An ACGAN
+  run calls its conditional generator with [z, label]. A label outside [0, num_classes), or
+  `z` and `label` of different lengths, fail inside the graph with INVALID_ARGUMENT (HTTP 400
+  from TF Serving) rather than being clipped: a silently remapped class would put wrong
+  labels on synthetic training data.
+* Classifier runs: `image` float32 [None, H, W, 1] in [0, 1] -> `probabilities` float32
+  [None, num_classes] and `class_id` int64 [None] (the argmax).
+
+The version folder also holds `assets.extra/tf_serving_warmup_requests` (one PredictionLog
+with a small example request, which TF Serving replays before it marks the model ready) and
+`assets.extra/tfganaug_export.json` (source run, classes, signature, value ranges, an example
+REST body). The folder is built under a temporary name, checked by reloading it and comparing
+its output with the Keras model's on the example request, and only then renamed into place.
+
+The SavedModel is written with `keras.export.ExportArchive` with explicit TensorSpecs: a bare
+`model.export` loses the input names and types an int label as float32, and signatures of a
+bare `tf.Module` fail under `saved_model_cli run` (../shared/TF_KERAS_NOTES.md).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfganaug import __version__
+from tfganaug.errors import InputError, OutputExistsError, TfganaugError
+from tfganaug.fsutil import atomic_dir, atomic_write_json
+
+SIGNATURE = "serving_default"
+WARMUP_FILE = "tf_serving_warmup_requests"
+INFO_FILE = "tfganaug_export.json"
+VERIFY_ATOL = 1e-5
+
+
+def export_run(run_dir, out, version: int | None = None, overwrite: bool = False) -> Path:
+    """Export the run in `run_dir` to `<out>/<version>/` and return that folder.
+
+    `version` defaults to one more than the highest integer version folder in `out` (1 if
+    none). An existing version folder is refused unless `overwrite`; it is then replaced only
+    once the new one is complete, and a failed export leaves `out` as it was.
+    """
+    from tfganaug.train import RunFolder
+
+    run, cfg = RunFolder.load(run_dir)
+    out = Path(out)
+    if version is None:
+        version = next_version(out)
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+        raise InputError("--version", "a non-negative integer (TF Serving's version folder name)", repr(version))
+    target = out / str(int(version))
+    if target.exists() and not overwrite:
+        raise OutputExistsError(target, "pass --overwrite to replace it, or leave --version out to add a new one")
+    out_existed = out.exists()
+    try:
+        with atomic_dir(target, overwrite=overwrite) as tmp:
+            # Models are restored inside the block: whatever fails (a missing checkpoint, a full
+            # disk, a verification mismatch) removes the temporary folder with it.
+            servable = _gan_servable(run_dir) if cfg.kind == "gan" else _classifier_servable(run, cfg)
+            _write(servable, tmp, model_name=out.resolve().name, version=int(version))
+    except BaseException:
+        if not out_existed:
+            _remove_if_empty(out)
+        raise
+    return target
+
+
+def next_version(out) -> int:
+    """1 + the highest integer-named folder in `out` (TF Serving serves the highest), or 1."""
+    out = Path(out)
+    versions = [int(p.name) for p in out.iterdir() if p.is_dir() and p.name.isdigit()] if out.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+class _Servable:
+    """What one export needs: the models, the served function and its contract."""
+
+    def __init__(self, *, models, fn, input_specs, outputs, example, reference, info):
+        self.models = models            # Keras models whose variables the function reads
+        self.fn = fn                    # positional args in the order of input_specs -> dict
+        self.input_specs = input_specs  # [tf.TensorSpec(name=...)]
+        self.outputs = outputs          # {name: (dtype name, shape with None)}
+        self.example = example          # {input name: np.ndarray}: warmup and verification
+        self.reference = reference      # {output name: np.ndarray}: the Keras models' answer
+        self.info = info                # source-specific fields for tfganaug_export.json
+
+
+def _gan_servable(run_dir) -> _Servable:
+    from tfganaug.experiments import load_gan_for_sampling
+
+    run, cfg, names, gans = load_gan_for_sampling(run_dir)
+    num_classes = len(names)
+    generators = [gan.generator for _, gan, _ in gans]
+    conditional = cfg.gan.arch != "dcgan"
+    latent_dim = int(gans[0][1].latent_dim)
+    image_shape = tuple(int(d) for d in generators[0].output_shape[1:])
+
+    def generate(z, label):
+        checks = [
+            tf.debugging.assert_equal(tf.shape(label)[0], tf.shape(z)[0],
+                                      message="expected z and label with the same number of rows"),
+            tf.debugging.assert_greater_equal(label, 0, message=f"expected label in [0, {num_classes})"),
+            tf.debugging.assert_less(label, num_classes, message=f"expected label in [0, {num_classes})"),
+        ]
+        with tf.control_dependencies(checks):
+            label = tf.identity(label)
+            z = tf.identity(z)
+        if conditional:
+            image = generators[0]([z, label], training=False)
+        else:
+            rows = tf.dynamic_partition(tf.range(tf.shape(z)[0]), label, num_classes)
+            parts = tf.dynamic_partition(z, label, num_classes)
+            image = tf.dynamic_stitch(rows, [g(p, training=False) for g, p in zip(generators, parts)])
+        image = tf.ensure_shape(tf.cast(image, tf.float32), (None,) + image_shape)
+        return {"image": tf.clip_by_value((image + 1.0) / 2.0, 0.0, 1.0)}
+
+    n = max(2, num_classes)
+    z = np.random.default_rng(2018).uniform(-1.0, 1.0, (n, latent_dim)).astype(np.float32)
+    label = (np.arange(n) % num_classes).astype(np.int32)
+    return _Servable(
+        models=generators, fn=generate,
+        input_specs=[tf.TensorSpec([None, latent_dim], tf.float32, name="z"),
+                     tf.TensorSpec([None], tf.int32, name="label")],
+        outputs={"image": ("float32", [None, *image_shape])},
+        example={"z": z, "label": label},
+        reference={"image": _keras_images(gans, z, label, conditional)},
+        info={"source_run": str(Path(run.path).resolve()), "kind": "gan", "arch": cfg.gan.arch,
+              "class_names": list(names), "checkpoints": {m: str(c) for m, _, c in gans},
+              "value_range": {"z": [-1.0, 1.0], "label": [0, num_classes - 1], "image": [0.0, 1.0]},
+              "label_out_of_range": "INVALID_ARGUMENT (graph assertion); labels are never clipped",
+              "generator_per_class": not conditional})
+
+
+def _keras_images(gans, z, label, conditional) -> np.ndarray:
+    """The generators' answer computed the way `synthesize.sample_images` computes it."""
+    if conditional:
+        raw = gans[0][1].generate(z, label).numpy()
+    else:
+        raw = np.zeros((len(label),) + tuple(gans[0][1].generator.output_shape[1:]), np.float32)
+        for c, (_, gan, _) in enumerate(gans):
+            if (label == c).any():
+                raw[label == c] = gan.generate(z[label == c]).numpy()
+    return np.clip((raw + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
+
+
+def _classifier_servable(run, cfg) -> _Servable:
+    from tfganaug.experiments import load_classifier
+
+    model = load_classifier(run)
+    names = list(run.status().get("class_names") or [])
+    image_shape = tuple(int(d) for d in model.input_shape[1:])
+    num_classes = int(model.output_shape[-1])
+    if len(names) != num_classes:
+        raise TfganaugError(f"{run.path}: expected {num_classes} class names in status.json (the model's "
+                            f"output width), got {names}")
+
+    def classify(image):
+        probabilities = tf.cast(model(image, training=False), tf.float32)
+        return {"probabilities": probabilities,
+                "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
+
+    image = np.random.default_rng(2018).uniform(0.0, 1.0, (2,) + image_shape).astype(np.float32)
+    probabilities = np.asarray(model(image, training=False), np.float32)
+    return _Servable(
+        models=[model], fn=classify,
+        input_specs=[tf.TensorSpec([None, *image_shape], tf.float32, name="image")],
+        outputs={"probabilities": ("float32", [None, num_classes]), "class_id": ("int64", [None])},
+        example={"image": image},
+        reference={"probabilities": probabilities, "class_id": probabilities.argmax(-1).astype(np.int64)},
+        info={"source_run": str(Path(run.path).resolve()), "kind": "cls", "arch": "lesion_cnn",
+              "class_names": names, "model_file": str(run.final_model("cls").resolve()),
+              "value_range": {"image": [0.0, 1.0], "probabilities": [0.0, 1.0],
+                              "class_id": [0, num_classes - 1]},
+              "preprocessing": "none outside the graph: the training-set mean is subtracted inside it"})
+
+
+def _write(servable: _Servable, folder: Path, model_name: str, version: int) -> None:
+    archive = keras.export.ExportArchive()
+    for model in servable.models:
+        archive.track(model)
+    archive.add_endpoint(SIGNATURE, servable.fn, input_signature=servable.input_specs)
+    archive.write_out(str(folder), verbose=False)
+
+    max_diff = _verify(folder, servable)
+    extra = folder / "assets.extra"
+    extra.mkdir()
+    with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
+        writer.write(prediction_log_bytes(model_name, servable.example, SIGNATURE))
+    atomic_write_json(extra / INFO_FILE, {
+        **servable.info,
+        "model_name": model_name, "version": version, "signature_name": SIGNATURE,
+        "inputs": {s.name: {"dtype": s.dtype.name, "shape": s.shape.as_list()} for s in servable.input_specs},
+        "outputs": {k: {"dtype": d, "shape": s} for k, (d, s) in servable.outputs.items()},
+        "example_request": rest_request_body(servable.example),
+        "rest_predict_url": f"http://localhost:8501/v1/models/{model_name}:predict",
+        "verified_max_abs_diff": max_diff, "verify_atol": VERIFY_ATOL,
+        "tfganaug": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+
+
+def _verify(folder: Path, servable: _Servable) -> float:
+    """Reload the written SavedModel and compare it with the Keras models on the example."""
+    loaded = tf.saved_model.load(str(folder))
+    got = loaded.signatures[SIGNATURE](**{k: tf.constant(v) for k, v in servable.example.items()})
+    diffs = {}
+    for name, want in servable.reference.items():
+        have = got[name].numpy()
+        if have.shape != want.shape or have.dtype != want.dtype:
+            raise TfganaugError(f"{folder}: expected output '{name}' {want.dtype}{list(want.shape)} from the "
+                                f"exported signature, got {have.dtype}{list(have.shape)}")
+        diffs[name] = float(np.max(np.abs(have.astype(np.float64) - want), initial=0.0))
+    worst = max(diffs.values())
+    if worst > VERIFY_ATOL:
+        raise TfganaugError(f"{folder}: expected the SavedModel to reproduce the Keras outputs within "
+                            f"{VERIFY_ATOL}, got max |difference| {diffs}")
+    return worst
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+# --- TF Serving warmup records: protobuf wire format written by hand -----------------------
+# PredictionLog{predict_log = 6: PredictLog{request = 1: PredictRequest{model_spec = 1:
+# ModelSpec{name = 1, signature_name = 3}, inputs = 2: map<string, TensorProto>}}}
+# (tensorflow_serving/apis/{prediction_log,predict,model}.proto). A map is a repeated entry
+# message {key = 1, value = 2}. TensorProto comes from TensorFlow itself, so
+# tensorflow-serving-api is not needed; keys are written sorted, as deterministic
+# serialization does, which gives the official package's bytes.
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def prediction_log_bytes(model_name: str, inputs: dict, signature_name: str = SIGNATURE) -> bytes:
+    """A serialized `tensorflow.serving.PredictionLog` holding one PredictRequest."""
+    spec = (_field(1, model_name.encode()) if model_name else b"") + _field(3, signature_name.encode())
+    entries = b"".join(
+        _field(2, _field(1, key.encode()) + _field(2, tf.make_tensor_proto(np.asarray(value)).SerializeToString()))
+        for key, value in sorted(inputs.items()))
+    return _field(6, _field(1, _field(1, spec) + entries))
+
+
+# --- TF Serving REST bodies ---------------------------------------------------------------
+
+def rest_request_body(inputs: dict, signature_name: str = SIGNATURE) -> dict:
+    """The columnar REST body `{"signature_name": ..., "inputs": {name: nested lists}}`.
+
+    POST it as JSON to `http://<host>:8501/v1/models/<name>:predict`.
+    """
+    return {"signature_name": signature_name,
+            "inputs": {name: np.asarray(value).tolist() for name, value in inputs.items()}}
+
+
+def predict_with_rest_body(saved_model_dir, body) -> dict:
+    """Answer a TF Serving REST predict body from the SavedModel, as the model server would.
+
+    `body` is a dict or JSON text in the columnar form (`"inputs"`, answered with
+    `"outputs"`) or the row form (`"instances"`, answered with `"predictions"`). Lists become
+    tensors of the signature's dtypes. As in TF Serving, a signature with a single output
+    answers with its value alone (`{"outputs": [[...]]}`); several outputs give a mapping by
+    name. Where TF Serving would answer HTTP 400 `{"error": ...}` (a malformed body or an
+    INVALID_ARGUMENT from the graph, e.g. a label out of range) this raises `InputError`.
+    """
+    where = os.fspath(saved_model_dir)
+    if isinstance(body, (str, bytes)):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise InputError("request body", "JSON", f"unparsable text ({exc})", where) from None
+    if not isinstance(body, dict) or ("inputs" in body) == ("instances" in body):
+        raise InputError("request body", 'a JSON object with exactly one of "inputs" or "instances"',
+                         repr(sorted(body)) if isinstance(body, dict) else type(body).__name__, where)
+    name = body.get("signature_name", SIGNATURE)
+    loaded = tf.saved_model.load(where)
+    if name not in loaded.signatures:
+        raise InputError("signature_name", f"one of {sorted(loaded.signatures)}", repr(name), where)
+    fn = loaded.signatures[name]
+    specs = fn.structured_input_signature[1]
+    columnar = "inputs" in body
+    values = body["inputs"] if columnar else _columns(body["instances"], specs, where)
+    if not isinstance(values, dict):
+        if len(specs) != 1:
+            raise InputError("inputs", f"a mapping with the inputs {sorted(specs)}", type(values).__name__, where)
+        values = {next(iter(specs)): values}
+    if set(values) != set(specs):
+        raise InputError("inputs", f"exactly {sorted(specs)}", f"{sorted(values)}", where)
+    tensors = {key: _tensor(key, values[key], spec, where) for key, spec in specs.items()}
+    try:
+        result = fn(**tensors)
+    except tf.errors.InvalidArgumentError as exc:
+        raise InputError("request", "inputs the model accepts", exc.message.splitlines()[0], where) from None
+    result = {key: value.numpy() for key, value in result.items()}
+    if columnar:
+        outputs = {key: value.tolist() for key, value in result.items()}
+        return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
+    if len(result) == 1:
+        return {"predictions": next(iter(result.values())).tolist()}
+    n = len(next(iter(result.values())))
+    return {"predictions": [{key: value[i].tolist() for key, value in result.items()} for i in range(n)]}
+
+
+def _columns(instances, specs, where) -> dict:
+    """Row form -> columns: a list of {input: value} objects, or bare values for one input."""
+    if not isinstance(instances, list):
+        raise InputError("instances", "a list with one entry per example", type(instances).__name__, where)
+    if len(specs) == 1 and not all(isinstance(row, dict) for row in instances):
+        return {next(iter(specs)): instances}
+    if not all(isinstance(row, dict) and set(row) == set(specs) for row in instances):
+        raise InputError("instances", f"objects with exactly the inputs {sorted(specs)}", "other rows", where)
+    return {key: [row[key] for row in instances] for key in specs}
+
+
+def _tensor(key, value, spec: tf.TensorSpec, where) -> tf.Tensor:
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise InputError(f"input '{key}'", "a rectangular nested list", "ragged lists", where) from None
+    if spec.dtype.is_integer and array.size and array.dtype.kind not in "iu":
+        raise InputError(f"input '{key}'", f"integers ({spec.dtype.name})", f"values of type {array.dtype}", where)
+    if array.size and array.dtype.kind not in "iuf" or array.dtype == object:
+        raise InputError(f"input '{key}'", f"numbers ({spec.dtype.name})", f"values of type {array.dtype}", where)
+    array = array.astype(spec.dtype.as_numpy_dtype)
+    if not spec.shape.is_compatible_with(array.shape):
+        raise InputError(f"input '{key}'", f"shape {spec.shape.as_list()} (None: any length)",
+                         f"shape {list(array.shape)}", where)
+    return tf.constant(array)

@@ -1,0 +1,77 @@
+"""Auxiliary-classifier GAN for labelled lesion ROIs, after Frid-Adar et al. 2018, section III-C,
+and Odena et al. 2017.
+
+Generator: the DCGAN generator conditioned on the class: a learned class embedding
+multiplies z. Discriminator (the paper's changes to DCGAN): 3x3 kernels, stride 2 on every
+odd layer (six convolutions: strides 2,1,2,1,2,1), dropout 0.5 after every layer except the
+last, LeakyReLU 0.2, and two heads: the source logit P(S|X) and the class logits P(C|X).
+D maximises L_S + L_C, G maximises L_C - L_S (with the non-saturating form for G).
+Adam lr 1e-4, batch 64, 50 epochs.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g
+from tfganaug.gans.dcgan import INIT, _bn, build_generator
+
+
+def build_discriminator(num_classes: int, width: int = 1024, image_size: int = 64, channels: int = 1,
+                        kernel_size: int = 3, dropout: float = 0.5, seed: int = 0,
+                        name: str = "discriminator") -> keras.Model:
+    x = keras.Input((image_size, image_size, channels), name="image")
+    h = x
+    filters = (width // 8, width // 8, width // 4, width // 4, width // 2, width)
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2D(f, kernel_size, strides=2 if i % 2 == 0 else 1, padding="same",
+                                use_bias=i == 0, kernel_initializer=INIT)(h)
+        if i:
+            h = _bn()(h)
+        h = keras.layers.LeakyReLU(0.2)(h)
+        if dropout:
+            h = keras.layers.Dropout(dropout, seed=seed + i)(h)
+    h = keras.layers.Flatten()(h)
+    source = keras.layers.Dense(1, kernel_initializer=INIT, dtype="float32", name="source")(h)
+    classes = keras.layers.Dense(num_classes, kernel_initializer=INIT, dtype="float32", name="classes")(h)
+    return keras.Model(x, [source, classes], name=name)
+
+
+class ACGAN(GAN):
+    tracker_names = ("d_loss", "g_loss", "d_real", "d_fake", "d_class_acc")
+
+    def __init__(self, num_classes, latent_dim=100, width=1024, image_size=64, channels=1, g_kernel_size=5,
+                 d_kernel_size=3, dropout=0.5, seed=0, **kwargs):
+        super().__init__(build_generator(latent_dim, width, image_size, channels, g_kernel_size, num_classes),
+                         build_discriminator(num_classes, width, image_size, channels, d_kernel_size,
+                                             dropout, seed),
+                         latent_dim, num_classes=num_classes, seed=seed, **kwargs)
+
+    def generate(self, z, labels=None, training=False):
+        return self.generator([z, labels], training=training)
+
+    def train_step(self, data):
+        real, labels = data
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        n = tf.shape(real)[0]
+        ce = keras.losses.sparse_categorical_crossentropy
+        with tf.GradientTape() as tape:
+            fake_labels = self.sample_labels(n)
+            fake = self.generator([self.sample_z(n), fake_labels], training=True)
+            real_src, real_cls = self.discriminator(real, training=True)
+            fake_src, fake_cls = self.discriminator(fake, training=True)
+            per_example = (non_saturating_d(real_src, fake_src)[:, 0]
+                           + ce(labels, real_cls, from_logits=True) + ce(fake_labels, fake_cls, from_logits=True))
+            d_loss = global_mean(per_example)
+        self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+        with tf.GradientTape() as tape:
+            fake_labels = self.sample_labels(n)
+            fake = self.generator([self.sample_z(n), fake_labels], training=True)
+            fake_src, fake_cls = self.discriminator(fake, training=True)
+            g_loss = global_mean(non_saturating_g(fake_src)[:, 0] + ce(fake_labels, fake_cls, from_logits=True))
+        self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(real_cls, -1, output_type=tf.int32), labels), tf.float32))
+        return self._update_trackers({
+            "d_loss": d_loss, "g_loss": g_loss,
+            "d_real": tf.reduce_mean(tf.sigmoid(real_src)), "d_fake": tf.reduce_mean(tf.sigmoid(fake_src)),
+            "d_class_acc": accuracy})

@@ -1,0 +1,99 @@
+"""DCGAN for liver-lesion ROIs, after Frid-Adar et al. 2018 (Neurocomputing 321), section III-B,
+which follows Radford et al. 2016.
+
+Generator: z (100, uniform in [-1, 1]) -> fully connected 4x4x1024 -> four 5x5
+fractionally-strided convolutions (stride 2) halving the width each time -> 64x64x1, batch
+normalisation on every layer but the output, ReLU, tanh output.
+Discriminator: four 5x5 stride-2 convolutions (width/8 ... width) -> fully connected logit,
+batch normalisation on every layer but the input and the output, LeakyReLU 0.2; the sigmoid
+of the paper is folded into the loss (softplus on logits: the same objective, numerically
+safer). Weights ~ N(0, 0.02). Adam lr 2e-4 (beta_1 0.5), batch 64, 70 epochs; one DCGAN is
+trained per lesion class.
+
+`width` (paper: 1024) and the image size (paper: 64, any power of two >= 16 here) are
+configurable so the same code runs at CPU budgets.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g
+
+INIT = keras.initializers.RandomNormal(stddev=0.02)
+
+
+def _bn():
+    # synchronized=True: statistics over the global batch under tf.distribute (unsynchronised
+    # BN changed updates by up to 2x across replicas); a no-op on one device.
+    return keras.layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5)
+
+
+def build_generator(latent_dim: int = 100, width: int = 1024, image_size: int = 64, channels: int = 1,
+                    kernel_size: int = 5, num_classes: int = 0, name: str = "generator") -> keras.Model:
+    """G(z) -> image in [-1, 1]; with `num_classes` > 0 also takes a label (ACGAN conditioning:
+    a learned class embedding multiplies z, as in Odena et al. 2017)."""
+    start = image_size // 16
+    z = keras.Input((latent_dim,), name="z")
+    inputs, h = [z], z
+    if num_classes:
+        label = keras.Input((), dtype="int32", name="label")
+        embed = keras.layers.Embedding(num_classes, latent_dim, embeddings_initializer=INIT)(label)
+        h = keras.layers.Multiply()([z, embed])
+        inputs.append(label)
+    h = keras.layers.Dense(start * start * width, use_bias=False, kernel_initializer=INIT)(h)
+    h = keras.layers.Reshape((start, start, width))(h)
+    h = keras.layers.ReLU()(_bn()(h))
+    for i in range(1, 4):
+        h = keras.layers.Conv2DTranspose(width // 2 ** i, kernel_size, strides=2, padding="same",
+                                         use_bias=False, kernel_initializer=INIT)(h)
+        h = keras.layers.ReLU()(_bn()(h))
+    h = keras.layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same",
+                                     kernel_initializer=INIT, dtype="float32")(h)
+    image = keras.layers.Activation("tanh", dtype="float32", name="image")(h)
+    return keras.Model(inputs if num_classes else z, image, name=name)
+
+
+def build_discriminator(width: int = 1024, image_size: int = 64, channels: int = 1, kernel_size: int = 5,
+                        name: str = "discriminator") -> keras.Model:
+    x = keras.Input((image_size, image_size, channels), name="image")
+    h = x
+    for i, filters in enumerate((width // 8, width // 4, width // 2, width)):
+        h = keras.layers.Conv2D(filters, kernel_size, strides=2, padding="same", use_bias=i == 0,
+                                kernel_initializer=INIT)(h)
+        if i:
+            h = _bn()(h)
+        h = keras.layers.LeakyReLU(0.2)(h)
+    h = keras.layers.Flatten()(h)
+    logit = keras.layers.Dense(1, kernel_initializer=INIT, dtype="float32", name="logit")(h)
+    return keras.Model(x, logit, name=name)
+
+
+class DCGAN(GAN):
+    """Unconditional DCGAN: one is trained per lesion class (see train.py)."""
+
+    def __init__(self, latent_dim=100, width=1024, image_size=64, channels=1, kernel_size=5, seed=0, **kwargs):
+        super().__init__(build_generator(latent_dim, width, image_size, channels, kernel_size),
+                         build_discriminator(width, image_size, channels, kernel_size),
+                         latent_dim, num_classes=1, seed=seed, **kwargs)
+
+    def generate(self, z, labels=None, training=False):
+        return self.generator(z, training=training)
+
+    def train_step(self, data):
+        real = data[0] if isinstance(data, (tuple, list)) else data
+        n = tf.shape(real)[0]
+        with tf.GradientTape() as tape:
+            fake = self.generator(self.sample_z(n), training=True)
+            real_logits = self.discriminator(real, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            d_loss = global_mean(non_saturating_d(real_logits, fake_logits))
+        self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+        with tf.GradientTape() as tape:
+            fake_logits = self.discriminator(self.generator(self.sample_z(n), training=True), training=True)
+            g_loss = global_mean(non_saturating_g(fake_logits))
+        self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+        return self._update_trackers({
+            "d_loss": d_loss, "g_loss": g_loss,
+            "d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
+            "d_fake": tf.reduce_mean(tf.sigmoid(fake_logits))})

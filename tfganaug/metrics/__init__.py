@@ -1,0 +1,34 @@
+"""Evaluation metrics as pure functions of arrays: classification, segmentation, fidelity, privacy.
+
+Importing this package does not import TensorFlow; only the image feature extractors in
+:mod:`tfganaug.metrics.fidelity` do, when they are built.
+"""
+from tfganaug.metrics.classification import (
+    bootstrap_ci,
+    confusion_matrix,
+    mean_ci,
+    per_class_metrics,
+    roc_auc_ovr,
+    roc_auc_per_class,
+)
+from tfganaug.metrics.fidelity import (
+    available_extractors,
+    fid_from_features,
+    fidelity_from_features,
+    fidelity_report,
+    frechet_distance,
+    get_extractor,
+    kid_from_features,
+    precision_recall_knn,
+    register_extractor,
+)
+from tfganaug.metrics.privacy import memorisation_report, nearest_real_distances
+from tfganaug.metrics.segmentation import dice_per_class, hausdorff95, iou_per_class, volume_error
+
+__all__ = [
+    "available_extractors", "bootstrap_ci", "confusion_matrix", "dice_per_class", "fid_from_features",
+    "fidelity_from_features", "fidelity_report", "frechet_distance", "get_extractor", "hausdorff95",
+    "iou_per_class", "kid_from_features", "mean_ci", "memorisation_report", "nearest_real_distances",
+    "per_class_metrics", "precision_recall_knn", "register_extractor", "roc_auc_ovr", "roc_auc_per_class",
+    "volume_error",
+]

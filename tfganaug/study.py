@@ -1,0 +1,104 @@
+"""The Frid-Adar et al. 2018 study end to end, with named compute budgets.
+
+For every seed: the training ROIs are subsampled (low-data regime) with that seed; one
+DCGAN per class and one ACGAN are trained on exactly those ROIs (never on evaluation
+data); each is sampled into a synthetic set; then the lesion CNN is trained four ways --
+no augmentation, classic, classic + DCGAN, classic + ACGAN -- and scored on the held-out
+split. Every stage is a run folder of its own, so a rerun resumes where a crash stopped.
+
+    <study>/study.json
+    <study>/seed-0/gan-dcgan  gan-acgan  synth-dcgan  synth-acgan
+    <study>/seed-0/cls-none   cls-classic  cls-classic+dcgan  cls-classic+acgan
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tfganaug import config as config_lib
+from tfganaug.errors import ConfigError, RunFolderError
+from tfganaug.fsutil import atomic_write_json
+
+CONDITIONS = ("none", "classic", "classic+dcgan", "classic+acgan")
+
+# Each budget names the data size, the model widths and the epochs; reports print it.
+BUDGETS = {
+    "demo": {"image_size": 32, "train_per_class": 40, "seeds": [0, 1], "n_synthetic": 600,
+             "gan": {"width": 64, "epochs": 15, "batch_size": 32, "lr": 2e-4, "sample_every_epochs": 5},
+             "cls": {"epochs": 12, "batch_size": 32, "steps_per_epoch": 10}},
+    "cpu": {"image_size": 32, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
+            "gan": {"width": 128, "epochs": 60, "batch_size": 32, "lr": 2e-4, "sample_every_epochs": 10},
+            "cls": {"epochs": 40, "batch_size": 32, "steps_per_epoch": 20}},
+    "paper": {"image_size": 64, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
+              "gan": {}, "cls": {}},
+}
+SYNTHETIC_RATIO = 0.5
+DEFAULT_CLASSES = {"organamnist": ["liver", "kidney-left", "spleen"]}
+
+
+def _configs(budget: str, data: str, classes, train_per_class, seed: int) -> dict:
+    b = BUDGETS[budget]
+    data_cfg = {"name": data, "classes": classes or DEFAULT_CLASSES.get(data), "image_size": b["image_size"],
+                "train_per_class": train_per_class or b["train_per_class"], "seed": seed}
+    paper = budget == "paper"
+    out = {}
+    for arch in ("dcgan", "acgan"):
+        preset = f"frid_adar_{arch}" if paper else f"cpu_{arch}"
+        gan = dict(b["gan"])
+        if arch == "acgan" and not paper:
+            gan["lr"] = gan.get("lr", 2e-4)
+        out[f"gan-{arch}"] = config_lib.preset(preset, data=data_cfg, gan=gan, seed=seed)
+    for condition in CONDITIONS:
+        cls = dict(b["cls"], augment="none" if condition == "none" else "classic")
+        if "+" in condition:
+            arch = condition.split("+")[1]
+            cls.update(synthetic=f"synth-{arch}", synthetic_ratio=SYNTHETIC_RATIO)
+        out[f"cls-{condition}"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
+                                                    data=data_cfg, cls=cls, seed=seed)
+    return out
+
+
+def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, train_per_class=None,
+              seeds=None, verbose=2) -> Path:
+    from tfganaug.experiments import evaluate_classifier, train_classifier, train_gan
+    from tfganaug.synthesize import synthesize
+
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget '{budget}' (known: {', '.join(BUDGETS)})")
+    out = Path(out)
+    seeds = seeds or BUDGETS[budget]["seeds"]
+    plan = {"budget": budget, "budget_settings": BUDGETS[budget], "data": data, "classes": classes,
+            "train_per_class": train_per_class, "seeds": seeds, "conditions": list(CONDITIONS),
+            "synthetic_ratio": SYNTHETIC_RATIO}
+    study_json = out / "study.json"
+    if study_json.exists():
+        import json
+        previous = json.loads(study_json.read_text())
+        if {k: previous.get(k) for k in plan} != plan:
+            raise RunFolderError(f"{out}: holds a study with other settings ({study_json}); choose another --out")
+    else:
+        atomic_write_json(study_json, {**plan, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    for seed in seeds:
+        folder = out / f"seed-{seed}"
+        configs = _configs(budget, data, classes, train_per_class, seed)
+        for arch in ("dcgan", "acgan"):
+            t0 = time.time()
+            train_gan(configs[f"gan-{arch}"], folder / f"gan-{arch}", verbose=verbose)
+            _timing(folder, f"gan-{arch}", t0)
+            synth = folder / f"synth-{arch}"
+            if not (synth / "manifest.json").exists():
+                synthesize(folder / f"gan-{arch}", BUDGETS[budget]["n_synthetic"], synth, seed=seed)
+        for condition in CONDITIONS:
+            cfg = configs[f"cls-{condition}"]
+            if cfg.cls.synthetic:
+                cfg.cls.synthetic = str(folder / cfg.cls.synthetic)
+            t0 = time.time()
+            run = train_classifier(cfg, folder / f"cls-{condition}", verbose=verbose)
+            _timing(folder, f"cls-{condition}", t0)
+            evaluate_classifier(run.path)
+    return out
+
+
+def _timing(folder: Path, stage: str, t0: float) -> None:
+    from tfganaug.fsutil import append_jsonl
+    append_jsonl(folder / "timings.jsonl", {"stage": stage, "seconds": round(time.time() - t0, 2)})

@@ -1,0 +1,181 @@
+"""Run folders, checkpoints and exact resume for every training command.
+
+A run folder (after NVlabs stylegan2-ada) holds::
+
+    config.json          resolved configuration, written before training starts
+    env.json             package / TensorFlow / Keras versions, devices
+    status.json          running | complete, epochs done per member
+    metrics.jsonl        one JSON line per member and epoch
+    checkpoints/<member>/  tf.train.CheckpointManager, the last K kept
+    samples/<member>/epoch_0005.png   sample grids (GANs)
+    tensorboard/<member>/
+    final/<member>.keras  final models (load with safe_mode=True)
+
+"Members" are what one command trains: one DCGAN per lesion class, one ACGAN, or one
+classifier. Rerunning the same command on the same folder resumes every unfinished member
+from its last checkpoint: weights, both optimizers, noise generator, Dropout seed states
+and epoch counter; the data stream is rebuilt from (seed, epoch) (data/pipeline.py), so
+with op determinism the resumed run is bitwise equal to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfganaug import __version__, config as config_lib
+from tfganaug.errors import DivergenceError, OutputExistsError, RunFolderError
+from tfganaug.fsutil import FolderLock, append_jsonl, atomic_write_json, read_jsonl
+from tfganaug.viz import save_grid
+
+
+def setup_determinism(cfg) -> None:
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(cfg.precision)
+
+
+class RunFolder:
+    """A run directory: created with its config, or reopened to resume the same config."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path, cfg, overwrite: bool = False) -> "RunFolder":
+        path = Path(path)
+        resolved = config_lib.to_dict(cfg)
+        if path.exists() and any(path.iterdir()):
+            existing = path / "config.json"
+            if overwrite:
+                import shutil
+                shutil.rmtree(path)
+            elif not existing.exists():
+                raise OutputExistsError(path, "it is not a tfganaug run folder; choose another --out")
+            elif json.loads(existing.read_text()) != resolved:
+                raise RunFolderError(
+                    f"{path}: holds a run with a different configuration ({existing}); to resume, rerun the "
+                    "same command; otherwise choose another --out or pass --overwrite")
+        run = cls(path)
+        if not (path / "config.json").exists():
+            atomic_write_json(path / "config.json", resolved)
+            atomic_write_json(path / "env.json", environment())
+        return run
+
+    @classmethod
+    def load(cls, path) -> tuple["RunFolder", object]:
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise RunFolderError(f"{path}: expected a run folder with config.json, got "
+                                 + ("no such folder" if not path.exists() else "a folder without config.json"))
+        return cls(path), config_lib.load(path / "config.json")
+
+    def status(self) -> dict:
+        p = self.path / "status.json"
+        return json.loads(p.read_text()) if p.exists() else {"state": "new", "members": {}}
+
+    def set_status(self, **updates) -> None:
+        atomic_write_json(self.path / "status.json", {**self.status(), **updates})
+
+    def member_done(self, member: str, epochs: int) -> None:
+        status = self.status()
+        status.setdefault("members", {})[member] = epochs
+        atomic_write_json(self.path / "status.json", status)
+
+    def checkpoint_dir(self, member: str) -> Path:
+        return self.path / "checkpoints" / member
+
+    def final_model(self, member: str) -> Path:
+        return self.path / "final" / f"{member}.keras"
+
+
+def environment() -> dict:
+    return {"tfganaug": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "devices": [d.name for d in tf.config.list_logical_devices()],
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "")}
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Writes one metrics line per epoch, checks for divergence, checkpoints, draws samples."""
+
+    def __init__(self, run: RunFolder, member: str, manager: tf.train.CheckpointManager, epoch_var,
+                 sample_fn=None, sample_every: int = 0, check_weights=None):
+        super().__init__()
+        self.run, self.member, self.manager, self.epoch_var = run, member, manager, epoch_var
+        self.sample_fn, self.sample_every = sample_fn, sample_every
+        self.check_weights = check_weights
+        self.t0 = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: float(np.ravel(v)[0]) for k, v in (logs or {}).items()
+               if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))}
+        if bad:
+            self.model.stop_training = True
+            raise DivergenceError(f"{self.run.path}: training diverged in {self.member} at batch {batch + 1} of "
+                                  f"epoch {int(self.epoch_var.numpy()) + 1} (non-finite {bad}); the last good "
+                                  f"checkpoint {self.manager.latest_checkpoint} is kept")
+
+    def on_epoch_end(self, epoch, logs=None):
+        weights = self.check_weights() if self.check_weights else []
+        if any(not np.all(np.isfinite(w)) for w in weights):
+            raise DivergenceError(f"{self.run.path}: a weight of {self.member} became non-finite in epoch "
+                                  f"{epoch + 1}; the last good checkpoint {self.manager.latest_checkpoint} is kept")
+        self.epoch_var.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        row = {"member": self.member, "epoch": epoch + 1, "seconds": round(time.time() - self.t0, 3)}
+        row.update({k: float(np.ravel(v)[0]) for k, v in (logs or {}).items()})
+        append_jsonl(self.run.path / "metrics.jsonl", row)
+        if self.sample_fn and self.sample_every and ((epoch + 1) % self.sample_every == 0 or epoch == 0):
+            save_grid(self.sample_fn(), self.run.path / "samples" / self.member / f"epoch_{epoch + 1:04d}.png")
+
+
+def _drop_rows_after(run: RunFolder, member: str, epoch: int) -> None:
+    """Forget metric lines a crashed run logged past its last checkpoint (they are redone)."""
+    path = run.path / "metrics.jsonl"
+    rows = read_jsonl(path)
+    kept = [r for r in rows if not (r.get("member") == member and r.get("epoch", 0) > epoch)]
+    if len(kept) != len(rows) or (path.exists() and len(rows) == 0 and path.stat().st_size):
+        from tfganaug.fsutil import atomic_write_text
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, make_batches, *, epochs: int,
+               steps_per_epoch: int, keep: int = 3, sample_fn=None, sample_every: int = 0,
+               validation=None, verbose="auto", check_weights=None) -> int:
+    """Train one member to `epochs`, resuming from its last checkpoint; returns epochs run now."""
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    ckpt = tf.train.Checkpoint(epoch=epoch_var, **items)
+    manager = tf.train.CheckpointManager(ckpt, str(run.checkpoint_dir(member)), max_to_keep=keep)
+    if manager.latest_checkpoint:
+        try:
+            ckpt.restore(manager.latest_checkpoint).assert_consumed()
+        except (AssertionError, ValueError, tf.errors.OpError) as exc:
+            raise RunFolderError(f"{manager.latest_checkpoint}: expected a checkpoint of this run's models, "
+                                 f"got one that does not match ({str(exc).splitlines()[0][:200]})") from None
+    start = int(epoch_var.numpy())
+    _drop_rows_after(run, member, start)
+    if start >= epochs:
+        return 0
+    logger = EpochLogger(run, member, manager, epoch_var, sample_fn, sample_every, check_weights)
+    callbacks = [logger, keras.callbacks.TensorBoard(str(run.path / "tensorboard" / member),
+                                                     write_graph=False, update_freq="epoch")]
+    model.fit(make_batches(start), epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch,
+              callbacks=callbacks, validation_data=validation, verbose=verbose)
+    return epochs - start
+
+
+def steps_for(n_examples: int, batch_size: int, override: int | None) -> int:
+    return override or max(1, math.ceil(n_examples / batch_size))
+
+
+def lock(run: RunFolder) -> FolderLock:
+    return FolderLock(run.path)
