@@ -201,8 +201,9 @@ def export_cmd(run_dir, out, model_version, overwrite):
 
 
 @app.command("study")
-@click.option("--budget", type=click.Choice(["demo", "cpu", "paper"]), default="demo", show_default=True,
-              help="demo: minutes on a laptop CPU; cpu: the labelled CPU budget of reports/; paper: the paper's settings.")
+@click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "paper"]), default="demo", show_default=True,
+              help="smoke: seconds, plumbing only; demo: minutes on a laptop CPU; cpu: the labelled CPU budget "
+                   "of reports/; paper: the paper's settings (GPU).")
 @click.option("--data", default="phantom", show_default=True, help="phantom, organamnist, or a path (see train-gan).")
 @click.option("--classes", default=None, help="Comma-separated class names (organamnist default: liver,kidney-left,spleen).")
 @click.option("--train-per-class", type=int, default=None, help="Training ROIs per class (default: the budget's).")

@@ -64,7 +64,8 @@ def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
 
             def batches(start, images=images, labels=labels):
                 return training_batches(images, labels, batch_size=cfg.gan.batch_size, steps_per_epoch=steps,
-                                        epochs=cfg.gan.epochs, start_epoch=start, seed=cfg.seed, scale="tanh")
+                                        epochs=cfg.gan.epochs, start_epoch=start, seed=cfg.seed, scale="tanh",
+                                        augment=cfg.gan.augment)
 
             fit_member(run, member, gan, gan.checkpoint_items(), batches, epochs=cfg.gan.epochs,
                        steps_per_epoch=steps, keep=cfg.keep_checkpoints, sample_fn=samples,

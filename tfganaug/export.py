@@ -28,6 +28,7 @@ bare `tf.Module` fail under `saved_model_cli run` (../shared/TF_KERAS_NOTES.md).
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 from pathlib import Path
@@ -112,8 +113,10 @@ def _gan_servable(run_dir) -> _Servable:
         checks = [
             tf.debugging.assert_equal(tf.shape(label)[0], tf.shape(z)[0],
                                       message="expected z and label with the same number of rows"),
-            tf.debugging.assert_greater_equal(label, 0, message=f"expected label in [0, {num_classes})"),
-            tf.debugging.assert_less(label, num_classes, message=f"expected label in [0, {num_classes})"),
+            tf.debugging.assert_greater_equal(label, 0, message=f"expected label in [0, {num_classes})",
+                                              summarize=16),
+            tf.debugging.assert_less(label, num_classes, message=f"expected label in [0, {num_classes})",
+                                     summarize=16),
         ]
         with tf.control_dependencies(checks):
             label = tf.identity(label)
@@ -298,10 +301,10 @@ def predict_with_rest_body(saved_model_dir, body) -> dict:
         raise InputError("request body", 'a JSON object with exactly one of "inputs" or "instances"',
                          repr(sorted(body)) if isinstance(body, dict) else type(body).__name__, where)
     name = body.get("signature_name", SIGNATURE)
-    loaded = tf.saved_model.load(where)
-    if name not in loaded.signatures:
-        raise InputError("signature_name", f"one of {sorted(loaded.signatures)}", repr(name), where)
-    fn = loaded.signatures[name]
+    signatures = _signatures(Path(where).resolve(), _mtime_ns(Path(where) / "saved_model.pb"))
+    if name not in signatures:
+        raise InputError("signature_name", f"one of {sorted(signatures)}", repr(name), where)
+    fn = signatures[name]
     specs = fn.structured_input_signature[1]
     columnar = "inputs" in body
     values = body["inputs"] if columnar else _columns(body["instances"], specs, where)
@@ -315,7 +318,8 @@ def predict_with_rest_body(saved_model_dir, body) -> dict:
     try:
         result = fn(**tensors)
     except tf.errors.InvalidArgumentError as exc:
-        raise InputError("request", "inputs the model accepts", exc.message.splitlines()[0], where) from None
+        raise InputError("request", "inputs the served graph accepts",
+                         f"INVALID_ARGUMENT: {_graph_error(exc.message, specs)}", where) from None
     result = {key: value.numpy() for key, value in result.items()}
     if columnar:
         outputs = {key: value.tolist() for key, value in result.items()}
@@ -324,6 +328,36 @@ def predict_with_rest_body(saved_model_dir, body) -> dict:
         return {"predictions": next(iter(result.values())).tolist()}
     n = len(next(iter(result.values())))
     return {"predictions": [{key: value[i].tolist() for key, value in result.items()} for i in range(n)]}
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        raise InputError("a SavedModel folder", "a folder with saved_model.pb", "no such file", path) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _signatures(folder: Path, mtime_ns: int):
+    """Loaded once per folder and version of its saved_model.pb, as a model server keeps it loaded."""
+    return tf.saved_model.load(str(folder)).signatures
+
+
+def _graph_error(message: str, specs) -> str:
+    """The informative part of a graph error: the failed assertion's message and what it saw.
+
+    TF formats a failed assertion as one line:
+    `assertion failed: [message] [Condition ...] [x (label:0) = ] [0 1 5] [y ...] [3]`.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("assertion failed: ["):
+            parts = line[len("assertion failed: ["):].rstrip("]").split("] [")
+            seen = [f" ({name} = [{value}])" for part, value in zip(parts, parts[1:])
+                    if part.startswith("x (") and (name := part[3:].split(":")[0]) in specs]
+            return parts[0] + "".join(seen[:1])
+    return next((line for line in lines if not line.startswith(("Graph execution error", "Detected at"))),
+                message)[:300]
 
 
 def _columns(instances, specs, where) -> dict:
@@ -344,7 +378,7 @@ def _tensor(key, value, spec: tf.TensorSpec, where) -> tf.Tensor:
         raise InputError(f"input '{key}'", "a rectangular nested list", "ragged lists", where) from None
     if spec.dtype.is_integer and array.size and array.dtype.kind not in "iu":
         raise InputError(f"input '{key}'", f"integers ({spec.dtype.name})", f"values of type {array.dtype}", where)
-    if array.size and array.dtype.kind not in "iuf" or array.dtype == object:
+    if array.dtype == object or (array.size and array.dtype.kind not in "iuf"):
         raise InputError(f"input '{key}'", f"numbers ({spec.dtype.name})", f"values of type {array.dtype}", where)
     array = array.astype(spec.dtype.as_numpy_dtype)
     if not spec.shape.is_compatible_with(array.shape):

@@ -23,14 +23,21 @@ CONDITIONS = ("none", "classic", "classic+dcgan", "classic+acgan")
 
 # Each budget names the data size, the model widths and the epochs; reports print it.
 BUDGETS = {
+    # smoke: checks the plumbing in seconds; its numbers mean nothing.
+    "smoke": {"image_size": 16, "train_per_class": 6, "seeds": [0, 1], "n_synthetic": 30,
+              "gan": {"width": 16, "latent_dim": 8, "epochs": 2, "steps_per_epoch": 2, "batch_size": 8,
+                      "sample_every_epochs": 1},
+              "cls": {"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "filters": [4, 8, 8], "dense_units": 16}},
     "demo": {"image_size": 32, "train_per_class": 40, "seeds": [0, 1], "n_synthetic": 600,
-             "gan": {"width": 64, "epochs": 15, "batch_size": 32, "lr": 2e-4, "sample_every_epochs": 5},
-             "cls": {"epochs": 12, "batch_size": 32, "steps_per_epoch": 10}},
+             "gan": {"width": 64, "epochs": 8, "steps_per_epoch": 50, "batch_size": 32, "lr": 2e-4,
+                     "augment": "classic", "sample_every_epochs": 4},
+             "cls": {"epochs": 10, "batch_size": 32, "steps_per_epoch": 30}},
     "cpu": {"image_size": 32, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
-            "gan": {"width": 128, "epochs": 60, "batch_size": 32, "lr": 2e-4, "sample_every_epochs": 10},
-            "cls": {"epochs": 40, "batch_size": 32, "steps_per_epoch": 20}},
+            "gan": {"width": 64, "epochs": 20, "steps_per_epoch": 100, "batch_size": 32, "lr": 2e-4,
+                    "augment": "classic", "sample_every_epochs": 5},
+            "cls": {"epochs": 20, "batch_size": 32, "steps_per_epoch": 30}},
     "paper": {"image_size": 64, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
-              "gan": {}, "cls": {}},
+              "gan": {"augment": "classic"}, "cls": {}},
 }
 SYNTHETIC_RATIO = 0.5
 DEFAULT_CLASSES = {"organamnist": ["liver", "kidney-left", "spleen"]}

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from tfganaug import __version__, config as config_lib
 from tfganaug.errors import DivergenceError, OutputExistsError, RunFolderError
-from tfganaug.fsutil import FolderLock, append_jsonl, atomic_write_json, read_jsonl
+from tfganaug.fsutil import FolderLock, append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from tfganaug.viz import save_grid
 
 
@@ -129,23 +129,27 @@ class EpochLogger(keras.callbacks.Callback):
         if any(not np.all(np.isfinite(w)) for w in weights):
             raise DivergenceError(f"{self.run.path}: a weight of {self.member} became non-finite in epoch "
                                   f"{epoch + 1}; the last good checkpoint {self.manager.latest_checkpoint} is kept")
-        self.epoch_var.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        # The metrics line goes first: a crash between the two leaves a line past the last
+        # checkpoint, which the resumed run drops and rewrites, never a missing line.
         row = {"member": self.member, "epoch": epoch + 1, "seconds": round(time.time() - self.t0, 3)}
         row.update({k: float(np.ravel(v)[0]) for k, v in (logs or {}).items()})
         append_jsonl(self.run.path / "metrics.jsonl", row)
+        self.epoch_var.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
         if self.sample_fn and self.sample_every and ((epoch + 1) % self.sample_every == 0 or epoch == 0):
             save_grid(self.sample_fn(), self.run.path / "samples" / self.member / f"epoch_{epoch + 1:04d}.png")
 
 
 def _drop_rows_after(run: RunFolder, member: str, epoch: int) -> None:
-    """Forget metric lines a crashed run logged past its last checkpoint (they are redone)."""
+    """Forget metric lines a crashed run logged past its last checkpoint (they are redone),
+    and a torn last line."""
     path = run.path / "metrics.jsonl"
-    rows = read_jsonl(path)
-    kept = [r for r in rows if not (r.get("member") == member and r.get("epoch", 0) > epoch)]
-    if len(kept) != len(rows) or (path.exists() and len(rows) == 0 and path.stat().st_size):
-        from tfganaug.fsutil import atomic_write_text
-        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    if not path.exists():
+        return
+    kept = [r for r in read_jsonl(path) if not (r.get("member") == member and r.get("epoch", 0) > epoch)]
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+    if text != path.read_text(encoding="utf-8"):
+        atomic_write_text(path, text)
 
 
 def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, make_batches, *, epochs: int,

@@ -48,6 +48,8 @@ class ACGAN(GAN):
                          latent_dim, num_classes=num_classes, seed=seed, **kwargs)
 
     def generate(self, z, labels=None, training=False):
+        z = tf.convert_to_tensor(z, tf.float32)
+        labels = tf.convert_to_tensor(labels, tf.int32)
         return self.generator([z, labels], training=training)
 
     def train_step(self, data):
