@@ -242,6 +242,30 @@ def report_cmd(study_dir, out):
     click.echo(f"report: {write_report(study_dir, out)}")
 
 
+@app.command("bench")
+@click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="quick: 32 px, widths 32/64, about a minute; paper: 64 px, width 1024, batch 64 (slow on CPU).")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "all"]), default="float32",
+              show_default=True, help="all: every row in float32 and in mixed_bfloat16.")
+@click.option("--out", type=click.Path(file_okay=False), default="reports/bench", show_default=True,
+              help="Folder for bench.md.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, hidden=True, help="Override timed steps.")
+@click.option("--warmup", type=click.IntRange(min=1), default=None, hidden=True, help="Override warm-up steps.")
+def bench_cmd(preset, precision, out, steps, warmup):
+    """Time GAN and CNN training steps and the input chain; print a table and write OUT/bench.md.
+
+    \b
+    Example: tfganaug bench --preset quick --precision all --out reports/bench
+    """
+    from tfganaug.bench import bench_command, format_table, run_bench, write_bench_report
+    rows = run_bench(preset, precision, steps=steps, warmup=warmup,
+                     log=lambda r: click.echo(f"{r['model']} {r['precision'] or ''}: "
+                                              f"{r['steps_per_s']:.3g} steps/s", err=True))
+    click.echo(format_table(rows))
+    path = write_bench_report(rows, out, command=bench_command(preset, precision, out, steps, warmup))
+    click.echo(f"report: {path}")
+
+
 def _print_cfg(cfg):
     from tfganaug import config as config_lib
     click.echo(json.dumps(config_lib.to_dict(cfg), indent=2))

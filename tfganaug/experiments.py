@@ -19,6 +19,7 @@ from tfganaug.fsutil import atomic_dir, atomic_write_json
 from tfganaug.gans.base import seed_generator_states
 from tfganaug.metrics.classification import per_class_metrics
 from tfganaug.registry import build_gan
+from tfganaug.synthesize import load_synthetic
 from tfganaug.tasks.classifier import build_lesion_cnn
 from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, steps_for
 
@@ -40,13 +41,13 @@ def _weights(*models):
 
 def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     """Train the GAN(s) of `cfg` into run folder `out` (resuming it if it holds the same config)."""
+    data = load_rois(cfg.data)["train"]  # bad data fails here, before a run folder exists
+    names = data.class_names
     run = RunFolder.open(out, cfg, overwrite)
     with lock(run):
         if run.status().get("state") == "complete":
             return run
         run.set_status(state="running")
-        data = load_rois(cfg.data)["train"]
-        names = data.class_names
         for index, member in enumerate(_members(cfg, names)):
             setup_determinism(cfg)
             if cfg.gan.arch == "dcgan":
@@ -108,23 +109,18 @@ def load_gan_for_sampling(run_dir):
     return run, cfg, names, gans
 
 
-def _load_synthetic(folder, class_names, image_size):
-    from tfganaug.synthesize import load_synthetic
-    return load_synthetic(folder, class_names, image_size)
-
-
 def train_classifier(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     """Train the lesion CNN with classic and/or synthetic augmentation into run folder `out`."""
+    sets = load_rois(cfg.data)  # bad data or synthetic sets fail here, before a run folder exists
+    train, val = sets["train"], sets["val"]
+    synthetic = None
+    if cfg.cls.synthetic and cfg.cls.synthetic_ratio > 0:
+        synthetic = load_synthetic(cfg.cls.synthetic, train.class_names, cfg.data.image_size)
     run = RunFolder.open(out, cfg, overwrite)
     with lock(run):
         if run.status().get("state") == "complete":
             return run
         run.set_status(state="running")
-        sets = load_rois(cfg.data)
-        train, val = sets["train"], sets["val"]
-        synthetic = None
-        if cfg.cls.synthetic and cfg.cls.synthetic_ratio > 0:
-            synthetic = _load_synthetic(cfg.cls.synthetic, train.class_names, cfg.data.image_size)
         setup_determinism(cfg)
         model = build_lesion_cnn(len(train.class_names), cfg.data.image_size, filters=cfg.cls.filters,
                                  kernel_size=cfg.cls.kernel_size, dense_units=cfg.cls.dense_units,

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug import __version__
-from tfganaug.errors import InputError
+from tfganaug.errors import InputError, OutputExistsError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file
 from tfganaug.viz import png_bytes
 
@@ -56,6 +56,8 @@ def synthesize(run_dir, n: int, out, seed: int = 0, overwrite: bool = False, png
 
     if n < 1:
         raise InputError("--n", "a positive number of images", str(n))
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(out)
     run, cfg, names, gans = load_gan_for_sampling(run_dir)
     images, labels = sample_images(gans, len(names), n, seed)
     with atomic_dir(out, overwrite=overwrite) as tmp:

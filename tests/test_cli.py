@@ -1,0 +1,158 @@
+"""The command line: help everywhere, the whole study end to end, and bad input met with one
+line on stderr, exit code 2, no traceback and nothing written."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.main import app, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 or lines[0].startswith("Usage:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("command", sorted(app.commands))
+def test_every_command_has_help_with_an_example(capsys, command):
+    code, out, _ = run_cli(capsys, command, "--help")
+    assert code == 0 and "Example" in out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The whole Frid-Adar study at the smoke budget, through the CLI (two seeds)."""
+    out = tmp_path_factory.mktemp("study") / "smoke"
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "study", "--budget", "smoke", "--out", str(out),
+                           "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_study_writes_every_stage_and_a_report(study):
+    for seed in (0, 1):
+        folder = study / f"seed-{seed}"
+        for stage in ("gan-dcgan", "gan-acgan", "cls-none", "cls-classic", "cls-classic+dcgan", "cls-classic+acgan"):
+            assert json.loads((folder / stage / "status.json").read_text())["state"] == "complete", stage
+        for arch in ("dcgan", "acgan"):
+            manifest = json.loads((folder / f"synth-{arch}" / "manifest.json").read_text())
+            assert manifest["count"] == 30 and sum(manifest["class_counts"]) == 30
+        evaluation = json.loads((folder / "cls-classic+acgan" / "evaluation.json").read_text())
+        assert evaluation["n"] > 50 and 0.0 <= evaluation["accuracy"] <= 1.0
+        assert np.sum(evaluation["confusion_matrix"]) == evaluation["n"]
+        assert (folder / "gan-dcgan" / "samples" / "cyst" / "epoch_0001.png").exists()
+        assert (folder / "gan-dcgan" / "final" / "cyst.keras").exists()
+    report = (study / "report" / "report.md").read_text()
+    assert "| classic | 78.6 | 88.4 |" in report and "| classic+dcgan | 85.7 | 92.4 |" in report
+    assert "Budget **smoke**" in report and "Seeds: [0, 1]" in report
+    for figure in ("samples_dcgan.png", "samples_acgan.png", "samples_real.png", "training_curves.png"):
+        with Image.open(study / "report" / figure) as picture:
+            assert picture.format == "PNG" and min(picture.size) > 30
+
+
+@pytest.mark.slow
+def test_stages_run_alone_from_the_study_folders(study, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "evaluate", study / "seed-0" / "cls-classic")
+    assert code == 0 and "macro_sensitivity" in out and "confusion matrix" in out, err
+    # Over a folder of seed runs: mean and 95% CI.
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for s in (0, 1):
+        (seeds / f"seed-{s}").symlink_to(study / f"seed-{s}" / "cls-classic")
+    code, out, err = run_cli(capsys, "evaluate", seeds)
+    assert code == 0 and "runs: 2" in out and "[" in out, err
+
+    synth = tmp_path / "synth"
+    code, _, err = run_cli(capsys, "synthesize", study / "seed-0" / "gan-acgan", "--n", 7, "--out", synth)
+    assert code == 0, err
+    assert len(list((synth / "png").rglob("*.png"))) == 7
+    # Same seed, same images: synthesis is reproducible from the run folder.
+    again = tmp_path / "again"
+    run_cli(capsys, "synthesize", study / "seed-0" / "gan-acgan", "--n", 7, "--out", again, "--no-png")
+    with np.load(synth / "images.npz") as a, np.load(again / "images.npz") as b:
+        np.testing.assert_array_equal(a["images"], b["images"])
+    code, _, err = run_cli(capsys, "synthesize", study / "seed-0" / "gan-acgan", "--n", 7, "--out", synth)
+    assert_one_line_error(code, err, str(synth), "already exists")
+
+    # A rerun of a finished study trains nothing and leaves every result as it was.
+    before = (study / "seed-1" / "cls-classic" / "evaluation.json").read_text()
+    code, _, err = run_cli(capsys, "study", "--budget", "smoke", "--out", study, "--quiet")
+    assert code == 0, err
+    assert (study / "seed-1" / "cls-classic" / "evaluation.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_bad_synthetic_sets_are_refused_before_training(study, tmp_path, capsys):
+    synth = study / "seed-0" / "synth-acgan"
+    out = tmp_path / "cls"
+    base = ["train-cls", "--image-size", 16, "--out", out, "--quiet"]
+    code, _, err = run_cli(capsys, *base, "--synthetic", tmp_path / "nowhere")
+    assert_one_line_error(code, err, "nowhere", "expected a synthetic set")
+    code, _, err = run_cli(capsys, *base[:-3], "--image-size", 32, "--out", out, "--synthetic", synth)
+    assert_one_line_error(code, err, "expected synthetic image size as 32 px")
+    code, _, err = run_cli(capsys, *base, "--classes", "cyst,metastasis", "--synthetic", synth)
+    assert_one_line_error(code, err, "expected synthetic classes as the training classes ['cyst', 'metastasis']")
+    assert not out.exists()
+
+
+def test_bad_inputs_get_one_line(capsys, tmp_path):
+    out = tmp_path / "run"
+    cases = [
+        (["train-gan", "--data", tmp_path / "missing.npz", "--out", out], ["missing.npz", "no such file"]),
+        (["train-gan", "--classes", "cyst,lipoma", "--out", out], ["expected class names as some of cyst", "lipoma"]),
+        (["train-gan", "--image-size", 48, "--out", out], ["power of two", "48"]),
+        (["synthesize", tmp_path / "norun", "--n", 4, "--out", tmp_path / "s"], ["norun", "expected a run folder"]),
+        (["evaluate", tmp_path], ["expected a run folder or a folder of run folders"]),
+        (["export", tmp_path / "norun", "--out", tmp_path / "m"], ["norun"]),
+        (["report", tmp_path, "--out", tmp_path / "r"], ["expected a study folder"]),
+        (["train-cls", "--seeds", "a,b", "--out", out], ["comma-separated integers"]),
+        (["train-gan", "--arch", "stylegan9", "--out", out], ["stylegan9"]),
+    ]
+    for args, fragments in cases:
+        code, _, err = run_cli(capsys, *args)
+        assert_one_line_error(code, err, *fragments)
+    assert not out.exists() and not (tmp_path / "s").exists() and not (tmp_path / "m").exists()
+
+
+def test_config_file_errors(capsys, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"kind": "gan", "gan": {"lerning_rate": 1}}))
+    code, _, err = run_cli(capsys, "train-gan", "--config", config, "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "unknown key 'lerning_rate'", "c.json")
+    config.write_text("[1, 2")
+    code, _, err = run_cli(capsys, "train-gan", "--config", config, "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "expected a JSON configuration")
+
+
+def test_an_existing_folder_is_not_taken_over(capsys, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    code, _, err = run_cli(capsys, "train-gan", "--image-size", 16, "--out", tmp_path)
+    assert_one_line_error(code, err, "not a tfganaug run folder")
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_the_installed_console_script_prints_one_line(tmp_path):
+    script = Path(sys.executable).parent / "tfganaug"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
+    proc = subprocess.run(command + ["synthesize", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in proc.stderr

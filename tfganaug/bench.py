@@ -1,0 +1,309 @@
+"""Speed and memory benchmarks: training steps of the GANs and the lesion CNN, and the input chain.
+
+The project checks speed and memory with tables written into reports/, never with timed
+assertions in tests. Each measurement builds the model, compiles it as training does, runs
+`fit` on one synthetic batch repeated (no input cost) for `warmup` steps (tracing, first-call
+allocations), then times `steps` more steps between two batch-end callbacks.
+
+Numbers from a shared machine are only as good as its load: every row carries the 1-minute
+load average before and after its measurement, and the report prints them beside the table.
+Peak RSS is `getrusage` maxrss, the high-water mark of the whole process so far: rows run in
+order, so a row's value is an upper bound for its own configuration.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfganaug.config import PRESETS, GANConfig
+from tfganaug.errors import ConfigError
+from tfganaug.fsutil import atomic_write_text
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+NUM_CLASSES = 3
+
+# Per preset: GAN configurations (arch, image, width, batch), the classifier and input-chain sizes,
+# and step counts. "paper" is Frid-Adar et al. 2018 (64 px, width 1024, batch 64): ~0.3 steps/s
+# on a 2-core CPU, hence few steps.
+BENCH_PRESETS: dict[str, dict] = {
+    "quick": {"gans": [(arch, 32, width, 32) for width in (32, 64) for arch in ("dcgan", "acgan")],
+              "gan_steps": 20, "classifier": (32, 32), "cls_steps": 30, "input": (32, 32), "input_steps": 50,
+              "warmup": 3},
+    "paper": {"gans": [("dcgan", 64, 1024, 64), ("acgan", 64, 1024, 64)],
+              "gan_steps": 5, "classifier": (64, 64), "cls_steps": 20, "input": (64, 64), "input_steps": 50,
+              "warmup": 2},
+}
+
+
+def _peak_rss_mb() -> float:
+    """Process peak resident set size in MB (ru_maxrss: KB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _load1() -> float:
+    return os.getloadavg()[0]
+
+
+class _BatchClock(keras.callbacks.Callback):
+    """Wall time at the end of every training batch (Keras converts logs to Python first, so the
+    step has finished when the callback runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def _fresh(precision: str, seed: int) -> None:
+    """Release the previous model and set the policy (clear_session resets it to float32)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"expected precision one of {', '.join(PRECISIONS)}, got {precision!r}")
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(seed)
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def _timed_fit(model, dataset, steps: int, warmup: int) -> float:
+    """Seconds taken by `steps` training steps after `warmup` untimed ones."""
+    if steps < 1 or warmup < 1:
+        raise ConfigError(f"expected steps >= 1 and warmup >= 1, got steps={steps}, warmup={warmup}")
+    clock = _BatchClock()
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[clock], shuffle=False,
+              verbose=0)
+    return clock.times[warmup + steps - 1] - clock.times[warmup - 1]
+
+
+def _row(kind: str, model: str, *, image_size, width, batch_size, precision, steps, warmup, seconds,
+         load_before, **extra) -> dict:
+    steps_per_s = steps / seconds
+    return {"kind": kind, "model": model, "image_size": image_size, "width": width, "batch_size": batch_size,
+            "precision": precision, "steps": steps, "warmup": warmup, "seconds": seconds,
+            "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size, **extra,
+            "peak_rss_mb": _peak_rss_mb(), "load_before": load_before, "load_after": _load1(),
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def _synthetic_batch(image_size: int, batch_size: int, seed: int, low: float):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(low, 1.0, (batch_size, image_size, image_size, 1)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+
+def bench_gan(arch: str, image_size: int, width: int, batch_size: int, steps: int, precision: str = "float32",
+              warmup: int = 3, seed: int = 0) -> dict:
+    """Training steps/s of one GAN (ACGAN with 3 classes; one DCGAN member) at the paper's kernel sizes,
+    dropout and Adam; `images_per_s` counts real images through D (batch * steps/s)."""
+    paper = PRESETS.get(f"frid_adar_{arch}", {}).get("gan", {})
+    cfg = GANConfig(arch=arch, width=width, batch_size=batch_size,
+                    **{k: paper[k] for k in ("kernel_size", "d_dropout", "lr") if k in paper})
+    load_before = _load1()
+    try:
+        _fresh(precision, seed)
+        from tfganaug.registry import build_gan
+        gan = build_gan(cfg, image_size, NUM_CLASSES, seed=seed)
+        gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1),
+                    g_optimizer=keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1))
+        seconds = _timed_fit(gan, _synthetic_batch(image_size, batch_size, seed, -1.0), steps, warmup)
+        g_params, d_params = gan.generator.count_params(), gan.discriminator.count_params()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return _row("gan", arch, image_size=image_size, width=width, batch_size=batch_size, precision=precision,
+                steps=steps, warmup=warmup, seconds=seconds, load_before=load_before,
+                g_params=g_params, d_params=d_params, params=g_params + d_params)
+
+
+def bench_classifier(image_size: int, batch_size: int, steps: int, precision: str = "float32", warmup: int = 3,
+                     filters=(32, 64, 128), dense_units: int = 256, seed: int = 0) -> dict:
+    """Training steps/s of the lesion CNN (SGD with momentum, as `train-cls`)."""
+    load_before = _load1()
+    try:
+        _fresh(precision, seed)
+        from tfganaug.tasks.classifier import build_lesion_cnn
+        model = build_lesion_cnn(NUM_CLASSES, image_size, filters=tuple(filters), dense_units=dense_units, seed=seed)
+        model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        seconds = _timed_fit(model, _synthetic_batch(image_size, batch_size, seed, 0.0), steps, warmup)
+        params = model.count_params()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return _row("cls", "lesion_cnn", image_size=image_size, width="-".join(str(f) for f in filters),
+                batch_size=batch_size, precision=precision, steps=steps, warmup=warmup, seconds=seconds,
+                load_before=load_before, params=params)
+
+
+def bench_input_pipeline(image_size: int, batch_size: int, steps: int, warmup: int = 3, n_images: int = 512,
+                         augment: str = "classic", seed: int = 0) -> dict:
+    """Batches/s of `training_batches` with classic augmentation, consumed with no training beside it:
+    if this is not well above a training row's steps/s, the input chain could starve training."""
+    from tfganaug.data.pipeline import training_batches
+    if steps < 1 or warmup < 1:
+        raise ConfigError(f"expected steps >= 1 and warmup >= 1, got steps={steps}, warmup={warmup}")
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 1.0, (n_images, image_size, image_size, 1)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, n_images).astype(np.int32)
+    load_before = _load1()
+    dataset = training_batches(images, labels, batch_size=batch_size, steps_per_epoch=warmup + steps, epochs=1,
+                               seed=seed, augment=augment)
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        next(iterator)[0].numpy()
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)[0].numpy()
+    seconds = time.perf_counter() - start
+    return _row("input", f"input ({augment} aug)", image_size=image_size, width=None, batch_size=batch_size,
+                precision=None, steps=steps, warmup=warmup, seconds=seconds, load_before=load_before)
+
+
+def run_bench(preset: str, precision: str = "float32", *, steps: int | None = None, warmup: int | None = None,
+              log: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every row of a preset ("quick": ~1 minute; "paper": the paper's sizes), for `precision`
+    float32, mixed_bfloat16 or all. `steps`/`warmup` override the preset's (e.g. for tests)."""
+    if preset not in BENCH_PRESETS:
+        raise ConfigError(f"unknown bench preset '{preset}' (known: {', '.join(BENCH_PRESETS)})")
+    if precision == "all":
+        precisions = PRECISIONS
+    elif precision in PRECISIONS:
+        precisions = (precision,)
+    else:
+        raise ConfigError(f"expected precision float32, mixed_bfloat16 or all, got {precision!r}")
+    p = BENCH_PRESETS[preset]
+    warmup = warmup or p["warmup"]
+    rows = []
+
+    def add(row):
+        rows.append(row)
+        if log:
+            log(row)
+
+    add(bench_input_pipeline(*p["input"], steps=steps or p["input_steps"], warmup=warmup))
+    for image_size, batch_size in [p["classifier"]]:
+        for prec in precisions:
+            add(bench_classifier(image_size, batch_size, steps or p["cls_steps"], prec, warmup))
+    for arch, image_size, width, batch_size in p["gans"]:
+        for prec in precisions:
+            add(bench_gan(arch, image_size, width, batch_size, steps or p["gan_steps"], prec, warmup))
+    return rows
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:,.0f}"
+
+
+def _params(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+COLUMNS = ("model", "precision", "image", "width", "batch", "steps", "seconds", "steps/s", "images/s",
+           "params G", "params D / CNN", "peak RSS MB", "load 1m before→after")
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table; for input rows `steps` are batches and `steps/s` batches/s."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for r in rows:
+        d_params = r.get("d_params", r.get("params"))
+        cells = (r["model"], r["precision"] or "–", f"{r['image_size']} px", _num(r["width"]), r["batch_size"],
+                 r["steps"], _num(r["seconds"]), _num(r["steps_per_s"]), _num(r["images_per_s"]),
+                 _params(r.get("g_params")), _params(d_params), f"{r['peak_rss_mb']:.0f}",
+                 f"{r['load_before']:.2f}→{r['load_after']:.2f}")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def machine_facts() -> dict:
+    cpu_model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu_model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count()
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    return {"platform": platform.platform(), "cpu": cpu_model, "cpus_usable": cpus,
+            "vector_isa": " ".join(sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})) or "unknown",
+            "bfloat16": "native (AVX-512 BF16/AMX)" if flags & {"avx512_bf16", "amx_bf16"} else
+            "no AVX-512 BF16/AMX: TensorFlow falls back to Eigen for bfloat16; mixed_bfloat16 may be slower",
+            "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "onednn": f"TF_ENABLE_ONEDNN_OPTS={onednn}" if onednn is not None
+            else "TF_ENABLE_ONEDNN_OPTS not set (TensorFlow's default: oneDNN on for x86 Linux)"}
+
+
+def _headroom(rows: list[dict]) -> list[str]:
+    lines = []
+    for inp in (r for r in rows if r["kind"] == "input"):
+        trained = [r for r in rows if r["kind"] != "input" and r["image_size"] == inp["image_size"]]
+        if trained:
+            fastest = max(trained, key=lambda r: r["images_per_s"])
+            lines.append(f"- Input chain at {inp['image_size']} px: {inp['images_per_s']:,.0f} images/s alone vs "
+                         f"{fastest['images_per_s']:,.0f} images/s for the fastest training row "
+                         f"({fastest['model']}, {fastest['precision']}): "
+                         f"{inp['images_per_s'] / fastest['images_per_s']:.1f}x headroom. During training both "
+                         "share the same cores, so below ~2x the input chain could slow training.")
+    return lines
+
+
+def write_bench_report(rows: list[dict], out_dir, command: str | None = None) -> Path:
+    """`<out_dir>/bench.md`: machine facts, load averages, the table and the command that made it."""
+    facts = machine_facts()
+    command = command or shlex.join(["tfganaug", *sys.argv[1:]])
+    start = rows[0]["load_before"] if rows else math.nan
+    end = rows[-1]["load_after"] if rows else math.nan
+    text = "\n".join([
+        "# Benchmark: training and input throughput", "",
+        f"Command: `{command}`", "",
+        "## Machine", "",
+        *(f"- {k}: {v}" for k, v in facts.items()), "",
+        "## Results", "",
+        f"Measured on a shared machine: 1-minute load average {start:.2f} at the start and {end:.2f} at the "
+        f"end (against {facts['cpus_usable']} usable CPUs); each row shows the load before and after its own "
+        "measurement. Judge contention from these before comparing numbers across reports.", "",
+        format_table(rows), "",
+        "- steps/s: training steps after the warm-up steps (tracing excluded); one batch repeated, so no "
+        "input cost. GAN steps are one D and one G update; images/s = batch × steps/s (real images through D).",
+        "- DCGAN trains one GAN per class: a 3-class DCGAN run costs about 3× a row.",
+        "- Input rows: `training_batches` with classic augmentation, alone; steps are batches.",
+        "- Peak RSS: the process's high-water mark so far (rows run in table order), an upper bound for a row.",
+        *_headroom(rows), ""])
+    return atomic_write_text(Path(out_dir) / "bench.md", text)
+
+
+def bench_command(preset: str, precision: str, out, steps: int | None = None, warmup: int | None = None) -> str:
+    """The command line that reproduces a bench run (written into the report)."""
+    args = ["tfganaug", "bench", "--preset", preset, "--precision", precision, "--out", str(out)]
+    args += ["--steps", str(steps)] if steps else []
+    args += ["--warmup", str(warmup)] if warmup else []
+    return shlex.join(args)
