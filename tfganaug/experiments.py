@@ -15,7 +15,7 @@ from tfganaug import config as config_lib
 from tfganaug.data.datasets import load_rois
 from tfganaug.data.pipeline import eval_batches, training_batches
 from tfganaug.errors import RunFolderError
-from tfganaug.fsutil import atomic_dir, atomic_write_json
+from tfganaug.fsutil import atomic_write_json
 from tfganaug.gans.base import seed_generator_states
 from tfganaug.metrics.classification import per_class_metrics
 from tfganaug.registry import build_gan
@@ -196,5 +196,3 @@ def with_seed(cfg, seed: int):
 def run_dir_for_seed(out, seed: int) -> Path:
     return Path(out) / f"seed-{seed}"
 
-
-__all__ = ["train_gan", "train_classifier", "evaluate_classifier", "load_gan_for_sampling", "atomic_dir"]

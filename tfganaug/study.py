@@ -37,7 +37,9 @@ BUDGETS = {
                     "augment": "classic", "sample_every_epochs": 5},
             "cls": {"epochs": 20, "batch_size": 32, "steps_per_epoch": 30}},
     "paper": {"image_size": 64, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
-              "gan": {"augment": "classic"}, "cls": {}},
+              # The paper's epochs ran over a many-fold classically augmented set (N copies per ROI,
+              # N not given); an epoch here is a fixed number of steps over augmented ROIs instead.
+              "gan": {"augment": "classic", "steps_per_epoch": 100}, "cls": {"steps_per_epoch": 50}},
 }
 SYNTHETIC_RATIO = 0.5
 DEFAULT_CLASSES = {"organamnist": ["liver", "kidney-left", "spleen"]}
