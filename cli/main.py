@@ -57,6 +57,9 @@ def data_options(f):
         click.option("--overwrite", is_flag=True, help="Replace an existing run folder instead of resuming it."),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--on-divergence", type=click.Choice(["stop", "rollback"]), default=None,
+                     help="On a NaN/Inf loss or weight: stop (default), or roll back to the last good checkpoint "
+                          "and halve the learning rate (at most max_rollbacks times; may change on resume)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -96,7 +99,7 @@ def app():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 def train_gan_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
-                  epochs, width, batch_size, lr, precision, seed, out):
+                  on_divergence, epochs, width, batch_size, lr, precision, seed, out):
     """Train DCGAN (one per class) or ACGAN on lesion ROIs into a run folder."""
     cfg = _build_cfg("gan", preset or f"cpu_{arch}", config, {
         "data": _data_overrides(data, classes, image_size, train_per_class),
@@ -104,6 +107,8 @@ def train_gan_cmd(arch, preset, data, classes, image_size, train_per_class, conf
                 "batch_size": batch_size, "lr": lr}}, seed)
     if precision:
         cfg.precision = precision
+    if on_divergence:
+        cfg.on_divergence = on_divergence
     if dry_run:
         return _print_cfg(cfg)
     from tfganaug.experiments import train_gan
@@ -141,8 +146,8 @@ def synthesize_cmd(run_dir, count, out, seed, no_png, overwrite):
 @click.option("--seeds", default="0", callback=_seeds, show_default=True,
               help="Comma-separated seeds; more than one writes OUT/seed-N per seed.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet, augment,
-                  synthetic, synthetic_ratio, epochs, batch_size, seeds, out):
+def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
+                  on_divergence, augment, synthetic, synthetic_ratio, epochs, batch_size, seeds, out):
     """Train the lesion CNN (Frid-Adar et al.) with classic and/or synthetic augmentation.
 
     \b
@@ -156,6 +161,8 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
             "data": _data_overrides(data, classes, image_size, train_per_class),
             "cls": {"augment": augment, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
                     "epochs": epochs, "batch_size": batch_size}}, seed)
+        if on_divergence:
+            cfg.on_divergence = on_divergence
         if dry_run:
             _print_cfg(cfg)
             continue

@@ -79,6 +79,8 @@ class RunConfig:
     deterministic: bool = True         # tf.config.experimental.enable_op_determinism()
     precision: str = "float32"         # float32 | mixed_bfloat16 (CPU) | mixed_float16 (GPU)
     keep_checkpoints: int = 3
+    on_divergence: str = "stop"        # stop | rollback: restore the last good checkpoint, halve every lr
+    max_rollbacks: int = 3             # rollback only: give up after this many in one command
     preset: str | None = None
 
 
@@ -187,5 +189,8 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     for name, value in (("gan.epochs", cfg.gan.epochs), ("cls.epochs", cfg.cls.epochs),
                         ("gan.batch_size", cfg.gan.batch_size), ("cls.batch_size", cfg.cls.batch_size)):
         need(isinstance(value, int) and value >= 1, f"{name} a positive integer", value)
+    need(cfg.on_divergence in ("stop", "rollback"), "on_divergence stop or rollback", cfg.on_divergence)
+    need(isinstance(cfg.max_rollbacks, int) and cfg.max_rollbacks >= 1, "max_rollbacks a positive integer",
+         cfg.max_rollbacks)
     need(cfg.data.train_per_class is None or cfg.data.train_per_class >= 2,
          "data.train_per_class >= 2 or null", cfg.data.train_per_class)

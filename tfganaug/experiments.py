@@ -71,7 +71,8 @@ def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
             fit_member(run, member, gan, gan.checkpoint_items(), batches, epochs=cfg.gan.epochs,
                        steps_per_epoch=steps, keep=cfg.keep_checkpoints, sample_fn=samples,
                        sample_every=cfg.gan.sample_every_epochs, verbose=verbose,
-                       check_weights=_weights(gan.generator, gan.discriminator))
+                       check_weights=_weights(gan.generator, gan.discriminator),
+                       on_divergence=cfg.on_divergence, max_rollbacks=cfg.max_rollbacks)
             final = run.final_model(member)
             final.parent.mkdir(parents=True, exist_ok=True)
             _save_keras(gan.generator, final)
@@ -142,7 +143,8 @@ def train_classifier(cfg, out, overwrite: bool = False, verbose="auto") -> RunFo
         items = {"model": model, "optimizer": optimizer, "seed_states": seed_generator_states(model)}
         fit_member(run, "cls", model, items, batches, epochs=cfg.cls.epochs, steps_per_epoch=steps,
                    keep=cfg.keep_checkpoints, validation=eval_batches(val.images, val.labels), verbose=verbose,
-                   check_weights=_weights(model))
+                   check_weights=_weights(model), on_divergence=cfg.on_divergence,
+                   max_rollbacks=cfg.max_rollbacks)
         run.final_model("cls").parent.mkdir(parents=True, exist_ok=True)
         _save_keras(model, run.final_model("cls"))
         run.set_status(state="complete", class_names=list(train.class_names), members={"cls": cfg.cls.epochs},

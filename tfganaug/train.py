@@ -43,6 +43,15 @@ def setup_determinism(cfg) -> None:
     keras.mixed_precision.set_global_policy(cfg.precision)
 
 
+# What to do on divergence may change when a run is resumed (a run stopped by a NaN can be
+# rerun with --on-divergence rollback); config.json is then updated. Nothing else may change.
+RESUME_POLICY_KEYS = ("on_divergence", "max_rollbacks")
+
+
+def _without(values: dict, keys) -> dict:
+    return {k: v for k, v in values.items() if k not in keys}
+
+
 class RunFolder:
     """A run directory: created with its config, or reopened to resume the same config."""
 
@@ -53,6 +62,7 @@ class RunFolder:
     def open(cls, path, cfg, overwrite: bool = False) -> "RunFolder":
         path = Path(path)
         resolved = config_lib.to_dict(cfg)
+        policy_changed = False
         if path.exists() and any(path.iterdir()):
             existing = path / "config.json"
             if overwrite:
@@ -60,12 +70,18 @@ class RunFolder:
                 shutil.rmtree(path)
             elif not existing.exists():
                 raise OutputExistsError(path, "it is not a tfganaug run folder; choose another --out")
-            elif json.loads(existing.read_text()) != resolved:
-                raise RunFolderError(
-                    f"{path}: holds a run with a different configuration ({existing}); to resume, rerun the "
-                    "same command; otherwise choose another --out or pass --overwrite")
+            else:
+                # Compared after loading, so a config.json from before a key existed matches its default.
+                stored = config_lib.to_dict(config_lib.load(existing))
+                if _without(stored, RESUME_POLICY_KEYS) != _without(resolved, RESUME_POLICY_KEYS):
+                    raise RunFolderError(
+                        f"{path}: holds a run with a different configuration ({existing}); to resume, rerun "
+                        "the same command; otherwise choose another --out or pass --overwrite")
+                policy_changed = stored != resolved
         run = cls(path)
-        if not (path / "config.json").exists():
+        if policy_changed:
+            atomic_write_json(path / "config.json", resolved)
+        elif not (path / "config.json").exists():
             atomic_write_json(path / "config.json", resolved)
             atomic_write_json(path / "env.json", environment())
         return run
@@ -115,20 +131,23 @@ class EpochLogger(keras.callbacks.Callback):
         self.check_weights = check_weights
         self.t0 = time.time()
 
+    def _kept(self) -> str:
+        latest = self.manager.latest_checkpoint
+        return f"the last good checkpoint {latest} is kept" if latest else "no checkpoint was written yet"
+
     def on_train_batch_end(self, batch, logs=None):
         bad = {k: float(np.ravel(v)[0]) for k, v in (logs or {}).items()
                if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))}
         if bad:
             self.model.stop_training = True
             raise DivergenceError(f"{self.run.path}: training diverged in {self.member} at batch {batch + 1} of "
-                                  f"epoch {int(self.epoch_var.numpy()) + 1} (non-finite {bad}); the last good "
-                                  f"checkpoint {self.manager.latest_checkpoint} is kept")
+                                  f"epoch {int(self.epoch_var.numpy()) + 1} (non-finite {bad}); {self._kept()}")
 
     def on_epoch_end(self, epoch, logs=None):
         weights = self.check_weights() if self.check_weights else []
         if any(not np.all(np.isfinite(w)) for w in weights):
             raise DivergenceError(f"{self.run.path}: a weight of {self.member} became non-finite in epoch "
-                                  f"{epoch + 1}; the last good checkpoint {self.manager.latest_checkpoint} is kept")
+                                  f"{epoch + 1}; {self._kept()}")
         # The metrics line goes first: a crash between the two leaves a line past the last
         # checkpoint, which the resumed run drops and rewrites, never a missing line.
         row = {"member": self.member, "epoch": epoch + 1, "seconds": round(time.time() - self.t0, 3)}
@@ -152,29 +171,87 @@ def _drop_rows_after(run: RunFolder, member: str, epoch: int) -> None:
         atomic_write_text(path, text)
 
 
+def _optimizers(items: dict) -> list:
+    """The optimizers among checkpoint items, unwrapped from LossScaleOptimizer (its lr is the inner one's)."""
+    found = []
+    for item in items.values():
+        if isinstance(item, keras.optimizers.Optimizer):
+            while hasattr(item, "inner_optimizer"):
+                item = item.inner_optimizer
+            found.append(item)
+    return found
+
+
 def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, make_batches, *, epochs: int,
                steps_per_epoch: int, keep: int = 3, sample_fn=None, sample_every: int = 0,
-               validation=None, verbose="auto", check_weights=None) -> int:
-    """Train one member to `epochs`, resuming from its last checkpoint; returns epochs run now."""
+               validation=None, verbose="auto", check_weights=None, on_divergence: str = "stop",
+               max_rollbacks: int = 3) -> int:
+    """Train one member to `epochs`, resuming from its last checkpoint; returns epochs run now.
+
+    On divergence, "stop" raises DivergenceError; "rollback" restores the last good checkpoint,
+    halves the learning rate of every optimizer and goes on, at most `max_rollbacks` times per
+    member over the whole run. The scale lives in the checkpoint (`lr_scale`), so a resumed run
+    keeps the lowered rate.
+    """
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    ckpt = tf.train.Checkpoint(epoch=epoch_var, **items)
+    lr_scale = tf.Variable(1.0, dtype=tf.float64, trainable=False, name="lr_scale")
+    ckpt = tf.train.Checkpoint(epoch=epoch_var, lr_scale=lr_scale, **items)
     manager = tf.train.CheckpointManager(ckpt, str(run.checkpoint_dir(member)), max_to_keep=keep)
-    if manager.latest_checkpoint:
+    optimizers = _optimizers(items)
+    base_lrs = [float(opt.learning_rate.numpy()) for opt in optimizers]
+
+    def set_learning_rates():
+        for opt, lr in zip(optimizers, base_lrs):
+            opt.learning_rate.assign(lr * float(lr_scale.numpy()))
+
+    def restore_latest():
+        latest = manager.latest_checkpoint
         try:
-            ckpt.restore(manager.latest_checkpoint).assert_consumed()
+            names = {name for name, _ in tf.train.list_variables(latest)}
+            # A checkpoint written before lr_scale existed holds everything else; its scale is 1.
+            restorer = ckpt if "lr_scale/.ATTRIBUTES/VARIABLE_VALUE" in names else tf.train.Checkpoint(
+                epoch=epoch_var, **items)
+            restorer.restore(latest).assert_consumed()
         except (AssertionError, ValueError, tf.errors.OpError) as exc:
-            raise RunFolderError(f"{manager.latest_checkpoint}: expected a checkpoint of this run's models, "
+            raise RunFolderError(f"{latest}: expected a checkpoint of this run's models, "
                                  f"got one that does not match ({str(exc).splitlines()[0][:200]})") from None
+
+    if manager.latest_checkpoint:
+        restore_latest()
+    elif on_divergence == "rollback":
+        manager.save(checkpoint_number=0)  # the state a divergence in the first epoch rolls back to
+    set_learning_rates()
     start = int(epoch_var.numpy())
     _drop_rows_after(run, member, start)
     if start >= epochs:
         return 0
-    logger = EpochLogger(run, member, manager, epoch_var, sample_fn, sample_every, check_weights)
-    callbacks = [logger, keras.callbacks.TensorBoard(str(run.path / "tensorboard" / member),
-                                                     write_graph=False, update_freq="epoch")]
-    model.fit(make_batches(start), epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch,
-              callbacks=callbacks, validation_data=validation, verbose=verbose)
-    return epochs - start
+    first = start
+    while True:
+        logger = EpochLogger(run, member, manager, epoch_var, sample_fn, sample_every, check_weights)
+        callbacks = [logger, keras.callbacks.TensorBoard(str(run.path / "tensorboard" / member),
+                                                         write_graph=False, update_freq="epoch")]
+        try:
+            model.fit(make_batches(start), epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch,
+                      callbacks=callbacks, validation_data=validation, verbose=verbose)
+            return epochs - first
+        except DivergenceError as exc:
+            if on_divergence != "rollback":
+                raise DivergenceError(f"{exc}; rerun with --on-divergence rollback to retry with half the "
+                                      "learning rate") from None
+            # Rollbacks are counted from the scale, so a resumed run does not start the count afresh.
+            done = round(-math.log2(float(lr_scale.numpy())))
+            if done >= max_rollbacks:
+                raise DivergenceError(f"{exc}; gave up after {done} rollbacks (learning rate x "
+                                      f"{float(lr_scale.numpy()):g}); raise max_rollbacks or lower the "
+                                      "learning rate") from None
+            diverged = int(epoch_var.numpy()) + 1
+            scale = float(lr_scale.numpy()) / 2
+            restore_latest()
+            lr_scale.assign(scale)
+            set_learning_rates()
+            start = int(epoch_var.numpy())
+            append_jsonl(run.path / "metrics.jsonl", {"member": member, "event": "rollback", "epoch": diverged,
+                                                      "restored_epoch": start, "lr_scale": scale})
 
 
 def steps_for(n_examples: int, batch_size: int, override: int | None) -> int:
