@@ -44,5 +44,13 @@ class RunFolderError(TfganaugError):
     """A run folder is missing, incomplete, locked or from another configuration."""
 
 
+class WriteError(TfganaugError):
+    """An output could not be written (full disk, no permission, read-only file system)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, hint: str = ""):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"{self.path}: could not write ({reason}){hint}")
+
+
 class DivergenceError(TfganaugError, FloatingPointError):
     """Training produced a non-finite loss or weight."""

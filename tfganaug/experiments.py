@@ -15,7 +15,7 @@ from tfganaug import config as config_lib
 from tfganaug.data.datasets import load_rois
 from tfganaug.data.pipeline import eval_batches, training_batches
 from tfganaug.errors import RunFolderError
-from tfganaug.fsutil import atomic_write_json
+from tfganaug.fsutil import atomic_write_json, atomic_write_with
 from tfganaug.gans.base import seed_generator_states
 from tfganaug.metrics.classification import per_class_metrics
 from tfganaug.registry import build_gan
@@ -83,9 +83,7 @@ def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
 
 
 def _save_keras(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
+    atomic_write_with(path, model.save, suffix=".keras")  # Keras needs the extension
 
 
 def load_gan_for_sampling(run_dir):

@@ -15,14 +15,37 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from tfganaug.errors import OutputExistsError, RunFolderError, TfganaugError
+from tfganaug.errors import OutputExistsError, RunFolderError, TfganaugError, WriteError
 
 
-def _os_error(path: os.PathLike | str, exc: OSError) -> TfganaugError:
-    reason = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
-              errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}.get(
-        exc.errno, exc.strerror or str(exc))
-    return TfganaugError(f"{os.fspath(path)}: could not write ({reason})")
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system",
+            errno.EDQUOT: "disk quota exceeded"}
+
+
+def _os_error(path: os.PathLike | str, exc: OSError, hint: str = "") -> WriteError:
+    return WriteError(path, _REASONS.get(exc.errno, exc.strerror or str(exc)), hint)
+
+
+def write_error(path: os.PathLike | str, exc: BaseException, hint: str = "") -> WriteError | None:
+    """The one-line error for a failed write to `path`, or None if `exc` is not a file-system failure.
+
+    A WriteError from a file inside a temporary folder is re-addressed to `path`, the output the
+    user asked for. TensorFlow's own writers (checkpoints, SavedModels, TFRecords) raise
+    `tf.errors.OpError`, not OSError; their message ends with the C library's text for the
+    errno, which is matched.
+    """
+    if isinstance(exc, WriteError):
+        return WriteError(path, exc.reason, hint)
+    if isinstance(exc, TfganaugError):
+        return None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _os_error(path, exc, hint)
+    text = str(exc)
+    for code, reason in _REASONS.items():
+        if os.strerror(code) in text:
+            return WriteError(path, reason, hint)
+    return None
 
 
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
@@ -110,16 +133,41 @@ def atomic_dir(path: os.PathLike | str, overwrite: bool = False) -> Iterator[Pat
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # the previous output stays where it was
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _os_error(path, exc) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        error = write_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def atomic_write_with(path: os.PathLike | str, write, suffix: str = "") -> Path:
+    """Let `write(tmp)` write a file under a temporary sibling name, then rename it to `path`.
+
+    For writers that take a path (`keras.Model.save`); `suffix` keeps the extension they need.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        error = write_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
+    return path
 
 
 class FolderLock:
@@ -132,6 +180,12 @@ class FolderLock:
         self.path = Path(folder) / ".lock"
 
     def acquire(self) -> "FolderLock":
+        try:
+            return self._acquire()
+        except OSError as exc:
+            raise _os_error(self.path, exc) from exc
+
+    def _acquire(self) -> "FolderLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
@@ -148,8 +202,12 @@ class FolderLock:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError:
+                self.release()
+                raise
             return self
         raise RunFolderError(f"{self.path.parent}: could not take the lock {self.path}")
 

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ import tensorflow as tf
 
 from tfganaug import __version__, config as config_lib
 from tfganaug.errors import DivergenceError, OutputExistsError, RunFolderError
-from tfganaug.fsutil import FolderLock, append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from tfganaug.fsutil import (FolderLock, append_jsonl, atomic_write_json, atomic_write_text, read_jsonl,
+                             write_error)
 from tfganaug.viz import save_grid
 
 
@@ -66,7 +68,6 @@ class RunFolder:
         if path.exists() and any(path.iterdir()):
             existing = path / "config.json"
             if overwrite:
-                import shutil
                 shutil.rmtree(path)
             elif not existing.exists():
                 raise OutputExistsError(path, "it is not a tfganaug run folder; choose another --out")
@@ -154,9 +155,26 @@ class EpochLogger(keras.callbacks.Callback):
         row.update({k: float(np.ravel(v)[0]) for k, v in (logs or {}).items()})
         append_jsonl(self.run.path / "metrics.jsonl", row)
         self.epoch_var.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        save_checkpoint(self.manager, epoch + 1)
         if self.sample_fn and self.sample_every and ((epoch + 1) % self.sample_every == 0 or epoch == 0):
             save_grid(self.sample_fn(), self.run.path / "samples" / self.member / f"epoch_{epoch + 1:04d}.png")
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> None:
+    """`manager.save`; on a full disk or a write refused, one line and no partial checkpoint left
+    (the previous one stays the latest, so the run resumes from it)."""
+    try:
+        manager.save(checkpoint_number=number)
+    except Exception as exc:
+        error = write_error(manager.directory, exc, "; the last good checkpoint is kept: once the disk "
+                                                    "takes writes again, rerun the same command to resume")
+        if error is None:
+            raise
+        prefix = Path(manager.directory) / f"ckpt-{number}"
+        shutil.rmtree(f"{prefix}_temp", ignore_errors=True)  # TensorFlow's shards before their merge
+        for leftover in prefix.parent.glob(f"{prefix.name}.*"):
+            leftover.unlink(missing_ok=True)
+        raise error from exc
 
 
 def _drop_rows_after(run: RunFolder, member: str, epoch: int) -> None:
@@ -219,7 +237,7 @@ def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, mak
     if manager.latest_checkpoint:
         restore_latest()
     elif on_divergence == "rollback":
-        manager.save(checkpoint_number=0)  # the state a divergence in the first epoch rolls back to
+        save_checkpoint(manager, 0)  # the state a divergence in the first epoch rolls back to
     set_learning_rates()
     start = int(epoch_var.numpy())
     _drop_rows_after(run, member, start)
