@@ -223,3 +223,18 @@ def check_refused(gan_run, folder, reason):
     with pytest.raises(WriteError, match=f"{folder / 'synth'}: could not write \\({reason}\\)"):
         synthesize(gan_run, 4, folder / "synth")
     assert [p.name for p in folder.iterdir()] == ["previous.json"]
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    """Temporary names are private; the renamed outputs must be readable by other users (a TF
+    Serving process, a colleague) as the umask allows."""
+    from tfganaug.fsutil import atomic_dir, atomic_write_bytes
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_bytes(tmp_path / "a.bin", b"x")
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "f").write_bytes(b"y")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755

@@ -48,12 +48,25 @@ def write_error(path: os.PathLike | str, exc: BaseException, hint: str = "") -> 
     return None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _ordinary_mode(path, directory: bool) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask modes so
+    that other users and servers (TF Serving often runs as its own user) can read them."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
     """Write `data` to `path` via a temporary file in the same folder, fsync, then rename."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _ordinary_mode(tmp, directory=False)
     except OSError as exc:
         raise _os_error(path, exc) from exc
     try:
@@ -125,6 +138,7 @@ def atomic_dir(path: os.PathLike | str, overwrite: bool = False) -> Iterator[Pat
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        _ordinary_mode(tmp, directory=True)
     except OSError as exc:
         raise _os_error(path, exc) from exc
     try:

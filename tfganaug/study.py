@@ -35,7 +35,7 @@ BUDGETS = {
     "cpu": {"image_size": 32, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
             "gan": {"width": 64, "epochs": 20, "steps_per_epoch": 100, "batch_size": 32, "lr": 2e-4,
                     "augment": "classic", "sample_every_epochs": 5},
-            "cls": {"epochs": 20, "batch_size": 32, "steps_per_epoch": 30}},
+            "cls": {"epochs": 60, "batch_size": 32, "steps_per_epoch": 30}},
     "paper": {"image_size": 64, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
               # The paper's epochs ran over a many-fold classically augmented set (N copies per ROI,
               # N not given); an epoch here is a fixed number of steps over augmented ROIs instead.
