@@ -109,5 +109,8 @@ def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, tr
 
 
 def _timing(folder: Path, stage: str, t0: float) -> None:
-    from tfganaug.fsutil import append_jsonl
+    """Log a stage's wall time, unless a rerun found it complete and did nothing."""
+    from tfganaug.fsutil import append_jsonl, read_jsonl
+    if any(r.get("stage") == stage for r in read_jsonl(folder / "timings.jsonl")):
+        return
     append_jsonl(folder / "timings.jsonl", {"stage": stage, "seconds": round(time.time() - t0, 2)})
