@@ -57,6 +57,8 @@ def data_options(f):
         click.option("--overwrite", is_flag=True, help="Replace an existing run folder instead of resuming it."),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--distribute", type=click.Choice(["none", "mirrored"]), default=None,
+                     help="mirrored: tf.distribute.MirroredStrategy over this machine's GPUs (batch size is global)."),
         click.option("--on-divergence", type=click.Choice(["stop", "rollback"]), default=None,
                      help="On a NaN/Inf loss or weight: stop (default), or roll back to the last good checkpoint "
                           "and halve the learning rate (at most max_rollbacks times; may change on resume)."),
@@ -99,7 +101,7 @@ def app():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 def train_gan_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
-                  on_divergence, epochs, width, batch_size, lr, precision, seed, out):
+                  distribute, on_divergence, epochs, width, batch_size, lr, precision, seed, out):
     """Train DCGAN (one per class) or ACGAN on lesion ROIs into a run folder."""
     cfg = _build_cfg("gan", preset or f"cpu_{arch}", config, {
         "data": _data_overrides(data, classes, image_size, train_per_class),
@@ -109,6 +111,8 @@ def train_gan_cmd(arch, preset, data, classes, image_size, train_per_class, conf
         cfg.precision = precision
     if on_divergence:
         cfg.on_divergence = on_divergence
+    if distribute:
+        cfg.distribute = distribute
     if dry_run:
         return _print_cfg(cfg)
     from tfganaug.experiments import train_gan
@@ -147,7 +151,7 @@ def synthesize_cmd(run_dir, count, out, seed, no_png, overwrite):
               help="Comma-separated seeds; more than one writes OUT/seed-N per seed.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
-                  on_divergence, augment, synthetic, synthetic_ratio, epochs, batch_size, seeds, out):
+                  distribute, on_divergence, augment, synthetic, synthetic_ratio, epochs, batch_size, seeds, out):
     """Train the lesion CNN (Frid-Adar et al.) with classic and/or synthetic augmentation.
 
     \b
@@ -163,6 +167,8 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
                     "epochs": epochs, "batch_size": batch_size}}, seed)
         if on_divergence:
             cfg.on_divergence = on_divergence
+        if distribute:
+            cfg.distribute = distribute
         if dry_run:
             _print_cfg(cfg)
             continue

@@ -79,6 +79,7 @@ class RunConfig:
     deterministic: bool = True         # tf.config.experimental.enable_op_determinism()
     precision: str = "float32"         # float32 | mixed_bfloat16 (CPU) | mixed_float16 (GPU)
     keep_checkpoints: int = 3
+    distribute: str = "none"           # none | mirrored: tf.distribute.MirroredStrategy over local devices
     on_divergence: str = "stop"        # stop | rollback: restore the last good checkpoint, halve every lr
     max_rollbacks: int = 3             # rollback only: give up after this many in one command
     preset: str | None = None
@@ -184,6 +185,7 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
          cfg.cls.synthetic)
     need(cfg.cls.augment in ("none", "classic"), "cls.augment none or classic", cfg.cls.augment)
     need(cfg.gan.augment in ("none", "classic"), "gan.augment none or classic", cfg.gan.augment)
+    need(cfg.distribute in ("none", "mirrored"), "distribute none or mirrored", cfg.distribute)
     need(cfg.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
          "precision float32, mixed_bfloat16 or mixed_float16", cfg.precision)
     for name, value in (("gan.epochs", cfg.gan.epochs), ("cls.epochs", cfg.cls.epochs),

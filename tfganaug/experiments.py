@@ -21,7 +21,7 @@ from tfganaug.metrics.classification import per_class_metrics
 from tfganaug.registry import build_gan
 from tfganaug.synthesize import load_synthetic
 from tfganaug.tasks.classifier import build_lesion_cnn
-from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, steps_for
+from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, steps_for, strategy_for
 
 
 def _members(cfg, class_names):
@@ -55,7 +55,10 @@ def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
                 images, labels = data.images[keep], np.zeros(int(keep.sum()), np.int32)
             else:
                 images, labels = data.images, data.labels
-            gan = _make_gan(cfg, len(names), index)
+            strategy = strategy_for(cfg)
+            with strategy.scope():
+                gan = _make_gan(cfg, len(names), index)
+            run.set_status(replicas=strategy.num_replicas_in_sync)
             steps = steps_for(len(labels), cfg.gan.batch_size, cfg.gan.steps_per_epoch)
             fixed_z = np.random.default_rng(0).uniform(-1, 1, (36, cfg.gan.latent_dim)).astype(np.float32)
             fixed_labels = (np.arange(36) % len(names)).astype(np.int32)
@@ -121,13 +124,16 @@ def train_classifier(cfg, out, overwrite: bool = False, verbose="auto") -> RunFo
             return run
         run.set_status(state="running")
         setup_determinism(cfg)
-        model = build_lesion_cnn(len(train.class_names), cfg.data.image_size, filters=cfg.cls.filters,
-                                 kernel_size=cfg.cls.kernel_size, dense_units=cfg.cls.dense_units,
-                                 dropout=cfg.cls.dropout, seed=cfg.seed)
-        model.get_layer("subtract_mean").mean.assign(float(train.images.mean()))
-        optimizer = keras.optimizers.SGD(cfg.cls.lr, momentum=cfg.cls.momentum)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        optimizer.build(model.trainable_variables)
+        strategy = strategy_for(cfg)
+        run.set_status(replicas=strategy.num_replicas_in_sync)
+        with strategy.scope():
+            model = build_lesion_cnn(len(train.class_names), cfg.data.image_size, filters=cfg.cls.filters,
+                                     kernel_size=cfg.cls.kernel_size, dense_units=cfg.cls.dense_units,
+                                     dropout=cfg.cls.dropout, seed=cfg.seed)
+            model.get_layer("subtract_mean").mean.assign(float(train.images.mean()))
+            optimizer = keras.optimizers.SGD(cfg.cls.lr, momentum=cfg.cls.momentum)
+            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            optimizer.build(model.trainable_variables)
         # One epoch = one pass over the real ROIs, stretched so the synthetic share comes on top.
         steps = steps_for(round(len(train) / (1.0 - cfg.cls.synthetic_ratio)), cfg.cls.batch_size,
                           cfg.cls.steps_per_epoch)

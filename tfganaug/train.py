@@ -38,6 +38,19 @@ from tfganaug.fsutil import (FolderLock, append_jsonl, atomic_write_json, atomic
 from tfganaug.viz import save_grid
 
 
+def strategy_for(cfg) -> tf.distribute.Strategy:
+    """The distribution strategy of a run: the default (one device) or MirroredStrategy.
+
+    Batch sizes in configs are global: each of N replicas gets batch_size / N, and the losses
+    are averaged over the global batch, so a run means the same on 1 or N devices.
+    """
+    if cfg.distribute == "mirrored":
+        # The local GPUs; without any, the logical CPUs (one unless split, as the tests do).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return tf.distribute.get_strategy()
+
+
 def setup_determinism(cfg) -> None:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -46,8 +59,9 @@ def setup_determinism(cfg) -> None:
 
 
 # What to do on divergence may change when a run is resumed (a run stopped by a NaN can be
-# rerun with --on-divergence rollback); config.json is then updated. Nothing else may change.
-RESUME_POLICY_KEYS = ("on_divergence", "max_rollbacks")
+# rerun with --on-divergence rollback), and so may the device layout (the data stream and the
+# global-batch losses do not depend on it); config.json is then updated. Nothing else may change.
+RESUME_POLICY_KEYS = ("on_divergence", "max_rollbacks", "distribute")
 
 
 def _without(values: dict, keys) -> dict:
