@@ -16,6 +16,8 @@ Conventions (every reader keeps them, tests pin them):
   domain for CycleGAN).
 * ``spacing_mm``: ``(z, y, x)`` voxel size in millimetres (volume errors use it).
 * ``channel_names``: e.g. ``("CT",)`` or ``("t1", "t1ce", "t2", "flair")``.
+* ``units``: ``"HU"`` (CT in Hounsfield units), ``"grey8"`` (already windowed to 0..255, e.g.
+  PNG slices) or ``"zscore"`` (MR); it decides how `segsets` scales intensities.
 * ``modality``: ``"CT"`` or ``"MR"``; ``domain``: free text such as ``"contrast"`` /
   ``"non-contrast"`` (Sandfort et al.) or ``""``.
 """
@@ -37,6 +39,7 @@ class Case:
     class_names: tuple[str, ...]
     channel_names: tuple[str, ...] = ("CT",)
     modality: str = "CT"
+    units: str = "HU"
     domain: str = ""
     source: str = ""
     meta: dict = field(default_factory=dict)
@@ -61,6 +64,8 @@ class Case:
                 raise InputError("case label map", f"labels 0..{len(self.class_names) - 1} "
                                  f"({', '.join(self.class_names)})", f"values up to {top}", where)
             self.mask = np.asarray(self.mask, np.uint8)
+        if self.units not in ("HU", "grey8", "zscore"):
+            raise InputError("case units", "HU, grey8 or zscore", repr(self.units), where)
         self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
 
     @property
