@@ -14,6 +14,9 @@ Examples:
   tfganaug train-gan --arch acgan --out runs/acgan                      # phantom data, CPU budget
   tfganaug train-gan --arch dcgan --data organamnist --classes liver,kidney-left,spleen --out runs/dcgan
   tfganaug train-gan --preset frid_adar_acgan --data organamnist --out runs/acgan-paper   # paper settings (GPU)
+  tfganaug train-gan --arch pix2pix --data kits19 --out runs/p2p                   # label map -> CT slice
+  tfganaug train-gan --arch cyclegan --data ircadb --domain-b totalseg-native --out runs/cyc
+  tfganaug train-gan --arch stylegan2 --data brats --image-size 64 --out runs/sg2   # 4 contrasts + mask
 Rerun the same command after a crash: training resumes from the last checkpoint."""
 
 
@@ -89,8 +92,12 @@ def app():
 
 
 @app.command("train-gan", epilog=EPILOG_GAN)
-@click.option("--arch", type=click.Choice(["dcgan", "acgan"]), default="acgan", show_default=True,
-              help="dcgan trains one generator per class; acgan one class-conditional generator.")
+@click.option("--arch", type=click.Choice(["dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2"]), default="acgan",
+              show_default=True, help="dcgan: one generator per class; acgan: one class-conditional generator "
+              "(lesion ROIs); pix2pix: label map -> image; cyclegan: domain A <-> B; stylegan2: contrasts + mask.")
+@click.option("--domain-b", default=None, help="cyclegan: the second domain's data (e.g. totalseg-native); "
+              "--data is domain A.")
+@click.option("--resolution", type=int, default=None, help="Alias of --image-size (stylegan2).")
 @click.option("--preset", default=None, help="Config preset (default cpu_<arch>; paper: frid_adar_<arch>).")
 @data_options
 @click.option("--epochs", type=int, default=None, help="Training epochs (paper: DCGAN 70, ACGAN 50).")
@@ -100,13 +107,13 @@ def app():
 @click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
-def train_gan_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
-                  distribute, on_divergence, epochs, width, batch_size, lr, precision, seed, out):
-    """Train DCGAN (one per class) or ACGAN on lesion ROIs into a run folder."""
+def train_gan_cmd(arch, domain_b, resolution, preset, data, classes, image_size, train_per_class, config, overwrite,
+                  dry_run, quiet, distribute, on_divergence, epochs, width, batch_size, lr, precision, seed, out):
+    """Train a GAN into a run folder: DCGAN/ACGAN (lesion ROIs), Pix2Pix, CycleGAN or StyleGAN2."""
     cfg = _build_cfg("gan", preset or f"cpu_{arch}", config, {
-        "data": _data_overrides(data, classes, image_size, train_per_class),
+        "data": _data_overrides(data, classes, image_size or resolution, train_per_class),
         "gan": {"arch": arch if not (preset or config) else None, "epochs": epochs, "width": width,
-                "batch_size": batch_size, "lr": lr}}, seed)
+                "batch_size": batch_size, "lr": lr, "domain_b": domain_b}}, seed)
     if precision:
         cfg.precision = precision
     if on_divergence:
@@ -115,27 +122,53 @@ def train_gan_cmd(arch, preset, data, classes, image_size, train_per_class, conf
         cfg.distribute = distribute
     if dry_run:
         return _print_cfg(cfg)
-    from tfganaug.experiments import train_gan
+    if cfg.gan.arch in ("pix2pix", "cyclegan", "stylegan2"):
+        from tfganaug.image_gans import train_image_gan as train_gan
+    else:
+        from tfganaug.experiments import train_gan
     run = train_gan(cfg, out, overwrite=overwrite, verbose=0 if quiet else "auto")
     click.echo(f"GAN run complete: {run.path}")
 
 
 @app.command("synthesize")
 @click.argument("run_dir", type=click.Path())
-@click.option("--n", "count", type=int, default=1000, show_default=True, help="Number of images (balanced over classes).")
+@click.option("--n", "count", type=int, default=None,
+              help="Number of samples (dcgan/acgan: balanced over classes, default 1000; pix2pix: default one per "
+                   "label map; cyclegan: at most one per source slice; stylegan2: required).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--labels", default="train", show_default=True,
+              help="pix2pix: label maps to render: 'train' (the run's training maps), 'perturb' (those, perturbed: "
+                   "elastic, tumour scaled/moved, flips), or a source such as kits19-labels or a KiTS19 folder.")
+@click.option("--perturb", type=float, default=None, help="pix2pix: share of label maps perturbed (default: 1 for "
+              "--labels perturb, else 0).")
+@click.option("--from", "source", default=None, help="cyclegan: labelled domain-A data to translate (default: the "
+              "run's --data); labels are carried over.")
+@click.option("--truncation", type=float, default=1.0, show_default=True, help="stylegan2: truncation psi.")
 @click.option("--no-png", is_flag=True, help="Write only images.npz and the manifest.")
 @click.option("--overwrite", is_flag=True)
-def synthesize_cmd(run_dir, count, out, seed, no_png, overwrite):
+def synthesize_cmd(run_dir, count, out, seed, labels, perturb, source, truncation, no_png, overwrite):
     """Sample a trained GAN run into images.npz + PNGs + manifest.json.
 
     \b
-    Example: tfganaug synthesize runs/acgan --n 3000 --out synth/acgan
+    Examples:
+      tfganaug synthesize runs/acgan --n 3000 --out synth/acgan
+      tfganaug synthesize runs/p2p --labels kits19-labels --perturb 0.5 --n 2000 --out synth/p2p
+      tfganaug synthesize runs/cyc --from ircadb --out synth/noncontrast
+      tfganaug synthesize runs/sg2 --n 5000 --truncation 1.0 --out synth/sg2
     """
-    from tfganaug.synthesize import synthesize
-    path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png)
-    click.echo(f"wrote {count} images to {path}")
+    from tfganaug.train import RunFolder
+    _, cfg = RunFolder.load(run_dir)
+    if cfg.kind == "gan" and cfg.gan.arch in ("pix2pix", "cyclegan", "stylegan2"):
+        from tfganaug.image_gans import synthesize_image_gan
+        path = synthesize_image_gan(run_dir, count, out, labels=labels, perturb=perturb, source=source,
+                                    truncation=truncation, seed=seed, overwrite=overwrite)
+    else:
+        from tfganaug.synthesize import synthesize
+        count = 1000 if count is None else count
+        path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png)
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    click.echo(f"wrote {manifest['count']} samples to {path}")
 
 
 @app.command("train-cls")
@@ -181,18 +214,90 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
 @app.command("evaluate")
 @click.argument("run_dir", type=click.Path())
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
-              help="Split to score (default: the run's data.eval_split).")
-def evaluate_cmd(run_dir, split):
-    """Per-class sensitivity, specificity, accuracy and confusion matrix; mean and 95% CI over seed runs.
+              help="Split to score (default: the run's data.eval_split; segmentation: test, or val where the "
+                   "data set fixes only train/val).")
+@click.option("--test", "test_data", default=None,
+              help="Segmentation: score on another data set (all its slices), e.g. totalseg-native.")
+def evaluate_cmd(run_dir, split, test_data):
+    """Score classifier or segmentation runs; mean and 95% CI over seed runs.
 
     \b
-    Example: tfganaug evaluate runs/cls      (a run, or a folder of seed-N runs)
+    Classifier: per-class sensitivity, specificity, accuracy, confusion matrix.
+    Segmentation: IoU and Dice per class per slice and per case, volume error, BraTS regions.
+    Examples: tfganaug evaluate runs/cls      (a run, or a folder of seed-N runs)
+              tfganaug evaluate runs/seg --test totalseg-native
     """
-    from tfganaug.experiments import classifier_runs, evaluate_classifier
+    from tfganaug.experiments import classifier_runs
+    from tfganaug.train import RunFolder
+    runs = classifier_runs(run_dir)
+    if RunFolder.load(runs[0])[1].kind == "seg":
+        from tfganaug.segmentation import evaluate_seg, format_seg_summary
+        click.echo(format_seg_summary([evaluate_seg(r, split, test_data) for r in runs]))
+        return
+    from tfganaug.experiments import evaluate_classifier
     from tfganaug.report import summarize_evaluations, format_summary
-    results = [evaluate_classifier(r, split) for r in classifier_runs(run_dir)]
+    results = [evaluate_classifier(r, split) for r in runs]
     summary = summarize_evaluations(results)
     click.echo(format_summary(summary))
+
+
+@app.command("train-seg")
+@click.option("--arch", type=click.Choice(["unet"]), default="unet", show_default=True)
+@click.option("--preset", default=None, help="cpu_unet_kits (default), cpu_unet_abdomen, cpu_unet_brats; paper: "
+              "kits_unet, sandfort_unet, son_unet.")
+@data_options
+@click.option("--unet", "unet_preset", type=click.Choice(["kits_light", "kits_heavy", "sandfort", "son"]),
+              default=None, help="U-Net variant (KiTS capstone light/heavy, Sandfort, Son).")
+@click.option("--padding", type=click.Choice(["valid", "same"]), default=None,
+              help="valid: the paper's unpadded 3x3 convolutions with crop-and-concatenate (overlap-tile input).")
+@click.option("--augment", type=click.Choice(["none", "flip", "standard", "histeq"]), default=None,
+              help="standard: flips, crop, rotation <= 30 deg, elastic b-spline (Sandfort); histeq: standard + "
+                   "histogram shift toward --histeq-reference.")
+@click.option("--histeq-reference", default=None, help="Data whose histogram histeq moves toward (non-contrast CT).")
+@click.option("--synthetic", type=click.Path(), default=None, help="A folder written by `tfganaug synthesize`.")
+@click.option("--synthetic-ratio", type=float, default=None, help="Share of synthetic slices per batch, in [0, 1].")
+@click.option("--setting", default=None, help="Son et al.'s training set: 100R, 100F, 100F+100R, 300F+100R, 300A+100R.")
+@click.option("--train-patients", type=int, default=None, help="Small-real-set regime: training patients kept.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seeds", default="0", callback=_seeds, show_default=True,
+              help="Comma-separated seeds; more than one writes OUT/seed-N per seed.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
+                  distribute, on_divergence, unet_preset, padding, augment, histeq_reference, synthetic,
+                  synthetic_ratio, setting, train_patients, epochs, batch_size, seeds, out):
+    """Train the segmentation U-Net on real slices, optionally with synthetic ones.
+
+    \b
+    Examples:
+      tfganaug train-seg --data kits19 --synthetic synth/p2p --synthetic-ratio 0.2 --out runs/seg
+      tfganaug train-seg --preset cpu_unet_abdomen --augment histeq --histeq-reference phantom-abdomen-native \\
+          --out runs/seg-histeq
+      tfganaug train-seg --preset cpu_unet_brats --setting 300F+100R --synthetic synth/sg2 --out runs/seg
+    """
+    if synthetic and synthetic_ratio is None and not setting:
+        synthetic_ratio = 0.5
+    if preset is None and not config:
+        name = (data or "").lower()
+        preset = ("cpu_unet_brats" if "brat" in name or "brain" in name else
+                  "cpu_unet_abdomen" if any(k in name for k in ("abdomen", "ircadb", "totalseg")) else "cpu_unet_kits")
+    for seed in seeds:
+        cfg = _build_cfg("seg", preset, config, {
+            "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients},
+            "seg": {"unet": unet_preset, "padding": padding, "augment": augment, "histeq_reference": histeq_reference,
+                    "synthetic": synthetic, "synthetic_ratio": synthetic_ratio, "setting": setting,
+                    "epochs": epochs, "batch_size": batch_size}}, seed)
+        if on_divergence:
+            cfg.on_divergence = on_divergence
+        if distribute:
+            cfg.distribute = distribute
+        if dry_run:
+            _print_cfg(cfg)
+            continue
+        from tfganaug.segmentation import train_seg
+        target = Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)
+        run = train_seg(cfg, target, overwrite=overwrite, verbose=0 if quiet else "auto")
+        click.echo(f"segmentation run complete: {run.path}")
 
 
 @app.command("export")

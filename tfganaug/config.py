@@ -27,8 +27,17 @@ class DataConfig:
     val_fraction: float = 0.15         # for data with patient ids but no official split
     test_fraction: float = 0.15
     eval_split: str = "test"           # split scored by `evaluate` (organamnist: its official val split)
-    n_phantom_patients: int = 400      # phantom only: patients (1-3 lesions each)
+    n_phantom_patients: int = 400      # phantom only: patients (lesion phantom: 1-3 lesions each)
     seed: int = 0                      # seeds subsampling and patient splits
+    # Segmentation sources (kits19, brats, phantom-kidney, ...: see tfganaug/data/segsets.py)
+    window_width: float = 400.0        # CT window in HU (KiTS capstone: WW 400 / WL 0), then [0, 1]
+    window_level: float = 0.0
+    zscore_clip: float = 5.0           # MR z-scores clipped to +-this, then mapped to [0, 1]
+    contrasts: list[str] | None = None # MR contrasts to read, in channel order (None: the source's default)
+    empty_slice_fraction: float = 0.25 # share of slices without foreground kept per case
+    max_slices_per_case: int | None = None
+    phantom_size: int = 128            # segmentation phantoms: slice side in pixels before resizing
+    train_patients: int | None = None  # small-real-set regime: keep this many training patients
 
 
 @dataclass
@@ -46,7 +55,30 @@ class GANConfig:
     batch_size: int = 64
     steps_per_epoch: int | None = None # None: one pass over the (per-class) training set
     sample_every_epochs: int = 5       # sample grid PNG cadence
-    augment: str = "none"              # none | classic: train the GAN on classically augmented ROIs
+    augment: str = "none"              # none | classic (ROIs) | flip (paired images/masks, Son et al.)
+    # Pix2Pix (Isola et al. 2017): label map -> image
+    lambda_l1: float = 100.0
+    g_dropout: float = 0.5             # dropout in the first 3 decoder blocks
+    norm: str = "instance"             # instance | batch
+    # CycleGAN (Zhu et al. 2017): domain A = data.name, domain B = domain_b
+    domain_b: str | None = None
+    n_res_blocks: int = 9              # 9 at 256 px, 6 at 128 px
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5       # relative to lambda_cycle
+    pool_size: int = 50
+    decay_start_epoch: int | None = None  # linear lr decay to 0 from here (None: half of the epochs)
+    # StyleGAN2 (Karras et al. 2020); resolution = data.image_size, z_dim = latent_dim
+    w_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 16384
+    channel_max: int = 512
+    r1_gamma: float = 10.0
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    style_mixing_prob: float = 0.9
+    ema_beta: float = 0.999
+    beta_2: float = 0.999              # Adam beta_2 (StyleGAN2: 0.99)
 
 
 @dataclass
@@ -68,13 +100,37 @@ class ClassifierConfig:
 
 
 @dataclass
+class SegConfig:
+    """Segmentation U-Net (tasks/unet.py) trained on real and/or synthetic slices."""
+
+    unet: str = "kits_light"           # a tasks.unet.UNET_PRESETS entry: kits_light | kits_heavy | sandfort | son
+    base_filters: int | None = None    # overrides of the preset (None: the preset's)
+    depth: int | None = None
+    padding: str | None = None         # valid (paper, overlap-tile mirror padding) | same
+    output: str | None = None          # sigmoid (one channel per foreground class) | softmax (with background)
+    loss: str = "dice"                 # dice (soft Dice, s = dice_smooth) | dice_ce
+    dice_smooth: float = 1.0           # Sandfort et al.: s = 1 in training (s = 0 when scoring)
+    lr: float = 1e-3                   # Adam
+    lr_schedule: str = "constant"      # constant | cosine (to 0 over the run)
+    epochs: int = 50
+    batch_size: int = 16
+    steps_per_epoch: int | None = None
+    augment: str = "flip"              # none | flip | standard (Sandfort: flips, crop, rotation, elastic) | histeq
+    histeq_reference: str | None = None  # histeq: source of the target (non-contrast) histogram
+    synthetic: str | None = None       # folder written by `tfganaug synthesize`
+    synthetic_ratio: float = 0.0       # expected share of synthetic slices per batch
+    setting: str | None = None         # Son et al.: 100R, 100F, 100F+100R, 300F+100R, 300A+100R
+
+
+@dataclass
 class RunConfig:
     """Everything one training run needs; written to `<run>/config.json` before it starts."""
 
-    kind: str = "gan"                  # gan | cls
+    kind: str = "gan"                  # gan | cls | seg
     data: DataConfig = field(default_factory=DataConfig)
     gan: GANConfig = field(default_factory=GANConfig)
     cls: ClassifierConfig = field(default_factory=ClassifierConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
     seed: int = 0                      # seeds weights, noise, shuffling and augmentation
     deterministic: bool = True         # tf.config.experimental.enable_op_determinism()
     precision: str = "float32"         # float32 | mixed_bfloat16 (CPU) | mixed_float16 (GPU)
@@ -105,7 +161,79 @@ PRESETS: dict[str, dict[str, Any]] = {
     # far more steps than a CPU budget; at 1e-3 the CNN is still at chance after 600 steps.
     "cpu_cnn": {"kind": "cls", "data": {"image_size": 32},
                 "cls": {"lr": 1e-2, "epochs": 20, "batch_size": 32, "steps_per_epoch": 30}},
+    # KiTS19 capstone: Pix2Pix label map -> CT slice (Isola et al. settings), U-Net kidney/tumour.
+    "kits_pix2pix": {"kind": "gan", "data": {"name": "kits19", "image_size": 256},
+                     "gan": {"arch": "pix2pix", "width": 64, "lr": 2e-4, "beta_1": 0.5, "epochs": 200,
+                             "batch_size": 1, "augment": "flip", "sample_every_epochs": 10}},
+    "cpu_pix2pix": {"kind": "gan", "data": {"name": "phantom-kidney", "image_size": 64, "n_phantom_patients": 12},
+                    "gan": {"arch": "pix2pix", "width": 16, "lr": 2e-4, "beta_1": 0.5, "epochs": 20,
+                            "batch_size": 8, "augment": "flip", "sample_every_epochs": 5}},
+    "kits_unet": {"kind": "seg", "data": {"name": "kits19", "image_size": 256},
+                  "seg": {"unet": "kits_light", "loss": "dice", "lr": 1e-3, "lr_schedule": "cosine",
+                          "epochs": 100, "batch_size": 8, "augment": "flip"}},
+    "cpu_unet_kits": {"kind": "seg", "data": {"name": "phantom-kidney", "image_size": 64, "n_phantom_patients": 12},
+                      "seg": {"unet": "kits_light", "base_filters": 8, "depth": 3, "padding": "same",
+                              "loss": "dice", "lr": 1e-3, "lr_schedule": "cosine", "epochs": 15,
+                              "batch_size": 16, "augment": "flip"}},
+    # Sandfort et al. 2019: CycleGAN contrast -> non-contrast CT; U-Net liver/kidney/spleen.
+    "sandfort_cyclegan": {"kind": "gan", "data": {"name": "ircadb", "image_size": 256},
+                          "gan": {"arch": "cyclegan", "domain_b": "totalseg-native", "width": 64,
+                                  "n_res_blocks": 9, "lr": 2e-4, "beta_1": 0.5, "epochs": 200,
+                                  "batch_size": 1, "sample_every_epochs": 10}},
+    "cpu_cyclegan": {"kind": "gan", "data": {"name": "phantom-abdomen", "image_size": 64, "n_phantom_patients": 12},
+                     "gan": {"arch": "cyclegan", "domain_b": "phantom-abdomen-native", "width": 16,
+                             "n_res_blocks": 3, "lr": 2e-4, "beta_1": 0.5, "epochs": 10, "batch_size": 4,
+                             "steps_per_epoch": 50, "sample_every_epochs": 5}},
+    "sandfort_unet": {"kind": "seg", "data": {"name": "ircadb", "image_size": 256, "window_width": 400.0,
+                                              "window_level": 50.0, "val_fraction": 0.05, "test_fraction": 0.2},
+                      "seg": {"unet": "sandfort", "loss": "dice", "dice_smooth": 1.0, "lr": 1e-3,
+                              "epochs": 100, "batch_size": 8, "augment": "standard"}},
+    "cpu_unet_abdomen": {"kind": "seg", "data": {"name": "phantom-abdomen", "image_size": 64,
+                                                 "n_phantom_patients": 12, "window_width": 400.0,
+                                                 "window_level": 50.0},
+                         "seg": {"unet": "sandfort", "base_filters": 8, "depth": 3, "loss": "dice",
+                                 "lr": 1e-3, "lr_schedule": "cosine", "epochs": 15, "batch_size": 16,
+                                 "augment": "standard"}},
+    # Son et al.: StyleGAN2 with 4 MR contrasts + tumour mask (256 px), U-Net on real/fake mixtures.
+    "son_stylegan2": {"kind": "gan", "data": {"name": "brats", "image_size": 256},
+                      "gan": {"arch": "stylegan2", "latent_dim": 512, "w_dim": 512, "mapping_layers": 8,
+                              "channel_base": 16384, "channel_max": 512, "lr": 2.5e-3, "beta_1": 0.0,
+                              "beta_2": 0.99, "r1_gamma": 10.0, "epochs": 100, "batch_size": 16,
+                              "augment": "flip", "sample_every_epochs": 5}},
+    "cpu_stylegan2": {"kind": "gan", "data": {"name": "phantom-brain", "image_size": 32, "n_phantom_patients": 12,
+                                              "phantom_size": 64},
+                      "gan": {"arch": "stylegan2", "latent_dim": 64, "w_dim": 64, "mapping_layers": 2,
+                              "channel_base": 512, "channel_max": 64, "lr": 2.5e-3, "beta_1": 0.0,
+                              "beta_2": 0.99, "r1_gamma": 1.0, "ema_beta": 0.99, "epochs": 10,
+                              "batch_size": 16, "steps_per_epoch": 50, "augment": "flip",
+                              "sample_every_epochs": 5}},
+    "son_unet": {"kind": "seg", "data": {"name": "brats", "image_size": 256},
+                 "seg": {"unet": "son", "loss": "dice", "lr": 1e-3, "epochs": 100, "batch_size": 16,
+                         "augment": "none"}},
+    "cpu_unet_brats": {"kind": "seg", "data": {"name": "phantom-brain", "image_size": 32, "n_phantom_patients": 12,
+                                               "phantom_size": 64},
+                       "seg": {"unet": "son", "base_filters": 8, "depth": 3, "loss": "dice", "lr": 1e-3,
+                               "lr_schedule": "cosine", "epochs": 15, "batch_size": 16, "augment": "none"}},
 }
+
+
+GAN_ARCHS = ("dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2")
+
+
+def parse_setting(setting: str) -> dict:
+    """Son et al.'s training-set names: '300F+100R' -> {'R': 1.0, 'F': 3.0, 'A': 0.0}
+    (F: synthetic, A: flip-augmented real copies, in percent of the real set; '%' optional)."""
+    out = {"R": 0.0, "F": 0.0, "A": 0.0}
+    for term in setting.replace("%", "").upper().split("+"):
+        term = term.strip()
+        if len(term) < 2 or term[-1] not in out or not term[:-1].isdigit():
+            raise ValueError(f"unknown term '{term}'; terms are <percent>R, <percent>F or <percent>A")
+        out[term[-1]] += int(term[:-1]) / 100.0
+    if out["R"] == 0 and out["A"] > 0:
+        raise ValueError("A (augmented real) needs R")
+    if sum(out.values()) == 0:
+        raise ValueError("an empty training set")
+    return out
 
 
 def _from_dict(cls, values: dict, where: str):
@@ -124,7 +252,7 @@ def _from_dict(cls, values: dict, where: str):
 
 
 _NESTED = {(RunConfig, "data"): DataConfig, (RunConfig, "gan"): GANConfig,
-           (RunConfig, "cls"): ClassifierConfig}
+           (RunConfig, "cls"): ClassifierConfig, (RunConfig, "seg"): SegConfig}
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -174,8 +302,8 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
         if not ok:
             raise ConfigError(f"{where}: expected {what}, got {got!r}")
 
-    need(cfg.kind in ("gan", "cls"), "kind gan or cls", cfg.kind)
-    need(cfg.gan.arch in ("dcgan", "acgan"), "gan.arch dcgan or acgan", cfg.gan.arch)
+    need(cfg.kind in ("gan", "cls", "seg"), "kind gan, cls or seg", cfg.kind)
+    need(cfg.gan.arch in GAN_ARCHS, "gan.arch one of " + ", ".join(GAN_ARCHS), cfg.gan.arch)
     size = cfg.data.image_size
     need(isinstance(size, int) and size >= 16 and size & (size - 1) == 0,
          "data.image_size a power of two >= 16", size)
@@ -184,12 +312,37 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.cls.synthetic_ratio == 0.0 or cfg.cls.synthetic, "cls.synthetic set when synthetic_ratio > 0",
          cfg.cls.synthetic)
     need(cfg.cls.augment in ("none", "classic"), "cls.augment none or classic", cfg.cls.augment)
-    need(cfg.gan.augment in ("none", "classic"), "gan.augment none or classic", cfg.gan.augment)
+    need(cfg.gan.augment in ("none", "classic", "flip"), "gan.augment none, classic or flip", cfg.gan.augment)
+    need(cfg.gan.arch != "cyclegan" or cfg.kind != "gan" or bool(cfg.gan.domain_b),
+         "gan.domain_b (the second domain's data) for cyclegan", cfg.gan.domain_b)
+    need(cfg.gan.norm in ("instance", "batch"), "gan.norm instance or batch", cfg.gan.norm)
+    seg = cfg.seg
+    need(seg.loss in ("dice", "dice_ce"), "seg.loss dice or dice_ce", seg.loss)
+    need(seg.augment in ("none", "flip", "standard", "histeq"), "seg.augment none, flip, standard or histeq",
+         seg.augment)
+    need(seg.augment != "histeq" or bool(seg.histeq_reference), "seg.histeq_reference for augment histeq",
+         seg.histeq_reference)
+    need(seg.lr_schedule in ("constant", "cosine"), "seg.lr_schedule constant or cosine", seg.lr_schedule)
+    need(seg.output in (None, "sigmoid", "softmax"), "seg.output sigmoid or softmax", seg.output)
+    need(seg.padding in (None, "valid", "same"), "seg.padding valid or same", seg.padding)
+    need(0.0 <= seg.synthetic_ratio <= 1.0, "seg.synthetic_ratio in [0, 1]", seg.synthetic_ratio)
+    need(seg.synthetic_ratio == 0.0 or seg.synthetic, "seg.synthetic set when synthetic_ratio > 0",
+         seg.synthetic)
+    if seg.setting is not None:
+        try:
+            parse_setting(seg.setting)
+        except ValueError as exc:
+            need(False, f"seg.setting like 300F+100R ({exc})", seg.setting)
+        need("F" not in seg.setting.upper() or bool(seg.synthetic), "seg.synthetic for a setting with F",
+             seg.synthetic)
+    need(0.0 <= cfg.data.empty_slice_fraction < 1.0, "data.empty_slice_fraction in [0, 1)",
+         cfg.data.empty_slice_fraction)
     need(cfg.distribute in ("none", "mirrored"), "distribute none or mirrored", cfg.distribute)
     need(cfg.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
          "precision float32, mixed_bfloat16 or mixed_float16", cfg.precision)
     for name, value in (("gan.epochs", cfg.gan.epochs), ("cls.epochs", cfg.cls.epochs),
-                        ("gan.batch_size", cfg.gan.batch_size), ("cls.batch_size", cfg.cls.batch_size)):
+                        ("gan.batch_size", cfg.gan.batch_size), ("cls.batch_size", cfg.cls.batch_size),
+                        ("seg.epochs", cfg.seg.epochs), ("seg.batch_size", cfg.seg.batch_size)):
         need(isinstance(value, int) and value >= 1, f"{name} a positive integer", value)
     need(cfg.on_divergence in ("stop", "rollback"), "on_divergence stop or rollback", cfg.on_divergence)
     need(isinstance(cfg.max_rollbacks, int) and cfg.max_rollbacks >= 1, "max_rollbacks a positive integer",

@@ -214,6 +214,21 @@ def _optimizers(items: dict) -> list:
     return found
 
 
+def _lr_handles(optimizers) -> list[tuple[tf.Variable, float]]:
+    """(variable, base value) pairs that scale each optimizer's learning rate: the rate itself,
+    or the `scale` variable of a schedule (tfganaug.schedules); a schedule without one cannot
+    be scaled and is left alone."""
+    handles = []
+    for opt in optimizers:
+        lr = getattr(opt, "_learning_rate", None)
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            if isinstance(getattr(lr, "scale", None), tf.Variable):
+                handles.append((lr.scale, 1.0))
+        else:
+            handles.append((opt.learning_rate, float(opt.learning_rate.numpy())))
+    return handles
+
+
 def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, make_batches, *, epochs: int,
                steps_per_epoch: int, keep: int = 3, sample_fn=None, sample_every: int = 0,
                validation=None, verbose="auto", check_weights=None, on_divergence: str = "stop",
@@ -229,12 +244,11 @@ def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, mak
     lr_scale = tf.Variable(1.0, dtype=tf.float64, trainable=False, name="lr_scale")
     ckpt = tf.train.Checkpoint(epoch=epoch_var, lr_scale=lr_scale, **items)
     manager = tf.train.CheckpointManager(ckpt, str(run.checkpoint_dir(member)), max_to_keep=keep)
-    optimizers = _optimizers(items)
-    base_lrs = [float(opt.learning_rate.numpy()) for opt in optimizers]
+    handles = _lr_handles(_optimizers(items))
 
     def set_learning_rates():
-        for opt, lr in zip(optimizers, base_lrs):
-            opt.learning_rate.assign(lr * float(lr_scale.numpy()))
+        for variable, base in handles:
+            variable.assign(base * float(lr_scale.numpy()))
 
     def restore_latest():
         latest = manager.latest_checkpoint

@@ -46,7 +46,9 @@ def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                      scale: str = "unit") -> tf.data.Dataset:
     """Batches (image, label) for epochs [start_epoch, epochs), `steps_per_epoch` batches each.
 
-    Classic augmentation applies to real and synthetic ROIs alike (after mixing).
+    Augmentation applies to real and synthetic samples alike (after mixing): "classic" (ROIs,
+    image only), "flip" (left-right, image and label map together, Son et al.), or a callable
+    `(image, label, seed) -> (image, label)` given a per-sample stateless seed.
     `scale="tanh"` maps [0, 1] images to [-1, 1] for GAN discriminators.
     """
     real_x = tf.constant(np.asarray(images, np.float32))
@@ -73,8 +75,13 @@ def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                              tf.gather(real_y, tf.minimum(index, n_real - 1)))
         else:
             image, label = tf.gather(real_x, index), tf.gather(real_y, index)
-        if augment == "classic":
-            image = classic_augment(image, tf.stack([tf.constant(seed + 1, tf.int64), position]))
+        sample_seed = tf.stack([tf.constant(seed + 1, tf.int64), position])
+        if callable(augment):
+            image, label = augment(image, label, sample_seed)
+        elif augment == "classic":
+            image = classic_augment(image, sample_seed)
+        elif augment == "flip":
+            image, label = paired_flip(image, label, sample_seed)
         if scale == "tanh":
             image = image * 2.0 - 1.0
         return image, label
@@ -86,6 +93,15 @@ def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
             .batch(batch_size, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE)
             .with_options(options))
+
+
+def paired_flip(image, label, seed):
+    """Left-right flip of an (H, W, C) image and, when it is a map, its (H, W) label, with p = 0.5."""
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    image = tf.where(flip, tf.reverse(image, [1]), image)
+    if label.shape.rank == 2:
+        label = tf.where(flip, tf.reverse(label, [1]), label)
+    return image, label
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> tf.data.Dataset:

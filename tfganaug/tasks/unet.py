@@ -43,6 +43,10 @@ UNET_PRESETS = {
     # padding and 32 base filters (our choices). Classes depend on the task: no default.
     "sandfort": dict(depth=4, base_filters=32, padding="same", norm="group", group_size=16,
                      activation="leaky_relu", output="softmax"),
+    # Son et al.: "U-Net" without further detail: the paper's U-Net with same padding and batch
+    # normalisation (our choices), softmax over background + the 3 BraTS tumour labels.
+    "son": dict(num_classes=4, depth=4, base_filters=64, padding="same", norm="batch",
+                activation="relu", output="softmax"),
 }
 
 _SHRINK = 4  # two unpadded 3x3 convolutions take 2 pixels each

@@ -1,0 +1,279 @@
+"""Segmentation data sets: cases (volumes + label maps) -> 2-D slices, split by patient.
+
+`load_segsets(cfg)` returns a :class:`SegSet` per split for a `DataConfig` whose `name` is
+
+* a built-in phantom: ``phantom-kidney`` (KiTS-like CT), ``phantom-abdomen`` /
+  ``phantom-abdomen-native`` (contrast / non-contrast CT with liver, kidney, spleen),
+  ``phantom-brain`` (four MR contrasts with tumour labels);
+* a shared real data set (../shared/data or $TFGANAUG_DATA): ``kits19`` (the paired CT-slice /
+  colour-mask PNGs), ``kits19-labels`` (official label volumes without CT: inputs for
+  label -> CT synthesis), ``ircadb`` (contrast CT, manual masks), ``totalseg-contrast`` /
+  ``totalseg-native`` (TotalSegmentator examples), ``brats``;
+* a path: a KiTS19 folder (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``), a folder
+  with ``images/`` and ``masks/`` PNGs, a BraTS folder of case folders, or an ``.npz`` with
+  ``images`` (N,H,W[,C]) in [0,1], ``masks`` (N,H,W), optional ``patient_ids`` and
+  ``class_names`` (slices already prepared).
+
+Intensities go to [0, 1] by the case's units: CT in HU through the window (``window_width``
+/ ``window_level``, KiTS capstone WW 400 / WL 0) then clipped (the window *is* a min-max
+scaling onto the window's range); already windowed 8-bit slices / 255; MR z-scores clipped
+to +-``zscore_clip`` and mapped linearly. Slices are padded to square (air / background)
+and resized to ``image_size`` (bilinear for images, nearest for masks); in-plane spacing is
+rescaled with them so volumes stay right. Every slice with foreground is kept and empty
+slices are added up to ``empty_slice_fraction`` of a case's slices, evenly spread (models
+must learn to predict nothing, but a volume is mostly empty). Splits never put one
+patient's slices on both sides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfganaug.data import ct
+from tfganaug.data.cases import Case
+from tfganaug.data.datasets import data_root, split_by_patient
+from tfganaug.errors import InputError
+
+
+@dataclass
+class SegSet:
+    """2-D slices of one split: images float32 (N,H,W,C) in [0,1], masks uint8 (N,H,W)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    patient_ids: np.ndarray
+    slice_index: np.ndarray
+    spacing_mm: np.ndarray          # (N, 3): z, y, x after resizing
+    class_names: tuple[str, ...]
+    channel_names: tuple[str, ...]
+    source: str
+    domain: str = ""
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def subset(self, index) -> "SegSet":
+        return SegSet(self.images[index], self.masks[index], self.patient_ids[index], self.slice_index[index],
+                      self.spacing_mm[index], self.class_names, self.channel_names, self.source, self.domain)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def patients(self) -> list[str]:
+        return sorted(set(self.patient_ids.tolist()))
+
+
+def _to_unit(image: np.ndarray, units: str, cfg) -> np.ndarray:
+    if units == "HU":
+        return ct.window_hu(image, cfg.window_width, cfg.window_level)
+    if units == "grey8":
+        return np.clip(image / 255.0, 0.0, 1.0).astype(np.float32)
+    clip = float(cfg.zscore_clip)
+    return ((np.clip(image, -clip, clip) + clip) / (2 * clip)).astype(np.float32)
+
+
+def _background_value(units: str, cfg) -> float:
+    return {"HU": -1024.0, "grey8": 0.0}.get(units, 0.0)
+
+
+def _square(array: np.ndarray, fill) -> np.ndarray:
+    """Pad (Z, H, W, ...) to (Z, S, S, ...) with `fill`, centred."""
+    h, w = array.shape[1:3]
+    side = max(h, w)
+    if h == w:
+        return array
+    pad = [(0, 0), ((side - h) // 2, side - h - (side - h) // 2), ((side - w) // 2, side - w - (side - w) // 2)]
+    pad += [(0, 0)] * (array.ndim - 3)
+    return np.pad(array, pad, constant_values=fill)
+
+
+def select_slices(mask: np.ndarray | None, num_slices: int, empty_fraction: float,
+                  max_slices: int | None = None) -> np.ndarray:
+    """Indices of the slices to keep: all with foreground, plus evenly spread empty ones so
+    that they make up at most `empty_fraction` of the result; at most `max_slices`, evenly
+    spaced (volumes sampled at 0.5 mm repeat themselves slice to slice)."""
+    if mask is None:
+        keep = np.arange(num_slices)
+    else:
+        has = mask.reshape(num_slices, -1).any(axis=1)
+        fg, empty = np.flatnonzero(has), np.flatnonzero(~has)
+        n_empty = 0
+        if empty_fraction > 0 and len(empty):
+            n_empty = min(len(empty), int(round(empty_fraction / (1 - empty_fraction) * max(len(fg), 1))))
+        pick = empty[np.linspace(0, len(empty) - 1, n_empty).round().astype(int)] if n_empty else empty[:0]
+        keep = np.unique(np.concatenate([fg, pick]))
+    if max_slices and len(keep) > max_slices:
+        keep = keep[np.linspace(0, len(keep) - 1, max_slices).round().astype(int)]
+    return keep
+
+
+def slices_from_cases(cases: list[Case], cfg, source: str) -> SegSet:
+    """2-D slices of `cases` at `cfg.image_size`, intensities in [0, 1] (module docstring)."""
+    size = cfg.image_size
+    images, masks, pids, index, spacing = [], [], [], [], []
+    class_names = channel_names = None
+    for case in cases:
+        if case.image is None or case.mask is None:
+            raise InputError("case", "an image and a label map", "a case without "
+                             + ("an image" if case.image is None else "a label map"), case.source or source)
+        if class_names is None:
+            class_names, channel_names = case.class_names, case.channel_names
+        elif case.class_names != class_names or case.channel_names != channel_names:
+            raise InputError("case", f"classes {class_names} and channels {channel_names} like the others",
+                             f"{case.class_names} and {case.channel_names}", case.source or source)
+        keep = select_slices(case.mask, case.num_slices, cfg.empty_slice_fraction, cfg.max_slices_per_case)
+        img = _square(case.image[keep], _background_value(case.units, cfg))
+        msk = _square(case.mask[keep], 0)
+        side = img.shape[1]
+        img = _to_unit(img, case.units, cfg)
+        if side != size:
+            img = tf.image.resize(img, (size, size), "bilinear", antialias=side > size).numpy()
+            msk = tf.image.resize(msk[..., None], (size, size), "nearest").numpy()[..., 0]
+        images.append(np.clip(img, 0, 1).astype(np.float32))
+        masks.append(msk.astype(np.uint8))
+        pids += [case.patient_id] * len(keep)
+        index.append(keep)
+        zyx = np.array(case.spacing_mm, float)
+        zyx[1:] *= max(case.shape[1:]) / size  # padding to square keeps the pixel size
+        spacing.append(np.repeat(zyx[None], len(keep), axis=0))
+    if not images:
+        raise InputError("data", "at least one case with an image and a label map", "none", source)
+    return SegSet(np.concatenate(images), np.concatenate(masks), np.array(pids), np.concatenate(index),
+                  np.concatenate(spacing), tuple(class_names), tuple(channel_names), source,
+                  cases[0].domain)
+
+
+# ---------------------------------------------------------------------------- sources
+
+def _shared(*parts) -> Path:
+    path = data_root().joinpath(*parts)
+    if not path.exists():
+        raise InputError("shared data", f"{path} (set TFGANAUG_DATA to the shared data folder)",
+                         "no such file or folder", path)
+    return path
+
+
+def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
+    """Cases of a named source, plus the source's fixed split by patient id (or None)."""
+    n, size = cfg.n_phantom_patients, cfg.phantom_size
+    if name == "phantom-kidney":
+        from tfganaug.data.kits import kidney_phantom_cases
+        return kidney_phantom_cases(n_patients=n, image_size=size, seed=1234), None
+    if name in ("phantom-abdomen", "phantom-abdomen-native"):
+        from tfganaug.data.abdomen import abdomen_phantom_cases
+        # The two domains are different simulated patients (seed), as real unpaired data are.
+        native = name.endswith("native")
+        return abdomen_phantom_cases(n_patients=n, image_size=size, contrast=not native,
+                                     seed=1234 + native), None
+    if name == "phantom-brain":
+        from tfganaug.data.brats import brain_phantom_cases
+        return brain_phantom_cases(n_patients=n, image_size=size, contrasts=tuple(cfg.contrasts or
+                                   ("t1", "t1ce", "t2", "flair")), seed=1234), None
+    if name == "kits19":
+        from tfganaug.data.kits import load_png_pairs
+        # The manifest's split: train = case 10036, val = 10037 + 10038.
+        return load_png_pairs(_shared("kits19", "png_slices")), {"train": ["10036"], "val": ["10037", "10038"]}
+    if name == "kits19-labels":
+        from tfganaug.data.kits import load_kits_cases
+        return load_kits_cases(_shared("kits19")), {"train": [f"case_{i:05d}" for i in range(10)],
+                                                    "val": ["case_00010", "case_00011"]}
+    if name == "ircadb":
+        from tfganaug.data.abdomen import load_ircadb_patient
+        return [load_ircadb_patient(p) for p in sorted(_shared("ircadb").iterdir()) if p.is_dir()
+                and any(p.glob("*.zip"))] or [load_ircadb_patient(_shared("ircadb"))], None
+    if name in ("totalseg-contrast", "totalseg-native"):
+        from tfganaug.data.abdomen import load_abdomen_sources
+        return load_abdomen_sources(data_root())["contrast" if name.endswith("contrast") else "non-contrast"], None
+    if name == "brats":
+        from tfganaug.data.brats import load_brats_cases
+        return (load_brats_cases(_shared("brats"), contrasts=tuple(cfg.contrasts or ("flair", "t1ce"))),
+                {"train": None, "val": None})
+    path = Path(name)
+    if not path.exists():
+        raise InputError("data", "a built-in source (" + ", ".join(SOURCES) + ") or a path to a KiTS19 "
+                         "folder, an images/ + masks/ PNG folder, a BraTS folder or an .npz", "no such file "
+                         "or folder", path)
+    if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
+        from tfganaug.data.kits import load_png_pairs
+        return load_png_pairs(path), None
+    if path.is_dir() and (any(path.glob("case_*/segmentation.nii*")) or (path / "segmentations").is_dir()):
+        from tfganaug.data.kits import load_kits_cases
+        return load_kits_cases(path), None
+    if path.is_dir():
+        from tfganaug.data.brats import load_brats_cases
+        return load_brats_cases(path, contrasts=tuple(cfg.contrasts or ("t1", "t1ce", "t2", "flair"))), None
+    raise InputError("data", "a folder of cases (KiTS19, PNG pairs, BraTS) or an .npz", f"a {path.suffix} file",
+                     path)
+
+
+SOURCES = ("phantom-kidney", "phantom-abdomen", "phantom-abdomen-native", "phantom-brain", "kits19",
+           "kits19-labels", "ircadb", "totalseg-contrast", "totalseg-native", "brats")
+
+
+def _read_npz(path: Path, cfg) -> SegSet:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, masks = np.asarray(z["images"], np.float32), np.asarray(z["masks"])
+            pids = np.asarray(z["patient_ids"]).astype(str) if "patient_ids" in z else np.arange(len(masks)).astype(str)
+            names = tuple(str(n) for n in np.asarray(z["class_names"]).astype(str)) if "class_names" in z else tuple(
+                ["background"] + [f"class{i}" for i in range(1, int(masks.max()) + 1)])
+    except KeyError as exc:
+        raise InputError("segmentation .npz", "arrays 'images' and 'masks'", f"no {exc}", path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError("segmentation .npz", "a readable .npz without pickled objects", str(exc)[:120], path) from None
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[:3] != masks.shape or images.ndim != 4:
+        raise InputError("segmentation .npz", "images (N,H,W[,C]) and masks (N,H,W) of one size",
+                         f"{images.shape} and {masks.shape}", path)
+    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        raise InputError("segmentation .npz images", "finite values in [0, 1]",
+                         f"range [{np.nanmin(images):.3g}, {np.nanmax(images):.3g}]", path)
+    if masks.min() < 0 or masks.max() >= len(names):
+        raise InputError("segmentation .npz masks", f"labels 0..{len(names) - 1}", f"up to {masks.max()}", path)
+    if images.shape[1:3] != (cfg.image_size, cfg.image_size):
+        images = tf.image.resize(images, (cfg.image_size,) * 2, "bilinear").numpy()
+        masks = tf.image.resize(masks[..., None], (cfg.image_size,) * 2, "nearest").numpy()[..., 0]
+    n = len(masks)
+    return SegSet(images, masks.astype(np.uint8), pids, np.arange(n), np.ones((n, 3)), names,
+                  tuple(f"c{i}" for i in range(images.shape[-1])), str(path))
+
+
+def load_segsets(cfg) -> dict[str, SegSet]:
+    """train / val / test `SegSet`s for a `DataConfig` (see the module docstring)."""
+    if cfg.name.endswith(".npz"):
+        whole = _read_npz(Path(cfg.name), cfg)
+        fixed = None
+    else:
+        cases, fixed = source_cases(cfg.name, cfg)
+        whole = slices_from_cases(cases, cfg, cfg.name)
+    if fixed and fixed.get("train"):
+        sets = {split: whole.subset(np.flatnonzero(np.isin(whole.patient_ids, ids)))
+                for split, ids in fixed.items()}
+        sets.setdefault("test", sets["val"])
+    else:
+        # 70/20/10 by patient (KiTS capstone); with very few patients every split still gets one.
+        fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+        n_patients = len(set(whole.patient_ids.tolist()))
+        if n_patients < 3:
+            raise InputError("data", "at least 3 patients for a train/val/test split by patient",
+                             f"{n_patients}", whole.source)
+        parts = split_by_patient(whole.patient_ids, fractions, cfg.seed)
+        sets = dict(zip(("train", "val", "test"), (whole.subset(p) for p in parts)))
+    if cfg.train_patients:
+        keep = sets["train"].patients()[: cfg.train_patients]
+        sets["train"] = sets["train"].subset(np.flatnonzero(np.isin(sets["train"].patient_ids, keep)))
+    for split, s in sets.items():
+        if len(s) == 0:
+            raise InputError(f"the {split} split", "at least one slice", "none", whole.source)
+    return sets
+
+
+def load_cases_for_synthesis(name: str, cfg) -> list[Case]:
+    """Label-only or image cases of a source, for `synthesize` (label maps -> CT, contrast -> native)."""
+    cases, _ = source_cases(name, cfg)
+    return cases

@@ -1,0 +1,361 @@
+"""The segmentation stages: train a U-Net on real and/or synthetic slices, and score it.
+
+`train_seg(cfg, out)` trains into a run folder like every other command (config.json first,
+exact resume, divergence guard); `evaluate_seg(run)` writes `evaluation.json` with
+
+* per-slice mean IoU and Dice per class (the KiTS capstone's numbers): the mean over the
+  slices where the class is in the reference or the prediction; a slice where both are
+  empty is left out (NaN), so empty slices neither inflate nor deflate the mean;
+* per-case (volumetric) Dice per class (KiTS, Sandfort et al.): all slices of a patient
+  stacked, Dice with s = 0; a class absent from a case in both reference and prediction
+  is left out of that class's mean;
+* relative volume error per class and case, from the voxel spacing of the slices;
+* for BraTS labels: whole tumour, tumour core and enhancing tumour Dice;
+* confidence intervals over seeds come from `tfganaug report` (mean_ci over runs).
+
+Synthetic segmentation sets (written by `tfganaug synthesize` from Pix2Pix, CycleGAN or
+StyleGAN2 runs) are folders with ``images.npz`` (images float32 (N,H,W,C) in [0,1], masks
+uint8 (N,H,W), class_names, channel_names) and ``manifest.json`` (its sha256 checked).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfganaug import __version__, config as config_lib
+from tfganaug.data.pipeline import training_batches
+from tfganaug.data.segsets import SegSet, load_segsets
+from tfganaug.errors import InputError, RunFolderError
+from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file
+from tfganaug.gans.base import seed_generator_states
+from tfganaug.metrics.classification import nan_mean
+from tfganaug.metrics.segmentation import dice_per_class, iou_per_class, volume_error
+from tfganaug.schedules import ScaledCosineDecay
+from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode, unet_args
+from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, steps_for, strategy_for
+from tfganaug.viz import png_bytes
+
+
+# ------------------------------------------------------------------ synthetic sets
+
+def write_seg_synthetic(out, images: np.ndarray, masks: np.ndarray, class_names, channel_names,
+                        info: dict, overwrite: bool = False, previews: int = 16) -> Path:
+    """Write a synthetic segmentation set atomically (folder renamed into place when complete)."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    masks = np.asarray(masks, np.uint8)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        np.savez_compressed(tmp / "images.npz", images=images, masks=masks, class_names=np.array(class_names),
+                            channel_names=np.array(channel_names))
+        for i in range(min(previews, len(masks))):
+            grey = (images[i, ..., 0] * 255).round().astype(np.uint8)
+            label = (masks[i].astype(np.float32) * (255.0 / max(1, len(class_names) - 1))).round().astype(np.uint8)
+            path = tmp / "png" / f"{i:06d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png_bytes(np.concatenate([grey, label], axis=1)))
+        atomic_write_json(tmp / "manifest.json", {
+            **info, "kind": "segmentation", "count": int(len(masks)), "class_names": list(class_names),
+            "channel_names": list(channel_names), "image_size": int(images.shape[1]), "value_range": [0.0, 1.0],
+            "label_counts": np.bincount(masks.ravel(), minlength=len(class_names)).tolist(),
+            "images_sha256": sha256_file(tmp / "images.npz"), "tfganaug": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    return Path(out)
+
+
+def load_seg_synthetic(folder, like: SegSet, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images, masks) of a synthetic segmentation set, checked against the real training set."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise InputError("a synthetic set", "a folder written by `tfganaug synthesize` (with manifest.json)",
+                         "no manifest.json" if folder.exists() else "no such folder", folder)
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("kind") != "segmentation":
+        raise InputError("a synthetic set", "image + label-map pairs (from a pix2pix, cyclegan or stylegan2 run)",
+                         "ROIs with class labels (a dcgan/acgan set)", folder)
+    npz = folder / "images.npz"
+    if not npz.exists() or sha256_file(npz) != manifest.get("images_sha256"):
+        raise InputError("images.npz", f"sha256 {manifest.get('images_sha256')} from the manifest",
+                         "a missing or changed file", npz)
+    for key, want in (("class_names", list(like.class_names)), ("channel_names", list(like.channel_names)),
+                      ("image_size", image_size)):
+        if manifest[key] != want:
+            raise InputError(f"synthetic {key}", f"{want} like the real training data", f"{manifest[key]}",
+                             manifest_path)
+    with np.load(npz, allow_pickle=False) as z:
+        return z["images"].astype(np.float32), z["masks"].astype(np.int32)
+
+
+# ------------------------------------------------------------------ training
+
+def _augment_fn(cfg, train: SegSet):
+    seg = cfg.seg
+    if seg.augment in ("none", "flip"):
+        return seg.augment
+    if seg.augment == "standard":
+        from tfganaug.data.elastic import standard_augment_tf
+
+        def standard(image, label, seed):
+            return standard_augment_tf(image, label, seed)
+        return standard
+    # histeq: half the slices get the histogram of the non-contrast reference, then standard.
+    from tfganaug.data.elastic import standard_augment_tf
+    from tfganaug.data.histeq import match_histogram, reference_histogram
+    ref_cfg = config_lib.from_dict(config_lib.merge(config_lib.to_dict(cfg), {"data": {"name": seg.histeq_reference}}))
+    reference = load_segsets(ref_cfg.data)["train"].images
+    bins = 256
+    ref_hist = reference_histogram(reference, bins, (0.0, 1.0))
+
+    def numpy_match(image):
+        return match_histogram(image, ref_hist, (0.0, 1.0)).astype(np.float32)
+
+    def histeq(image, label, seed):
+        matched = tf.numpy_function(numpy_match, [image], tf.float32, stateful=False)
+        matched = tf.ensure_shape(matched, image.shape)
+        use = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
+        image = tf.where(use, matched, image)
+        return standard_augment_tf(image, label, seed)
+    return histeq
+
+
+def _training_pool(cfg, train: SegSet):
+    """(real images, real masks, synthetic (images, masks) or None, synthetic ratio, augmented copies)."""
+    seg = cfg.seg
+    synthetic = None
+    if seg.synthetic and (seg.synthetic_ratio > 0 or seg.setting):
+        synthetic = load_seg_synthetic(seg.synthetic, train, cfg.data.image_size)
+    real_x, real_y, ratio = train.images, train.masks.astype(np.int32), seg.synthetic_ratio
+    if seg.setting:
+        parts = config_lib.parse_setting(seg.setting)
+        n_real = len(train)
+        pools_x, pools_y = [], []
+        if parts["A"]:  # flip-augmented copies of the real slices (Son et al.'s "A")
+            n_a = int(round(parts["A"] * n_real))
+            idx = np.arange(n_a) % n_real
+            pools_x.append(real_x[idx][:, :, ::-1])
+            pools_y.append(real_y[idx][:, :, ::-1])
+        if parts["F"]:
+            n_f = int(round(parts["F"] * n_real))
+            if synthetic is None or len(synthetic[1]) < n_f:
+                have = 0 if synthetic is None else len(synthetic[1])
+                raise InputError("synthetic set", f"at least {n_f} slices for setting {seg.setting} "
+                                 f"({parts['F']:.0%} of {n_real} real)", f"{have}", seg.synthetic)
+            pools_x.append(synthetic[0][:n_f])
+            pools_y.append(synthetic[1][:n_f])
+        extra = (np.concatenate(pools_x), np.concatenate(pools_y)) if pools_x else None
+        n_extra = 0 if extra is None else len(extra[1])
+        if parts["R"] == 0:  # fake only: the "real" pool is the synthetic one
+            return extra[0], extra[1], None, 0.0, n_extra
+        return real_x, real_y, extra, n_extra / (n_extra + n_real), n_extra
+    return real_x, real_y, synthetic, ratio, 0
+
+
+def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
+    """Train the segmentation U-Net of `cfg` into run folder `out` (resuming it if it holds the same config)."""
+    sets = load_segsets(cfg.data)  # bad data fails here, before a run folder exists
+    train, val = sets["train"], sets["val"]
+    x, y, extra, ratio, n_extra = _training_pool(cfg, train)
+    augment = _augment_fn(cfg, train)
+    run = RunFolder.open(out, cfg, overwrite)
+    with lock(run):
+        if run.status().get("state") == "complete":
+            return run
+        run.set_status(state="running")
+        setup_determinism(cfg)
+        strategy = strategy_for(cfg)
+        run.set_status(replicas=strategy.num_replicas_in_sync)
+        args = unet_args(cfg.seg, train.num_classes)
+        steps = steps_for(round(len(y) / (1.0 - ratio)) if ratio < 1 else len(y), cfg.seg.batch_size,
+                          cfg.seg.steps_per_epoch)
+        with strategy.scope():
+            model = build_segmenter(cfg.seg, train.num_classes, cfg.data.image_size, train.images.shape[-1],
+                                    seed=cfg.seed)
+            lr = cfg.seg.lr
+            if cfg.seg.lr_schedule == "cosine":
+                lr = ScaledCosineDecay(cfg.seg.lr, steps * cfg.seg.epochs)
+            optimizer = keras.optimizers.Adam(lr)
+            model.compile(optimizer=optimizer, loss=SegLoss(train.num_classes, args["output"], cfg.seg.loss,
+                                                            cfg.seg.dice_smooth))
+            optimizer.build(model.trainable_variables)
+
+        def batches(start):
+            return training_batches(x, y, batch_size=cfg.seg.batch_size, steps_per_epoch=steps,
+                                    epochs=cfg.seg.epochs, start_epoch=start, seed=cfg.seed, augment=augment,
+                                    synthetic=extra, synthetic_ratio=ratio)
+
+        validation = tf.data.Dataset.from_tensor_slices((val.images, val.masks.astype(np.int32))).batch(32)
+        items = {"model": model, "optimizer": optimizer, "seed_states": seed_generator_states(model)}
+        fit_member(run, "seg", model, items, batches, epochs=cfg.seg.epochs, steps_per_epoch=steps,
+                   keep=cfg.keep_checkpoints, validation=validation, verbose=verbose,
+                   check_weights=lambda: [w.numpy() for w in model.weights], on_divergence=cfg.on_divergence,
+                   max_rollbacks=cfg.max_rollbacks)
+        final = run.final_model("seg")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        from tfganaug.experiments import _save_keras
+        _save_keras(model, final)
+        run.set_status(state="complete", class_names=list(train.class_names),
+                       channel_names=list(train.channel_names), members={"seg": cfg.seg.epochs},
+                       n_train_real=int(len(train)), n_train_patients=len(train.patients()),
+                       n_synthetic=int(n_extra if cfg.seg.setting else (0 if extra is None else len(extra[1]))),
+                       synthetic_ratio=float(ratio), output=args["output"])
+    return run
+
+
+def load_segmenter(run: RunFolder) -> keras.Model:
+    path = run.final_model("seg")
+    if not path.exists():
+        raise RunFolderError(f"{run.path}: expected a finished segmentation run with {path}, got none "
+                             "(rerun its train-seg command to finish it)")
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+# ------------------------------------------------------------------ evaluation
+
+BRATS_REGIONS = {"whole_tumour": (1, 2, 3), "tumour_core": (1, 3), "enhancing_tumour": (3,)}
+
+
+def _region_dice(y_true, y_pred, labels) -> float:
+    a, b = np.isin(y_true, labels), np.isin(y_pred, labels)
+    total = a.sum() + b.sum()
+    return float("nan") if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+
+
+def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
+    """Per-slice, per-case and volume scores of label maps `pred` against `test.masks`."""
+    k, names = test.num_classes, list(test.class_names)
+    fg = names[1:]
+    slice_dice = np.array([dice_per_class(t, p, k) for t, p in zip(test.masks, pred)])
+    slice_iou = np.array([iou_per_class(t, p, k) for t, p in zip(test.masks, pred)])
+    cases = {}
+    for pid in test.patients():
+        sel = np.flatnonzero(test.patient_ids == pid)
+        sel = sel[np.argsort(test.slice_index[sel])]
+        t, p = test.masks[sel], pred[sel]
+        spacing = test.spacing_mm[sel[0]]
+        vol = volume_error(t, p, spacing, k)
+        row = {"slices": int(len(sel)),
+               "dice": dict(zip(fg, map(float, dice_per_class(t, p, k)))),
+               "iou": dict(zip(fg, map(float, iou_per_class(t, p, k)))),
+               "volume_true_ml": dict(zip(fg, map(float, vol["volume_true_ml"]))),
+               "volume_pred_ml": dict(zip(fg, map(float, vol["volume_pred_ml"]))),
+               "relative_volume_error_percent": dict(zip(fg, map(float, vol["relative_difference_percent"])))}
+        if tuple(names) == ("background", "necrosis", "edema", "enhancing"):
+            row["brats_regions"] = {r: _region_dice(t, p, lab) for r, lab in BRATS_REGIONS.items()}
+        cases[pid] = row
+
+    def case_mean(key, name):
+        return nan_mean([c[key][name] for c in cases.values()])
+
+    result = {
+        "classes": fg, "n_slices": int(len(pred)), "n_cases": len(cases),
+        "per_slice": {"dice": dict(zip(fg, (nan_mean(slice_dice[:, i]) for i in range(len(fg))))),
+                      "iou": dict(zip(fg, (nan_mean(slice_iou[:, i]) for i in range(len(fg))))),
+                      "n_scored": dict(zip(fg, (int(np.isfinite(slice_dice[:, i]).sum()) for i in range(len(fg)))))},
+        "per_case": {"dice": {n: case_mean("dice", n) for n in fg}, "iou": {n: case_mean("iou", n) for n in fg},
+                     "abs_relative_volume_error_percent": {
+                         n: nan_mean([abs(c["relative_volume_error_percent"][n]) for c in cases.values()])
+                         for n in fg}},
+        "cases": cases,
+        "empty_handling": "a class empty in both reference and prediction is left out of its mean (NaN)",
+    }
+    result["per_slice"]["mean_dice"] = nan_mean(list(result["per_slice"]["dice"].values()))
+    result["per_case"]["mean_dice"] = nan_mean(list(result["per_case"]["dice"].values()))
+    if any("brats_regions" in c for c in cases.values()):
+        result["per_case"]["brats_regions"] = {r: nan_mean([c["brats_regions"][r] for c in cases.values()])
+                                               for r in BRATS_REGIONS}
+    return result
+
+
+def predict_labels(model: keras.Model, images: np.ndarray, output: str, batch_size: int = 32) -> np.ndarray:
+    probs = model.predict(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(batch_size),
+                          verbose=0)
+    return decode(probs, output).numpy().astype(np.uint8)
+
+
+def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None) -> dict:
+    """Score a segmentation run on a split of its data or on another data set (`test_data`,
+    e.g. non-contrast CT for a model trained on contrast CT); writes `<run>/evaluation[-<name>].json`."""
+    run, cfg = RunFolder.load(run_dir)
+    if cfg.kind != "seg":
+        raise RunFolderError(f"{run.path}: expected a segmentation run (train-seg), got a '{cfg.kind}' run")
+    status = run.status()
+    split = split or ("val" if cfg.data.name in ("kits19", "brats") else "test")
+    if test_data:
+        data_cfg = config_lib.from_dict(config_lib.merge(config_lib.to_dict(cfg), {"data": {"name": test_data}})).data
+        sets = load_segsets(data_cfg)
+        # Another data set: its patients were never seen, so all its splits are test data.
+        test = _concat(_concat(sets["train"], sets["val"]), sets["test"])
+        if list(test.class_names) != status.get("class_names"):
+            raise InputError("test data classes", f"{status.get('class_names')} like the training data",
+                             f"{list(test.class_names)}", test_data)
+    else:
+        test = load_segsets(cfg.data)[split]
+    model = load_segmenter(run)
+    pred = predict_labels(model, test.images, status.get("output", unet_args(cfg.seg, test.num_classes)["output"]))
+    result = score_segmentation(test, pred)
+    result.update({"split": "all" if test_data else split, "data": test_data or cfg.data.name,
+                   "seed": cfg.seed, "augment": cfg.seg.augment, "synthetic": cfg.seg.synthetic,
+                   "synthetic_ratio": cfg.seg.synthetic_ratio, "setting": cfg.seg.setting,
+                   "n_train_real": status.get("n_train_real"), "n_synthetic": status.get("n_synthetic")})
+    name = "evaluation.json" if not test_data else f"evaluation-{_slug(test_data)}.json"
+    atomic_write_json(run.path / name, result)
+    return result
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(name).name)
+
+
+def _concat(a: SegSet, b: SegSet) -> SegSet:
+    if b is a:
+        return a
+    keep = ~np.isin(b.patient_ids, a.patient_ids)
+    b = b.subset(np.flatnonzero(keep))
+    return SegSet(np.concatenate([a.images, b.images]), np.concatenate([a.masks, b.masks]),
+                  np.concatenate([a.patient_ids, b.patient_ids]), np.concatenate([a.slice_index, b.slice_index]),
+                  np.concatenate([a.spacing_mm, b.spacing_mm]), a.class_names, a.channel_names, a.source, a.domain)
+
+
+def summarize_seg(results: list[dict]) -> dict:
+    """Mean and 95% CI over runs (seeds) of every per-slice and per-case score."""
+    from tfganaug.metrics.classification import mean_ci
+    out = {"n_runs": len(results), "classes": results[0]["classes"], "per_slice": {}, "per_case": {}}
+    for level in ("per_slice", "per_case"):
+        for metric in ("dice", "iou"):
+            out[level][metric] = {c: mean_ci([r[level][metric][c] for r in results]) for c in results[0]["classes"]}
+        out[level]["mean_dice"] = mean_ci([r[level]["mean_dice"] for r in results])
+    out["per_case"]["abs_relative_volume_error_percent"] = {
+        c: mean_ci([r["per_case"]["abs_relative_volume_error_percent"][c] for r in results])
+        for c in results[0]["classes"]}
+    if "brats_regions" in results[0]["per_case"]:
+        out["per_case"]["brats_regions"] = {reg: mean_ci([r["per_case"]["brats_regions"][reg] for r in results])
+                                            for reg in BRATS_REGIONS}
+    return out
+
+
+def _fmt(stat: dict) -> str:
+    if not stat or stat["n"] == 0:
+        return "n/a"
+    if stat["n"] == 1:
+        return f"{stat['mean']:.3f}"
+    return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
+
+
+def format_seg_summary(results: list[dict]) -> str:
+    s = summarize_seg(results)
+    r0 = results[0]
+    lines = [f"data {r0['data']} ({r0['split']}), {r0['n_slices']} slices of {r0['n_cases']} cases; "
+             f"{s['n_runs']} run(s): mean [95% CI over seeds]",
+             f"{'class':<18}{'slice Dice':>26}{'slice IoU':>26}{'case Dice':>26}{'|vol. error| %':>26}"]
+    for c in s["classes"]:
+        lines.append(f"{c:<18}{_fmt(s['per_slice']['dice'][c]):>26}{_fmt(s['per_slice']['iou'][c]):>26}"
+                     f"{_fmt(s['per_case']['dice'][c]):>26}"
+                     f" {_fmt(s["per_case"]["abs_relative_volume_error_percent"][c]):>25}")
+    lines.append(f"{'mean':<18}{_fmt(s['per_slice']['mean_dice']):>26}{'':>26}{_fmt(s['per_case']['mean_dice']):>26}")
+    for reg, stat in s["per_case"].get("brats_regions", {}).items():
+        lines.append(f"{reg:<18}{'':>26}{'':>26}{_fmt(stat):>26}")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""The segmentation network of the studies: a U-Net preset wrapped so that its output has the
+input's size, a Dice loss on integer label maps, and decoding of probabilities to labels.
+
+Valid padding (Ronneberger et al. 2015) shrinks the output; the paper's overlap-tile
+strategy mirrors the input border so that the output covers the whole image. The wrapper
+does exactly that: it mirror-pads the input to the smallest size whose output is at least
+the image, runs the U-Net and centre-crops the output. With ``padding="same"`` nothing is
+padded.
+
+Outputs: ``softmax`` has one channel per class, background included; ``sigmoid`` has one
+channel per *foreground* class (the KiTS capstone's kidney and tumour channels), and a pixel
+is labelled with the most probable foreground class whose probability exceeds 0.5, else
+background.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfganaug.tasks.losses import soft_dice_loss
+from tfganaug.tasks.unet import UNET_PRESETS, build_unet, unet_output_size
+
+
+@keras.saving.register_keras_serializable(package="tfganaug")
+class MirrorPad2D(keras.layers.Layer):
+    """Symmetric (mirror) padding of (B, H, W, C) by `top`/`left` and `bottom`/`right` pixels;
+    constant (0) padding where the border is wider than the image."""
+
+    def __init__(self, pads, **kwargs):
+        super().__init__(**kwargs)
+        self.pads = [list(map(int, p)) for p in pads]
+
+    def call(self, x):
+        (t, b), (l, r) = self.pads
+        mode = "SYMMETRIC" if max(t, b) <= x.shape[1] and max(l, r) <= x.shape[2] else "CONSTANT"
+        return tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]], mode=mode)
+
+    def compute_output_shape(self, shape):
+        (t, b), (l, r) = self.pads
+        return (shape[0], None if shape[1] is None else shape[1] + t + b,
+                None if shape[2] is None else shape[2] + l + r, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "pads": self.pads}
+
+
+def unet_args(seg_cfg, num_classes: int) -> dict:
+    """`build_unet` arguments: the preset, the config's overrides, and the class count."""
+    args = dict(UNET_PRESETS[seg_cfg.unet])
+    for key in ("base_filters", "depth", "padding", "output"):
+        value = getattr(seg_cfg, key)
+        if value is not None:
+            args[key] = value
+    args["num_classes"] = num_classes - 1 if args["output"] == "sigmoid" else num_classes
+    return args
+
+
+def build_segmenter(seg_cfg, num_classes: int, image_size: int, channels: int, seed: int = 0) -> keras.Model:
+    """U-Net (preset + overrides of `seg_cfg`) mapping (S, S, channels) images to (S, S, k) probabilities."""
+    args = unet_args(seg_cfg, num_classes)
+    if args.get("padding", "valid") == "same":
+        return build_unet(image_size=image_size, channels=channels, seed=seed, name="segmenter", **args)
+    size = image_size
+    while True:
+        try:
+            if unet_output_size(size, args["depth"], "valid") >= image_size:
+                break
+        except ValueError:
+            pass
+        size += 1
+    unet = build_unet(image_size=size, channels=channels, seed=seed, name="unet", **args)
+    x = keras.Input((image_size, image_size, channels), name="image")
+    pad = size - image_size
+    h = MirrorPad2D([(pad // 2, pad - pad // 2)] * 2, name="overlap_tile")(x)
+    h = unet(h)
+    extra = h.shape[1] - image_size
+    h = keras.layers.Cropping2D([(extra // 2, extra - extra // 2)] * 2, name="crop_to_image")(h)
+    probs = keras.layers.Activation("linear", dtype="float32", name="probabilities")(h)
+    return keras.Model(x, probs, name="segmenter")
+
+
+def targets(masks, num_classes: int, output: str):
+    """Integer label maps (B, H, W) -> the network's target channels (float32)."""
+    onehot = tf.one_hot(tf.cast(masks, tf.int32), num_classes, dtype=tf.float32)
+    return onehot[..., 1:] if output == "sigmoid" else onehot
+
+
+def decode(probs, output: str):
+    """Probabilities (B, H, W, k) -> integer label maps (B, H, W) (module docstring)."""
+    probs = tf.convert_to_tensor(probs, tf.float32)
+    if output == "sigmoid":
+        probs = tf.concat([tf.fill(tf.shape(probs[..., :1]), 0.5), probs], axis=-1)
+    return tf.argmax(probs, axis=-1, output_type=tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="tfganaug")
+class SegLoss(keras.losses.Loss):
+    """Soft Dice (plus cross-entropy for "dice_ce") on integer label maps.
+
+    Softmax outputs: Dice over all classes (background included) + categorical CE;
+    sigmoid outputs: Dice over the foreground channels + binary CE.
+    """
+
+    def __init__(self, num_classes: int, output: str = "softmax", kind: str = "dice", smooth: float = 1.0,
+                 name: str = "seg_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.output, self.kind, self.smooth = int(num_classes), output, kind, float(smooth)
+
+    def call(self, y_true, y_pred):
+        y_true = targets(tf.reshape(y_true, tf.shape(y_pred)[:3]), self.num_classes, self.output)
+        y_pred = tf.cast(y_pred, tf.float32)
+        loss = soft_dice_loss(y_true, y_pred, self.smooth)
+        if self.kind == "dice_ce":
+            ce = (keras.losses.binary_crossentropy(y_true, y_pred) if self.output == "sigmoid"
+                  else keras.losses.categorical_crossentropy(y_true, y_pred))
+            loss = loss + tf.reduce_mean(ce, axis=[1, 2])
+        return loss
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "output": self.output,
+                "kind": self.kind, "smooth": self.smooth}
