@@ -354,7 +354,7 @@ def format_seg_summary(results: list[dict]) -> str:
     for c in s["classes"]:
         lines.append(f"{c:<18}{_fmt(s['per_slice']['dice'][c]):>26}{_fmt(s['per_slice']['iou'][c]):>26}"
                      f"{_fmt(s['per_case']['dice'][c]):>26}"
-                     f" {_fmt(s["per_case"]["abs_relative_volume_error_percent"][c]):>25}")
+                     f" {_fmt(s['per_case']['abs_relative_volume_error_percent'][c]):>25}")
     lines.append(f"{'mean':<18}{_fmt(s['per_slice']['mean_dice']):>26}{'':>26}{_fmt(s['per_case']['mean_dice']):>26}")
     for reg, stat in s["per_case"].get("brats_regions", {}).items():
         lines.append(f"{reg:<18}{'':>26}{'':>26}{_fmt(stat):>26}")
