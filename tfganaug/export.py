@@ -70,7 +70,14 @@ def export_run(run_dir, out, version: int | None = None, overwrite: bool = False
         with atomic_dir(target, overwrite=overwrite) as tmp:
             # Models are restored inside the block: whatever fails (a missing checkpoint, a full
             # disk, a verification mismatch) removes the temporary folder with it.
-            servable = _gan_servable(run_dir) if cfg.kind == "gan" else _classifier_servable(run, cfg)
+            if cfg.kind == "gan" and cfg.gan.arch in ("pix2pix", "cyclegan", "stylegan2"):
+                servable = _image_gan_servable(run_dir)
+            elif cfg.kind == "gan":
+                servable = _gan_servable(run_dir)
+            elif cfg.kind == "seg":
+                servable = _segmenter_servable(run, cfg)
+            else:
+                servable = _classifier_servable(run, cfg)
             _write(servable, tmp, model_name=out.resolve().name, version=int(version))
     except BaseException:
         if not out_existed:
@@ -89,7 +96,8 @@ def next_version(out) -> int:
 class _Servable:
     """What one export needs: the models, the served function and its contract."""
 
-    def __init__(self, *, models, fn, input_specs, outputs, example, reference, info):
+    def __init__(self, *, models, fn, input_specs, outputs, example, reference, info, extra=None):
+        self.extra = extra or {}        # further signatures: {name: _Servable} (same models)
         self.models = models            # Keras models whose variables the function reads
         self.fn = fn                    # positional args in the order of input_specs -> dict
         self.input_specs = input_specs  # [tf.TensorSpec(name=...)]
@@ -190,14 +198,118 @@ def _classifier_servable(run, cfg) -> _Servable:
               "preprocessing": "none outside the graph: the training-set mean is subtracted inside it"})
 
 
+def _segmenter_servable(run, cfg) -> _Servable:
+    from tfganaug.segmentation import load_segmenter
+    from tfganaug.tasks.segmenter import decode
+
+    model = load_segmenter(run)
+    status = run.status()
+    names, output = list(status.get("class_names") or []), status.get("output", "softmax")
+    image_shape = tuple(int(d) for d in model.input_shape[1:])
+    k = int(model.output_shape[-1])
+
+    def segment(image):
+        probabilities = tf.cast(model(image, training=False), tf.float32)
+        return {"probabilities": probabilities, "label_map": decode(probabilities, output)}
+
+    image = np.random.default_rng(2018).uniform(0.0, 1.0, (2,) + image_shape).astype(np.float32)
+    probabilities = np.asarray(model(image, training=False), np.float32)
+    return _Servable(
+        models=[model], fn=segment,
+        input_specs=[tf.TensorSpec([None, *image_shape], tf.float32, name="image")],
+        outputs={"probabilities": ("float32", [None, *image_shape[:2], k]),
+                 "label_map": ("int32", [None, *image_shape[:2]])},
+        example={"image": image},
+        reference={"probabilities": probabilities, "label_map": decode(probabilities, output).numpy()},
+        info={"source_run": str(Path(run.path).resolve()), "kind": "seg", "arch": f"unet:{cfg.seg.unet}",
+              "class_names": names, "output": output, "channel_names": status.get("channel_names"),
+              "value_range": {"image": [0.0, 1.0], "probabilities": [0.0, 1.0], "label_map": [0, len(names) - 1]},
+              "preprocessing": (f"CT: window WW {cfg.data.window_width:g} / WL {cfg.data.window_level:g} HU onto "
+                                f"[0, 1]; MR: z-score inside the brain clipped to +-{cfg.data.zscore_clip:g} onto "
+                                f"[0, 1]; slices resized to {image_shape[0]} px")})
+
+
+def _image_gan_servable(run_dir) -> _Servable:
+    from tfganaug.image_gans import load_image_gan
+
+    run, cfg, gan, ckpt, status = load_image_gan(run_dir)
+    names, channels = list(status["class_names"]), list(status["channel_names"])
+    k, c, size = len(names), len(channels), cfg.data.image_size
+    rng = np.random.default_rng(2018)
+    info = {"source_run": str(Path(run.path).resolve()), "kind": "gan", "arch": cfg.gan.arch, "checkpoint": ckpt,
+            "class_names": names, "channel_names": channels}
+
+    def unit(x):
+        return tf.clip_by_value((tf.cast(x, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+    if cfg.gan.arch == "pix2pix":
+        def render(label_map):
+            checks = [tf.debugging.assert_greater_equal(label_map, 0, message=f"expected labels in [0, {k})"),
+                      tf.debugging.assert_less(label_map, k, message=f"expected labels in [0, {k})")]
+            with tf.control_dependencies(checks):
+                label_map = tf.identity(label_map)
+            return {"image": unit(gan.generator(tf.one_hot(label_map, k), training=False))}
+
+        label_map = rng.integers(0, k, (2, size, size)).astype(np.int32)
+        return _Servable(
+            models=[gan.generator], fn=render,
+            input_specs=[tf.TensorSpec([None, size, size], tf.int32, name="label_map")],
+            outputs={"image": ("float32", [None, size, size, c])}, example={"label_map": label_map},
+            reference={"image": np.clip((gan.generate(tf.one_hot(label_map, k)).numpy() + 1) / 2, 0, 1)},
+            info={**info, "value_range": {"label_map": [0, k - 1], "image": [0.0, 1.0]},
+                  "dropout": "off when served (training=False)"})
+    if cfg.gan.arch == "cyclegan":
+        def direction(generator, translate, label):
+            def fn(image):
+                return {"image": unit(generator(tf.cast(image, tf.float32) * 2.0 - 1.0, training=False))}
+            image = rng.uniform(0, 1, (2, size, size, c)).astype(np.float32)
+            return _Servable(
+                models=[generator], fn=fn,
+                input_specs=[tf.TensorSpec([None, size, size, c], tf.float32, name="image")],
+                outputs={"image": ("float32", [None, size, size, c])}, example={"image": image},
+                reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)},
+                info={**info, "direction": label, "value_range": {"image": [0.0, 1.0]},
+                      "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast)", "b_to_a": "B -> A"}})
+        ab = direction(gan.generator_ab, gan.translate_ab, "A -> B")
+        ab.extra = {"b_to_a": direction(gan.generator_ba, gan.translate_ba, "B -> A")}
+        ab.models = [gan.generator_ab, gan.generator_ba]
+        return ab
+    z_dim = cfg.gan.latent_dim
+
+    def sample(z, truncation):
+        images, probs = gan.generate(z, truncation_psi=truncation[:, None], use_ema=True, noise_mode="const")
+        probs = tf.cast(probs, tf.float32)
+        return {"images": unit(images), "mask_probabilities": probs,
+                "label_map": tf.argmax(probs, axis=-1, output_type=tf.int32)}
+
+    z = rng.standard_normal((2, z_dim)).astype(np.float32)
+    psi = np.array([1.0, 0.7], np.float32)
+    images, probs = gan.generate(z, truncation_psi=psi[:, None], use_ema=True, noise_mode="const")
+    probs = np.asarray(probs, np.float32)
+    return _Servable(
+        models=[m for m in gan.checkpoint_items().values() if isinstance(m, keras.Model)], fn=sample,
+        input_specs=[tf.TensorSpec([None, z_dim], tf.float32, name="z"),
+                     tf.TensorSpec([None], tf.float32, name="truncation")],
+        outputs={"images": ("float32", [None, size, size, c]), "mask_probabilities": ("float32", [None, size, size, k]),
+                 "label_map": ("int32", [None, size, size])},
+        example={"z": z, "truncation": psi},
+        reference={"images": np.clip((np.asarray(images) + 1) / 2, 0, 1).astype(np.float32),
+                   "mask_probabilities": probs, "label_map": probs.argmax(-1).astype(np.int32)},
+        info={**info, "value_range": {"z": "standard normal", "truncation": [0.0, 1.0], "images": [0.0, 1.0]},
+              "noise": "constant (noise_mode='const'): served samples are a pure function of z and truncation",
+              "weights": "exponential moving average of the generator"})
+
+
 def _write(servable: _Servable, folder: Path, model_name: str, version: int) -> None:
     archive = keras.export.ExportArchive()
     for model in servable.models:
         archive.track(model)
     archive.add_endpoint(SIGNATURE, servable.fn, input_signature=servable.input_specs)
+    for name, other in servable.extra.items():
+        archive.add_endpoint(name, other.fn, input_signature=other.input_specs)
     archive.write_out(str(folder), verbose=False)
 
-    max_diff = _verify(folder, servable)
+    max_diff = max([_verify(folder, servable)] + [_verify(folder, other, name) for name, other in servable.extra.items()])
     extra = folder / "assets.extra"
     extra.mkdir()
     with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
@@ -207,6 +319,10 @@ def _write(servable: _Servable, folder: Path, model_name: str, version: int) -> 
         "model_name": model_name, "version": version, "signature_name": SIGNATURE,
         "inputs": {s.name: {"dtype": s.dtype.name, "shape": s.shape.as_list()} for s in servable.input_specs},
         "outputs": {k: {"dtype": d, "shape": s} for k, (d, s) in servable.outputs.items()},
+        "other_signatures": {name: {"inputs": {sp.name: {"dtype": sp.dtype.name, "shape": sp.shape.as_list()}
+                                               for sp in other.input_specs},
+                                    "outputs": {k: {"dtype": d, "shape": sh} for k, (d, sh) in other.outputs.items()}}
+                             for name, other in servable.extra.items()},
         "example_request": rest_request_body(servable.example),
         "rest_predict_url": f"http://localhost:8501/v1/models/{model_name}:predict",
         "verified_max_abs_diff": max_diff, "verify_atol": VERIFY_ATOL,
@@ -214,10 +330,10 @@ def _write(servable: _Servable, folder: Path, model_name: str, version: int) -> 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
 
 
-def _verify(folder: Path, servable: _Servable) -> float:
+def _verify(folder: Path, servable: _Servable, signature: str = SIGNATURE) -> float:
     """Reload the written SavedModel and compare it with the Keras models on the example."""
     loaded = tf.saved_model.load(str(folder))
-    got = loaded.signatures[SIGNATURE](**{k: tf.constant(v) for k, v in servable.example.items()})
+    got = loaded.signatures[signature](**{k: tf.constant(v) for k, v in servable.example.items()})
     diffs = {}
     for name, want in servable.reference.items():
         have = got[name].numpy()
