@@ -319,6 +319,9 @@ def export_cmd(run_dir, out, model_version, overwrite):
 
 
 @app.command("study")
+@click.option("--paper", type=click.Choice(["frid-adar", "kits", "sandfort", "son"]), default="frid-adar",
+              show_default=True, help="frid-adar: DCGAN/ACGAN + lesion CNN; kits: Pix2Pix + U-Net; sandfort: "
+              "CycleGAN + U-Net (contrast -> non-contrast); son: StyleGAN2 + U-Net (BraTS).")
 @click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "paper"]), default="demo", show_default=True,
               help="smoke: seconds, plumbing only; demo: minutes on a laptop CPU; cpu: the labelled CPU budget "
                    "of reports/; paper: the paper's settings (GPU).")
@@ -331,14 +334,22 @@ def export_cmd(run_dir, out, model_version, overwrite):
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write the report here (default: OUT/report).")
 @click.option("--quiet", is_flag=True)
-def study_cmd(budget, data, classes, train_per_class, seeds, out, report_dir, quiet):
-    """The whole Frid-Adar study: GANs, synthesis, classifiers with/without synthetic data, evaluation, report.
+def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_dir, quiet):
+    """A whole study: GAN(s), synthesis, task models with/without synthetic data, evaluation, report.
 
     \b
     Example: tfganaug study --budget demo --out runs/demo
              tfganaug study --budget cpu --data organamnist --out runs/frid-adar --report reports/frid-adar
+             tfganaug study --paper kits --budget cpu --out runs/kits --report reports/kits-pix2pix
+             tfganaug study --paper son --budget smoke --out runs/son-smoke      (seconds; plumbing only)
+    Segmentation studies have budgets smoke and cpu; their data is fixed by the budget.
     Rerun the same command after a crash: finished stages are kept, unfinished ones resume.
     """
+    if paper != "frid-adar":
+        from tfganaug.seg_study import run_seg_study, write_seg_report
+        study = run_seg_study(paper, out, budget=budget, seeds=seeds, verbose=0 if quiet else 2)
+        click.echo(f"report: {write_seg_report(study, report_dir or Path(out) / 'report')}")
+        return
     from tfganaug.study import run_study
     from tfganaug.report import write_report
     study = run_study(out, budget=budget, data=data, classes=_csv(classes), train_per_class=train_per_class,
@@ -356,6 +367,12 @@ def report_cmd(study_dir, out):
     \b
     Example: tfganaug report runs/frid-adar --out reports/frid-adar
     """
+    plan = Path(study_dir) / "study.json"
+    if plan.exists() and "study" in json.loads(plan.read_text()):
+        from tfganaug.seg_study import write_seg_report
+        notes = Path(study_dir) / "notes.md"
+        click.echo(f"report: {write_seg_report(study_dir, out, notes.read_text() if notes.exists() else '')}")
+        return
     from tfganaug.report import write_report
     click.echo(f"report: {write_report(study_dir, out)}")
 

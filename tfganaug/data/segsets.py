@@ -183,11 +183,13 @@ def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
                                                     "val": ["case_00010", "case_00011"]}
     if name == "ircadb":
         from tfganaug.data.abdomen import load_ircadb_patient
-        return [load_ircadb_patient(p) for p in sorted(_shared("ircadb").iterdir()) if p.is_dir()
-                and any(p.glob("*.zip"))] or [load_ircadb_patient(_shared("ircadb"))], None
+        root = _shared("ircadb")
+        folders = [p for p in sorted(root.iterdir()) if p.is_dir() and any(p.glob("*.zip"))] or [root]
+        return [case for folder in folders for case in load_ircadb_patient(folder)], None
     if name in ("totalseg-contrast", "totalseg-native"):
         from tfganaug.data.abdomen import load_abdomen_sources
-        return load_abdomen_sources(data_root())["contrast" if name.endswith("contrast") else "non-contrast"], None
+        cases = load_abdomen_sources(data_root())["contrast" if name.endswith("contrast") else "non-contrast"]
+        return [c for c in cases if c.patient_id.startswith("totalseg")], None
     if name == "brats":
         from tfganaug.data.brats import load_brats_cases
         return (load_brats_cases(_shared("brats"), contrasts=tuple(cfg.contrasts or ("flair", "t1ce"))),
@@ -209,6 +211,8 @@ def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
     raise InputError("data", "a folder of cases (KiTS19, PNG pairs, BraTS) or an .npz", f"a {path.suffix} file",
                      path)
 
+
+Z_BLOCK = 16
 
 SOURCES = ("phantom-kidney", "phantom-abdomen", "phantom-abdomen-native", "phantom-brain", "kits19",
            "kits19-labels", "ircadb", "totalseg-contrast", "totalseg-native", "brats")
@@ -260,8 +264,14 @@ def load_segsets(cfg) -> dict[str, SegSet]:
         fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
         n_patients = len(set(whole.patient_ids.tolist()))
         if n_patients < 3:
-            raise InputError("data", "at least 3 patients for a train/val/test split by patient",
-                             f"{n_patients}", whole.source)
+            # One or two patients (e.g. the shared IRCADb case): split along z in blocks of
+            # Z_BLOCK slices, each block a pseudo-patient, so neighbouring slices stay together.
+            blocks = np.array([f"{p}#z{i // Z_BLOCK:03d}" for p, i in zip(whole.patient_ids, whole.slice_index)])
+            if len(set(blocks.tolist())) < 3:
+                raise InputError("data", f"at least 3 patients, or {3 * Z_BLOCK} slices to split along z",
+                                 f"{n_patients} patient(s) with {len(whole)} slices", whole.source)
+            whole.patient_ids = blocks
+            whole.source += f" (split along z in blocks of {Z_BLOCK} slices: {n_patients} patient(s))"
         parts = split_by_patient(whole.patient_ids, fractions, cfg.seed)
         sets = dict(zip(("train", "val", "test"), (whole.subset(p) for p in parts)))
     if cfg.train_patients:
