@@ -270,9 +270,9 @@ def _image_gan_servable(run_dir) -> _Servable:
                 reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)},
                 info={**info, "direction": label, "value_range": {"image": [0.0, 1.0]},
                       "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast)", "b_to_a": "B -> A"}})
-        ab = direction(gan.generator_ab, gan.translate_ab, "A -> B")
-        ab.extra = {"b_to_a": direction(gan.generator_ba, gan.translate_ba, "B -> A")}
-        ab.models = [gan.generator_ab, gan.generator_ba]
+        ab = direction(gan.g_ab, gan.translate_ab, "A -> B")
+        ab.extra = {"b_to_a": direction(gan.g_ba, gan.translate_ba, "B -> A")}
+        ab.models = [gan.g_ab, gan.g_ba]
         return ab
     z_dim = cfg.gan.latent_dim
 

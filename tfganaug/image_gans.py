@@ -72,11 +72,11 @@ def build_image_gan(cfg, num_labels: int, channels: int):
 def _compile_cyclegan(gan, cfg, steps: int):
     from tfganaug.gans.cyclegan import LinearDecay
     g = cfg.gan
-    decay_start = (g.decay_start_epoch if g.decay_start_epoch is not None else g.epochs // 2) * steps
-    total = g.epochs * steps
-    gan.compile(g_optimizer=keras.optimizers.Adam(LinearDecay(g.lr, total, decay_start), beta_1=g.beta_1,
+    total = max(2, g.epochs * steps)
+    decay_start = min(total - 1, (g.decay_start_epoch if g.decay_start_epoch is not None else g.epochs // 2) * steps)
+    gan.compile(g_optimizer=keras.optimizers.Adam(LinearDecay(g.lr, decay_start, total), beta_1=g.beta_1,
                                                   beta_2=g.beta_2),
-                d_optimizer=keras.optimizers.Adam(LinearDecay(g.lr, total, decay_start), beta_1=g.beta_1,
+                d_optimizer=keras.optimizers.Adam(LinearDecay(g.lr, decay_start, total), beta_1=g.beta_1,
                                                   beta_2=g.beta_2))
 
 

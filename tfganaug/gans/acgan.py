@@ -25,15 +25,15 @@ def build_discriminator(num_classes: int, width: int = 1024, image_size: int = 6
     filters = (width // 8, width // 8, width // 4, width // 4, width // 2, width)
     for i, f in enumerate(filters):
         h = keras.layers.Conv2D(f, kernel_size, strides=2 if i % 2 == 0 else 1, padding="same",
-                                use_bias=i == 0, kernel_initializer=INIT)(h)
+                                use_bias=i == 0, kernel_initializer=INIT())(h)
         if i:
             h = _bn()(h)
         h = keras.layers.LeakyReLU(0.2)(h)
         if dropout:
             h = keras.layers.Dropout(dropout, seed=seed + i)(h)
     h = keras.layers.Flatten()(h)
-    source = keras.layers.Dense(1, kernel_initializer=INIT, dtype="float32", name="source")(h)
-    classes = keras.layers.Dense(num_classes, kernel_initializer=INIT, dtype="float32", name="classes")(h)
+    source = keras.layers.Dense(1, kernel_initializer=INIT(), dtype="float32", name="source")(h)
+    classes = keras.layers.Dense(num_classes, kernel_initializer=INIT(), dtype="float32", name="classes")(h)
     return keras.Model(x, [source, classes], name=name)
 
 

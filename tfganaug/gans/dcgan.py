@@ -20,7 +20,11 @@ import tensorflow as tf
 
 from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g
 
-INIT = keras.initializers.RandomNormal(stddev=0.02)
+def INIT():
+    """N(0, 0.02), a new initializer per layer: one shared unseeded Keras initializer draws its
+    seed once at import (from Python's `random`, before any run seed is set) and gives every
+    kernel of the same shape the same values."""
+    return keras.initializers.RandomNormal(stddev=0.02)
 
 
 def _bn():
@@ -38,18 +42,18 @@ def build_generator(latent_dim: int = 100, width: int = 1024, image_size: int = 
     inputs, h = [z], z
     if num_classes:
         label = keras.Input((), dtype="int32", name="label")
-        embed = keras.layers.Embedding(num_classes, latent_dim, embeddings_initializer=INIT)(label)
+        embed = keras.layers.Embedding(num_classes, latent_dim, embeddings_initializer=INIT())(label)
         h = keras.layers.Multiply()([z, embed])
         inputs.append(label)
-    h = keras.layers.Dense(start * start * width, use_bias=False, kernel_initializer=INIT)(h)
+    h = keras.layers.Dense(start * start * width, use_bias=False, kernel_initializer=INIT())(h)
     h = keras.layers.Reshape((start, start, width))(h)
     h = keras.layers.ReLU()(_bn()(h))
     for i in range(1, 4):
         h = keras.layers.Conv2DTranspose(width // 2 ** i, kernel_size, strides=2, padding="same",
-                                         use_bias=False, kernel_initializer=INIT)(h)
+                                         use_bias=False, kernel_initializer=INIT())(h)
         h = keras.layers.ReLU()(_bn()(h))
     h = keras.layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same",
-                                     kernel_initializer=INIT, dtype="float32")(h)
+                                     kernel_initializer=INIT(), dtype="float32")(h)
     image = keras.layers.Activation("tanh", dtype="float32", name="image")(h)
     return keras.Model(inputs if num_classes else z, image, name=name)
 
@@ -60,12 +64,12 @@ def build_discriminator(width: int = 1024, image_size: int = 64, channels: int =
     h = x
     for i, filters in enumerate((width // 8, width // 4, width // 2, width)):
         h = keras.layers.Conv2D(filters, kernel_size, strides=2, padding="same", use_bias=i == 0,
-                                kernel_initializer=INIT)(h)
+                                kernel_initializer=INIT())(h)
         if i:
             h = _bn()(h)
         h = keras.layers.LeakyReLU(0.2)(h)
     h = keras.layers.Flatten()(h)
-    logit = keras.layers.Dense(1, kernel_initializer=INIT, dtype="float32", name="logit")(h)
+    logit = keras.layers.Dense(1, kernel_initializer=INIT(), dtype="float32", name="logit")(h)
     return keras.Model(x, logit, name=name)
 
 
