@@ -204,3 +204,15 @@ def test_export_segmenter_fresh_process(seg_run, tmp_path):
     want = np.asarray(load_segmenter(RunFolder(seg_run))(image), np.float32)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want, atol=1e-5)
     assert np.array_equal(np.load(tmp_path / "l.npy"), decode(want, "sigmoid").numpy())
+
+
+def test_batch_dice_does_not_reward_predicting_nothing():
+    """Per-image soft Dice scores an empty channel as perfect when nothing is predicted; over a
+    batch where one image has the structure, predicting nothing must cost almost the full loss."""
+    masks = np.zeros((2, 8, 8), np.int32)
+    masks[0, 2:5, 2:5] = 1
+    masks[0, 6, 6] = 2
+    nothing = np.zeros((2, 8, 8, 2), np.float32)
+    per_image = float(np.mean(SegLoss(3, "sigmoid", batch_dice=False)(masks, nothing)))
+    batch = float(np.mean(SegLoss(3, "sigmoid", batch_dice=True)(masks, nothing)))
+    assert batch > 0.6 > 0.5 > per_image  # per image: image 1 is "perfect" on both channels

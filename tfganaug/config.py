@@ -110,6 +110,7 @@ class SegConfig:
     output: str | None = None          # sigmoid (one channel per foreground class) | softmax (with background)
     loss: str = "dice"                 # dice (soft Dice, s = dice_smooth) | dice_ce
     dice_smooth: float = 1.0           # Sandfort et al.: s = 1 in training (s = 0 when scoring)
+    batch_dice: bool = True            # Dice summed over the batch (segmentation_models' DiceLoss), not per image
     lr: float = 1e-3                   # Adam
     lr_schedule: str = "constant"      # constant | cosine (to 0 over the run)
     epochs: int = 50

@@ -90,9 +90,9 @@ def _training_data(cfg):
     return train, other
 
 
-def _grid_rows(*rows) -> np.ndarray:
-    """Stack equally long lists of (H, W) images in [0,1] into one (n_rows*n, H, W, 1) grid batch."""
-    return np.concatenate([np.asarray(r, np.float32)[..., None] for r in rows], axis=0)
+def _grid_rows(*rows) -> tuple[np.ndarray, int]:
+    """Equally long lists of (H, W) images in [0,1] -> ((n_rows*n, H, W, 1), n_rows): one grid row each."""
+    return np.concatenate([np.asarray(r, np.float32)[..., None] for r in rows], axis=0), len(rows)
 
 
 def train_image_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:

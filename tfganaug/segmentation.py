@@ -182,7 +182,7 @@ def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
                 lr = ScaledCosineDecay(cfg.seg.lr, steps * cfg.seg.epochs)
             optimizer = keras.optimizers.Adam(lr)
             model.compile(optimizer=optimizer, loss=SegLoss(train.num_classes, args["output"], cfg.seg.loss,
-                                                            cfg.seg.dice_smooth))
+                                                            cfg.seg.dice_smooth, cfg.seg.batch_dice))
             optimizer.build(model.trainable_variables)
 
         def batches(start):

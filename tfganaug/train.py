@@ -171,7 +171,9 @@ class EpochLogger(keras.callbacks.Callback):
         self.epoch_var.assign(epoch + 1)
         save_checkpoint(self.manager, epoch + 1)
         if self.sample_fn and self.sample_every and ((epoch + 1) % self.sample_every == 0 or epoch == 0):
-            save_grid(self.sample_fn(), self.run.path / "samples" / self.member / f"epoch_{epoch + 1:04d}.png")
+            samples = self.sample_fn()  # images, or (images, rows) for a grid with that many rows
+            images, rows = samples if isinstance(samples, tuple) else (samples, None)
+            save_grid(images, self.run.path / "samples" / self.member / f"epoch_{epoch + 1:04d}.png", rows=rows)
 
 
 def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> None:

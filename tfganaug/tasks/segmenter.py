@@ -99,17 +99,29 @@ class SegLoss(keras.losses.Loss):
 
     Softmax outputs: Dice over all classes (background included) + categorical CE;
     sigmoid outputs: Dice over the foreground channels + binary CE.
+
+    `batch_dice=True` sums intersections and areas over the whole batch before the ratio
+    (segmentation_models' `DiceLoss`, which the KiTS capstone used, and nnU-Net's batch Dice).
+    Per-image Dice with smoothing scores an empty channel as perfect when nothing is
+    predicted, which on small structures drove our U-Nets to predict nothing at all within a
+    few epochs; the batch form does not reward that. Under tf.distribute the batch is the
+    replica's share.
     """
 
     def __init__(self, num_classes: int, output: str = "softmax", kind: str = "dice", smooth: float = 1.0,
-                 name: str = "seg_loss", **kwargs):
+                 batch_dice: bool = True, name: str = "seg_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_classes, self.output, self.kind, self.smooth = int(num_classes), output, kind, float(smooth)
+        self.batch_dice = bool(batch_dice)
 
     def call(self, y_true, y_pred):
         y_true = targets(tf.reshape(y_true, tf.shape(y_pred)[:3]), self.num_classes, self.output)
         y_pred = tf.cast(y_pred, tf.float32)
-        loss = soft_dice_loss(y_true, y_pred, self.smooth)
+        if self.batch_dice:
+            loss = soft_dice_loss(y_true[None], y_pred[None], self.smooth, axis=(1, 2, 3))
+            loss = tf.fill(tf.shape(y_pred)[:1], loss[0])
+        else:
+            loss = soft_dice_loss(y_true, y_pred, self.smooth)
         if self.kind == "dice_ce":
             ce = (keras.losses.binary_crossentropy(y_true, y_pred) if self.output == "sigmoid"
                   else keras.losses.categorical_crossentropy(y_true, y_pred))
@@ -118,4 +130,4 @@ class SegLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "output": self.output,
-                "kind": self.kind, "smooth": self.smooth}
+                "kind": self.kind, "smooth": self.smooth, "batch_dice": self.batch_dice}
