@@ -47,10 +47,10 @@ class MirrorPad2D(keras.layers.Layer):
 def unet_args(seg_cfg, num_classes: int) -> dict:
     """`build_unet` arguments: the preset, the config's overrides, and the class count."""
     args = dict(UNET_PRESETS[seg_cfg.unet])
-    for key in ("base_filters", "depth", "padding", "output"):
-        value = getattr(seg_cfg, key)
+    for key in ("base_filters", "depth", "padding", "output", "norm"):
+        value = getattr(seg_cfg, key, None)
         if value is not None:
-            args[key] = value
+            args[key] = None if value == "none" else value
     args["num_classes"] = num_classes - 1 if args["output"] == "sigmoid" else num_classes
     return args
 
