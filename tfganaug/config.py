@@ -309,9 +309,13 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.kind in ("gan", "cls", "seg"), "kind gan, cls or seg", cfg.kind)
     need(cfg.gan.arch in GAN_ARCHS, "gan.arch one of " + ", ".join(GAN_ARCHS), cfg.gan.arch)
     size = cfg.data.image_size
-    need(isinstance(size, int) and size >= 16 and size & (size - 1) == 0,
-         "data.image_size a power of two >= 16", size)
-    need(cfg.gan.width >= 8 and cfg.gan.width % 8 == 0, "gan.width a multiple of 8", cfg.gan.width)
+    smallest = {"stylegan2": 8, "cyclegan": 32}.get(cfg.gan.arch, 16) if cfg.kind == "gan" else 16
+    need(isinstance(size, int) and size >= smallest and size & (size - 1) == 0,
+         f"data.image_size a power of two >= {smallest}", size)
+    if cfg.gan.arch in ("dcgan", "acgan"):
+        need(cfg.gan.width >= 8 and cfg.gan.width % 8 == 0, "gan.width a multiple of 8", cfg.gan.width)
+    else:
+        need(isinstance(cfg.gan.width, int) and cfg.gan.width >= 1, "gan.width a positive integer", cfg.gan.width)
     need(0.0 <= cfg.cls.synthetic_ratio < 1.0, "cls.synthetic_ratio in [0, 1)", cfg.cls.synthetic_ratio)
     need(cfg.cls.synthetic_ratio == 0.0 or cfg.cls.synthetic, "cls.synthetic set when synthetic_ratio > 0",
          cfg.cls.synthetic)

@@ -28,7 +28,7 @@ from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 
-SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 2, "steps_per_epoch": 3, "batch_size": 8}
+SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
 
 STUDIES = {
     "kits": {

@@ -192,8 +192,13 @@ def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
         return [c for c in cases if c.patient_id.startswith("totalseg")], None
     if name == "brats":
         from tfganaug.data.brats import load_brats_cases
-        return (load_brats_cases(_shared("brats"), contrasts=tuple(cfg.contrasts or ("flair", "t1ce"))),
-                {"train": None, "val": None})
+        # The shared BraTS 2015 cases (FLAIR + T1c + manual labels) and the manifest's split; the
+        # 2023 case has four contrasts but no labels, so it is not a segmentation case.
+        ids = {"train": ["brats_2013_pat0005_1", "brats_2013_pat0006_1"],
+               "val": ["brats_2013_pat0003_1", "brats_2013_pat0004_1"]}
+        root = _shared("brats", "brats2015_deepmedic_examples")
+        return (load_brats_cases(root, contrasts=tuple(cfg.contrasts or ("flair", "t1ce")),
+                                 case_ids=ids["train"] + ids["val"]), ids)
     path = Path(name)
     if not path.exists():
         raise InputError("data", "a built-in source (" + ", ".join(SOURCES) + ") or a path to a KiTS19 "
@@ -247,6 +252,21 @@ def _read_npz(path: Path, cfg) -> SegSet:
                   tuple(f"c{i}" for i in range(images.shape[-1])), str(path))
 
 
+def _at_least_one_patient_each(parts: list[np.ndarray], patient_ids: np.ndarray) -> list[np.ndarray]:
+    """Give an empty split one patient of the split with the most patients (few-patient data)."""
+    parts = [np.asarray(p) for p in parts]
+    for k, part in enumerate(parts):
+        if len(part):
+            continue
+        donor = max(range(len(parts)), key=lambda j: len(set(patient_ids[parts[j]].tolist())))
+        if len(set(patient_ids[parts[donor]].tolist())) < 2:
+            break
+        moved = patient_ids[parts[donor]][-1]
+        parts[k] = parts[donor][patient_ids[parts[donor]] == moved]
+        parts[donor] = parts[donor][patient_ids[parts[donor]] != moved]
+    return parts
+
+
 def load_segsets(cfg) -> dict[str, SegSet]:
     """train / val / test `SegSet`s for a `DataConfig` (see the module docstring)."""
     if cfg.name.endswith(".npz"):
@@ -272,7 +292,8 @@ def load_segsets(cfg) -> dict[str, SegSet]:
                                  f"{n_patients} patient(s) with {len(whole)} slices", whole.source)
             whole.patient_ids = blocks
             whole.source += f" (split along z in blocks of {Z_BLOCK} slices: {n_patients} patient(s))"
-        parts = split_by_patient(whole.patient_ids, fractions, cfg.seed)
+        parts = _at_least_one_patient_each(split_by_patient(whole.patient_ids, fractions, cfg.seed),
+                                           whole.patient_ids)
         sets = dict(zip(("train", "val", "test"), (whole.subset(p) for p in parts)))
     if cfg.train_patients:
         keep = sets["train"].patients()[: cfg.train_patients]

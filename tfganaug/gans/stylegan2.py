@@ -377,8 +377,12 @@ class Generator(keras.Model):
         self.built = True
 
     def truncate(self, ws, psi):
-        """Truncation trick: w_avg + psi (w - w_avg) on every layer's w."""
-        return self.w_avg + psi * (ws - self.w_avg) if psi != 1.0 else ws
+        """Truncation trick: w_avg + psi (w - w_avg) on every layer's w; `psi` a number or a
+        tensor of one psi per sample ([N] or [N, 1])."""
+        if isinstance(psi, (int, float)):
+            return self.w_avg + psi * (ws - self.w_avg) if psi != 1.0 else ws
+        psi = tf.reshape(tf.cast(psi, ws.dtype), [-1, 1, 1])
+        return self.w_avg + psi * (ws - self.w_avg)
 
     def call(self, z, truncation_psi=1.0, noise_mode="const", noises=None, fused=False):
         return self.synthesis(self.truncate(self.mapping(z), truncation_psi), noise_mode=noise_mode, noises=noises,
@@ -542,7 +546,8 @@ class StyleGAN2(GAN):
         """
         G = self.G_ema if use_ema else self.generator
         z = tf.convert_to_tensor(z, tf.float32)
-        ws = G.truncate(G.mapping(z), float(truncation_psi))
+        psi = float(truncation_psi) if isinstance(truncation_psi, (int, float, np.floating)) else truncation_psi
+        ws = G.truncate(G.mapping(z), psi)
         noises = self.draw_noises(tf.shape(z)[0]) if noise_mode == "random" else None
         return G.synthesis(ws, noise_mode=noise_mode, noises=noises, fused=True)
 

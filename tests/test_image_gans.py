@@ -1,0 +1,162 @@
+"""Pix2Pix, CycleGAN and StyleGAN2 through the package's stages on tiny phantoms: train-gan
+into a run folder, synthesize a segmentation set, export a SavedModel in TF Serving layout
+and run it in a fresh process against the Keras models; and the three study pipelines
+(GAN -> synthetic set -> U-Nets -> evaluation -> report) at their smoke budgets."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cli.main import main
+from tfganaug import config
+from tfganaug.errors import InputError, RunFolderError
+from tfganaug.export import INFO_FILE, export_run
+from tfganaug.image_gans import load_image_gan, synthesize_image_gan, train_image_gan
+from tfganaug.seg_study import run_seg_study, write_seg_report
+
+TINY = {
+    "pix2pix": ("cpu_pix2pix", {"name": "phantom-kidney", "image_size": 16, "n_phantom_patients": 4,
+                                "phantom_size": 32},
+                {"width": 4, "epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "sample_every_epochs": 1}),
+    "cyclegan": ("cpu_cyclegan", {"name": "phantom-abdomen", "image_size": 32, "n_phantom_patients": 4,
+                                  "phantom_size": 32},
+                 {"domain_b": "phantom-abdomen-native", "width": 4, "n_res_blocks": 1, "epochs": 2,
+                  "steps_per_epoch": 2, "batch_size": 2, "sample_every_epochs": 1}),
+    "stylegan2": ("cpu_stylegan2", {"name": "phantom-brain", "image_size": 8, "n_phantom_patients": 4,
+                                    "phantom_size": 16},
+                  {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 32, "channel_max": 8,
+                   "epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "r1_interval": 2, "pl_interval": 2,
+                   "sample_every_epochs": 1}),
+}
+
+
+@pytest.fixture(scope="module")
+def gan_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gans")
+    runs = {}
+    for arch, (preset, data, gan) in TINY.items():
+        cfg = config.preset(preset, data=data, gan=gan)
+        runs[arch] = train_image_gan(cfg, root / arch, verbose=0).path
+    return runs
+
+
+@pytest.mark.parametrize("arch", list(TINY))
+def test_runs_are_complete_with_samples_and_resumable(gan_runs, arch):
+    run = gan_runs[arch]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "complete" and status["members"] == {arch: 2}
+    assert len(list((run / "samples" / arch).glob("epoch_*.png"))) == 2
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["g_loss"]) for r in rows)
+    # the same command again is a no-op on a complete run; another config is refused
+    preset, data, gan = TINY[arch]
+    assert train_image_gan(config.preset(preset, data=data, gan=gan), run, verbose=0).path == run
+    with pytest.raises(RunFolderError, match="different configuration"):
+        train_image_gan(config.preset(preset, data=data, gan={**gan, "epochs": 3}), run, verbose=0)
+
+
+def test_synthesize_pix2pix_from_perturbed_label_maps(gan_runs, tmp_path):
+    out = synthesize_image_gan(gan_runs["pix2pix"], 10, tmp_path / "s", labels="perturb", seed=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 10 and manifest["perturbed"] == 10 and manifest["kind"] == "segmentation"
+    with np.load(out / "images.npz") as z:
+        assert z["images"].shape == (10, 16, 16, 1) and set(np.unique(z["masks"])) <= {0, 1, 2}
+        assert 0.0 <= z["images"].min() and z["images"].max() <= 1.0
+    with pytest.raises(InputError, match="--perturb"):
+        synthesize_image_gan(gan_runs["pix2pix"], 4, tmp_path / "t", perturb=2.0)
+    assert not (tmp_path / "t").exists()
+
+
+def test_synthesize_cyclegan_carries_labels_over(gan_runs, tmp_path):
+    from tfganaug.data.segsets import load_segsets
+    run, cfg, gan, _, _ = load_image_gan(gan_runs["cyclegan"])
+    out = synthesize_image_gan(gan_runs["cyclegan"], 0, tmp_path / "s")
+    real = load_segsets(cfg.data)["train"]
+    with np.load(out / "images.npz") as z:
+        assert np.array_equal(z["masks"], real.masks)  # labels carried over, slice for slice
+        want = np.clip((gan.translate_ab(real.images[:3] * 2 - 1).numpy() + 1) / 2, 0, 1)
+        np.testing.assert_allclose(z["images"][:3], want, atol=1e-5)
+
+
+def test_synthesize_stylegan2_joint_masks_and_truncation(gan_runs, tmp_path):
+    out = synthesize_image_gan(gan_runs["stylegan2"], 6, tmp_path / "s", truncation=0.0)
+    with np.load(out / "images.npz") as z:
+        images, masks = z["images"], z["masks"]
+    assert images.shape == (6, 8, 8, 4) and masks.shape == (6, 8, 8)
+    # psi = 0: every sample is the average w (noise still random per sample)
+    assert np.abs(images - images[:1]).max() < 0.5
+
+
+def test_exports_run_in_a_fresh_process(gan_runs, tmp_path):
+    folders = {arch: export_run(run, tmp_path / arch) for arch, run in gan_runs.items()}
+    requests = {}
+    for arch, folder in folders.items():
+        info = json.loads((folder / "assets.extra" / INFO_FILE).read_text())
+        requests[arch] = {k: np.asarray(v) for k, v in info["example_request"]["inputs"].items()}
+        np.savez(tmp_path / f"{arch}.npz", **requests[arch])
+    assert "b_to_a" in json.loads((folders["cyclegan"] / "assets.extra" / INFO_FILE).read_text())["other_signatures"]
+    code = ("import json, sys, numpy as np, tensorflow as tf\n"
+            "out = {}\n"
+            "for arch, folder in json.loads(sys.argv[1]).items():\n"
+            "    m = tf.saved_model.load(folder)\n"
+            "    x = dict(np.load(sys.argv[2] + '/' + arch + '.npz'))\n"
+            "    cast = {k: tf.constant(v.astype(np.int32 if v.dtype.kind == 'i' else np.float32)) for k, v in x.items()}\n"
+            "    for sig in m.signatures:\n"
+            "        r = m.signatures[sig](**cast)\n"
+            "        np.savez(sys.argv[2] + f'/{arch}-{sig}-out.npz', **{k: v.numpy() for k, v in r.items()})\n")
+    subprocess.run([sys.executable, "-c", code, json.dumps({a: str(f) for a, f in folders.items()}), str(tmp_path)],
+                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    import tensorflow as tf
+    for arch, run in gan_runs.items():
+        _, _, gan, _, _ = load_image_gan(run)
+        got = dict(np.load(tmp_path / f"{arch}-serving_default-out.npz"))
+        x = requests[arch]
+        if arch == "pix2pix":
+            want = {"image": (gan.generate(tf.one_hot(x["label_map"], 3)).numpy() + 1) / 2}
+        elif arch == "cyclegan":
+            want = {"image": (gan.translate_ab(x["image"].astype(np.float32) * 2 - 1).numpy() + 1) / 2}
+            back = dict(np.load(tmp_path / "cyclegan-b_to_a-out.npz"))["image"]
+            np.testing.assert_allclose(back, np.clip((gan.translate_ba(x["image"].astype(np.float32) * 2 - 1).numpy()
+                                                      + 1) / 2, 0, 1), atol=1e-5)
+        else:
+            images, probs = gan.generate(x["z"].astype(np.float32), truncation_psi=x["truncation"].astype(np.float32),
+                                         noise_mode="const")
+            want = {"images": (np.asarray(images) + 1) / 2, "mask_probabilities": np.asarray(probs)}
+            assert np.array_equal(got["label_map"], np.asarray(probs).argmax(-1))
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], np.clip(value, 0, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("paper,conditions", [
+    ("kits", ["light, real", "light, real+fake 0.5"]),
+    ("sandfort", ["standard", "histeq", "cyclegan"]),
+    ("son", ["100R", "100F+100R"]),
+])
+def test_study_smoke_end_to_end(tmp_path, paper, conditions):
+    """GAN -> synthetic set -> U-Nets -> evaluation (and out-of-distribution tests) -> report."""
+    study = run_seg_study(paper, tmp_path / "study", budget="smoke", seeds=[0], conditions=conditions, verbose=0)
+    report = write_seg_report(study, tmp_path / "report").read_text()
+    for condition in conditions:
+        assert f"| {condition} |" in report
+    assert "## Verdict" in report and (tmp_path / "report" / "training_curves.png").exists()
+    assert (tmp_path / "report" / "synthetic_samples.png").exists()
+    if paper == "sandfort":
+        assert "phantom-abdomen-native - Dice per case" in report and "*paper: cyclegan*" in report
+
+
+def test_cli_train_gan_rejects_cyclegan_without_second_domain(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train-gan", "--arch", "cyclegan", "--preset", "sandfort_cyclegan", "--config", str(tmp_path / "x.json"),
+              "--out", str(tmp_path / "r")])
+    assert info.value.code == 2
+    cfg = config.to_dict(config.preset("cpu_cyclegan"))
+    cfg["gan"]["domain_b"] = None
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit) as info:
+        main(["train-gan", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "gan.domain_b" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
