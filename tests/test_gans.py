@@ -145,3 +145,23 @@ def test_initial_weights_follow_the_run_seed_across_processes():
                            env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.strip()
             for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_mixed_float16_trains_a_dcgan_step():
+    """Loss scaling recorded by the tape: under mixed_float16 every weight gets a gradient."""
+    import keras
+    import numpy as np
+    from tfganaug.gans.dcgan import DCGAN
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        gan = DCGAN(latent_dim=4, width=8, image_size=16, seed=0)
+        gan.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+        before = [w.numpy().copy() for w in gan.generator.trainable_weights]
+        batch = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 1)).astype("float32")
+        step = __import__("tensorflow").function(gan.train_step)
+        for _ in range(20):  # dynamic loss scaling skips steps until the scale stops overflowing float16
+            logs = step(batch)
+        moved = [not np.array_equal(b, w.numpy()) for b, w in zip(before, gan.generator.trainable_weights)]
+        assert all(np.isfinite(float(v)) for v in logs.values()) and all(moved)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -69,8 +69,9 @@ class GAN(keras.Model):
     def compile(self, d_optimizer, g_optimizer, **kwargs):
         super().compile(**kwargs)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
-            d_optimizer = keras.optimizers.LossScaleOptimizer(d_optimizer)
-            g_optimizer = keras.optimizers.LossScaleOptimizer(g_optimizer)
+            wrap = keras.optimizers.LossScaleOptimizer
+            d_optimizer = d_optimizer if isinstance(d_optimizer, wrap) else wrap(d_optimizer)
+            g_optimizer = g_optimizer if isinstance(g_optimizer, wrap) else wrap(g_optimizer)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         # Build optimizer slots now (inside the strategy scope): needed by Adam under
         # tf.distribute and for a checkpoint restore whose assert_consumed() passes.
@@ -89,8 +90,11 @@ class GAN(keras.Model):
         return self.noise.uniform([n], 0, self.num_classes, dtype=tf.int32)
 
     def _apply(self, optimizer, tape, loss, variables):
-        grads = tape.gradient(optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss,
-                              variables)
+        # The loss scaling must be recorded by the tape (re-entered here): scaled after the tape
+        # closed, the scaled loss had no path to the weights and mixed_float16 got no gradients.
+        with tape:
+            loss = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
 
     def _update_trackers(self, values: dict) -> dict:
