@@ -79,6 +79,17 @@ def test_synthesize_cyclegan_carries_labels_over(gan_runs, tmp_path):
         assert np.array_equal(z["masks"], real.masks)  # labels carried over, slice for slice
         want = np.clip((gan.translate_ab(real.images[:3] * 2 - 1).numpy() + 1) / 2, 0, 1)
         np.testing.assert_allclose(z["images"][:3], want, atol=1e-5)
+    # whole volumes as NIfTI in the source geometry, labels carried over voxel for voxel
+    import nibabel as nib
+    from tfganaug.data.segsets import source_cases
+    case = source_cases(cfg.data.name, cfg.data)[0][0]
+    entry = json.loads((out / "manifest.json").read_text())["nifti"][0]
+    image, labels = nib.load(out / entry["image"]), nib.load(out / entry["labels"])
+    assert image.shape == case.shape and np.array_equal(np.asarray(labels.dataobj), case.mask)
+    np.testing.assert_allclose(image.affine, case.meta.get("affine", np.diag([*case.spacing_mm, 1.0])), atol=1e-6)
+    hu = image.get_fdata()
+    low = cfg.data.window_level - cfg.data.window_width / 2
+    assert low - 1e-3 <= hu.min() and hu.max() <= low + cfg.data.window_width + 1e-3
 
 
 def test_synthesize_stylegan2_joint_masks_and_truncation(gan_runs, tmp_path):

@@ -256,6 +256,11 @@ def synthesize_image_gan(run_dir, n: int, out, *, labels: str = "train", perturb
                                  for s in range(0, count, batch_size)])
         masks = real.masks[idx]
         info.update({"source": src, "direction": "A->B", "labels": "carried over from the source slices"})
+        data_cfg = _with_data(cfg, src)
+
+        def extra(tmp):
+            return {"nifti": translate_volumes(gan, source_cases(src, data_cfg)[0], data_cfg, tmp / "nifti",
+                                               batch_size)}
     else:
         if not n:
             raise InputError("--n", "a positive number of samples", str(n))
@@ -269,4 +274,43 @@ def synthesize_image_gan(run_dir, n: int, out, *, labels: str = "train", perturb
         info.update({"truncation_psi": truncation})
     images = np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
     return write_seg_synthetic(out, images, masks, status["class_names"], status["channel_names"], info,
-                               overwrite=overwrite)
+                               overwrite=overwrite, extra=extra if arch == "cyclegan" else None)
+
+
+def translate_volumes(gan, cases, data_cfg, folder: Path, batch_size: int = 16) -> list[dict]:
+    """CycleGAN A -> B for whole volumes, slice by slice, written as NIfTI in the original geometry.
+
+    Each slice goes through the training preprocessing (window, pad to square, resize), is
+    translated, resized back and cropped to the original in-plane size, and mapped back from
+    the window to Hounsfield units (values outside the window were clipped on the way in and
+    stay at its edges). `<patient>_image.nii.gz` (float32 HU) and `<patient>_labels.nii.gz`
+    (uint8, the source labels) carry the source's affine, so they overlay the original scan.
+    """
+    import nibabel as nib
+    from tfganaug.data.segsets import _square, _to_unit, _background_value
+    folder.mkdir(parents=True, exist_ok=True)
+    size, written = data_cfg.image_size, []
+    for case in cases:
+        if case.image is None or case.units != "HU":
+            raise InputError("source case", "a CT volume in HU", f"units {case.units}", case.source)
+        z, h, w = case.shape
+        square = _square(case.image, _background_value("HU", data_cfg))
+        side = square.shape[1]
+        unit = _to_unit(square, "HU", data_cfg)
+        small = tf.image.resize(unit, (size, size), "bilinear", antialias=side > size).numpy()
+        fake = np.concatenate([gan.translate_ab(small[s:s + batch_size] * 2 - 1).numpy()
+                               for s in range(0, z, batch_size)])
+        fake = tf.image.resize(np.clip((fake + 1) / 2, 0, 1), (side, side), "bilinear").numpy()
+        top, left = (side - h) // 2, (side - w) // 2
+        fake = fake[:, top:top + h, left:left + w, 0]
+        hu = fake * data_cfg.window_width + (data_cfg.window_level - data_cfg.window_width / 2)
+        # phantoms have no scanner geometry: voxel size on the diagonal, in the array's (z, y, x) order
+        affine = np.asarray(case.meta.get("affine", np.diag([*case.spacing_mm, 1.0])), np.float64)
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in case.patient_id)
+        nib.save(nib.Nifti1Image(hu.astype(np.float32), affine), str(folder / f"{stem}_image.nii.gz"))
+        if case.mask is not None:
+            nib.save(nib.Nifti1Image(case.mask.astype(np.uint8), affine), str(folder / f"{stem}_labels.nii.gz"))
+        written.append({"patient_id": case.patient_id, "shape": [z, h, w], "spacing_mm": list(case.spacing_mm),
+                        "image": f"nifti/{stem}_image.nii.gz",
+                        "labels": f"nifti/{stem}_labels.nii.gz" if case.mask is not None else None})
+    return written

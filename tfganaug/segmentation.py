@@ -44,8 +44,9 @@ from tfganaug.viz import png_bytes
 # ------------------------------------------------------------------ synthetic sets
 
 def write_seg_synthetic(out, images: np.ndarray, masks: np.ndarray, class_names, channel_names,
-                        info: dict, overwrite: bool = False, previews: int = 16) -> Path:
-    """Write a synthetic segmentation set atomically (folder renamed into place when complete)."""
+                        info: dict, overwrite: bool = False, previews: int = 16, extra=None) -> Path:
+    """Write a synthetic segmentation set atomically (folder renamed into place when complete);
+    `extra(tmp_folder) -> dict` may add files (e.g. NIfTI volumes) and manifest entries."""
     images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
     masks = np.asarray(masks, np.uint8)
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -57,6 +58,8 @@ def write_seg_synthetic(out, images: np.ndarray, masks: np.ndarray, class_names,
             path = tmp / "png" / f"{i:06d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(png_bytes(np.concatenate([grey, label], axis=1)))
+        if extra is not None:
+            info = {**info, **extra(tmp)}
         atomic_write_json(tmp / "manifest.json", {
             **info, "kind": "segmentation", "count": int(len(masks)), "class_names": list(class_names),
             "channel_names": list(channel_names), "image_size": int(images.shape[1]), "value_range": [0.0, 1.0],
