@@ -98,6 +98,8 @@ def app():
 @click.option("--domain-b", default=None, help="cyclegan: the second domain's data (e.g. totalseg-native); "
               "--data is domain A.")
 @click.option("--resolution", type=int, default=None, help="Alias of --image-size (stylegan2).")
+@click.option("--contrasts", default=None, help="MR sources: comma-separated contrasts in channel order, e.g. "
+              "t1,t1ce,t2,flair (BraTS 2023 names t1n,t1c,t2w,t2f also work).")
 @click.option("--preset", default=None, help="Config preset (default cpu_<arch>; paper: frid_adar_<arch>).")
 @data_options
 @click.option("--epochs", type=int, default=None, help="Training epochs (paper: DCGAN 70, ACGAN 50).")
@@ -107,11 +109,12 @@ def app():
 @click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
-def train_gan_cmd(arch, domain_b, resolution, preset, data, classes, image_size, train_per_class, config, overwrite,
+def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, image_size, train_per_class, config, overwrite,
                   dry_run, quiet, distribute, on_divergence, epochs, width, batch_size, lr, precision, seed, out):
     """Train a GAN into a run folder: DCGAN/ACGAN (lesion ROIs), Pix2Pix, CycleGAN or StyleGAN2."""
     cfg = _build_cfg("gan", preset or f"cpu_{arch}", config, {
-        "data": _data_overrides(data, classes, image_size or resolution, train_per_class),
+        "data": {**_data_overrides(data, classes, image_size or resolution, train_per_class),
+                 "contrasts": _csv(contrasts)},
         "gan": {"arch": arch if not (preset or config) else None, "epochs": epochs, "width": width,
                 "batch_size": batch_size, "lr": lr, "domain_b": domain_b}}, seed)
     if precision:
@@ -258,6 +261,7 @@ def evaluate_cmd(run_dir, split, test_data):
 @click.option("--synthetic-ratio", type=float, default=None, help="Share of synthetic slices per batch, in [0, 1].")
 @click.option("--setting", default=None, help="Son et al.'s training set: 100R, 100F, 100F+100R, 300F+100R, 300A+100R.")
 @click.option("--train-patients", type=int, default=None, help="Small-real-set regime: training patients kept.")
+@click.option("--contrasts", default=None, help="MR sources: comma-separated contrasts in channel order.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seeds", default="0", callback=_seeds, show_default=True,
@@ -265,7 +269,7 @@ def evaluate_cmd(run_dir, split, test_data):
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
                   distribute, on_divergence, unet_preset, padding, augment, histeq_reference, synthetic,
-                  synthetic_ratio, setting, train_patients, epochs, batch_size, seeds, out):
+                  synthetic_ratio, setting, train_patients, contrasts, epochs, batch_size, seeds, out):
     """Train the segmentation U-Net on real slices, optionally with synthetic ones.
 
     \b
@@ -283,7 +287,8 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
                   "cpu_unet_abdomen" if any(k in name for k in ("abdomen", "ircadb", "totalseg")) else "cpu_unet_kits")
     for seed in seeds:
         cfg = _build_cfg("seg", preset, config, {
-            "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients},
+            "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients,
+                     "contrasts": _csv(contrasts)},
             "seg": {"unet": unet_preset, "padding": padding, "augment": augment, "histeq_reference": histeq_reference,
                     "synthetic": synthetic, "synthetic_ratio": synthetic_ratio, "setting": setting,
                     "epochs": epochs, "batch_size": batch_size}}, seed)

@@ -291,10 +291,14 @@ def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None
     status = run.status()
     split = split or ("val" if cfg.data.name in ("kits19", "brats") else "test")
     if test_data:
+        from tfganaug.data.segsets import slices_from_cases, source_cases
         data_cfg = config_lib.from_dict(config_lib.merge(config_lib.to_dict(cfg), {"data": {"name": test_data}})).data
-        sets = load_segsets(data_cfg)
-        # Another data set: its patients were never seen, so all its splits are test data.
-        test = _concat(_concat(sets["train"], sets["val"]), sets["test"])
+        # Another data set: its patients were never seen, so all of it is test data.
+        if test_data.endswith(".npz"):
+            sets = load_segsets(data_cfg)
+            test = _concat(_concat(sets["train"], sets["val"]), sets["test"])
+        else:
+            test = slices_from_cases(source_cases(test_data, data_cfg)[0], data_cfg, test_data)
         if list(test.class_names) != status.get("class_names"):
             raise InputError("test data classes", f"{status.get('class_names')} like the training data",
                              f"{list(test.class_names)}", test_data)
