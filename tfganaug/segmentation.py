@@ -111,8 +111,10 @@ def _augment_fn(cfg, train: SegSet):
     # histeq: half the slices get the histogram of the non-contrast reference, then standard.
     from tfganaug.data.elastic import standard_augment_tf
     from tfganaug.data.histeq import match_histogram, reference_histogram
+    from tfganaug.data.segsets import slices_from_cases, source_cases
     ref_cfg = config_lib.from_dict(config_lib.merge(config_lib.to_dict(cfg), {"data": {"name": seg.histeq_reference}}))
-    reference = load_segsets(ref_cfg.data)["train"].images
+    reference = slices_from_cases(source_cases(seg.histeq_reference, ref_cfg.data)[0], ref_cfg.data,
+                                  seg.histeq_reference).images  # all of it: only its histogram is used
     bins = 256
     ref_hist = reference_histogram(reference, bins, (0.0, 1.0))
 
