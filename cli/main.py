@@ -262,6 +262,8 @@ def evaluate_cmd(run_dir, split, test_data):
 @click.option("--setting", default=None, help="Son et al.'s training set: 100R, 100F, 100F+100R, 300F+100R, 300A+100R.")
 @click.option("--train-patients", type=int, default=None, help="Small-real-set regime: training patients kept.")
 @click.option("--contrasts", default=None, help="MR sources: comma-separated contrasts in channel order.")
+@click.option("--folds", type=int, default=None, help="k-fold cross-validation by patient: number of folds.")
+@click.option("--fold", type=int, default=None, help="With --folds: the fold used as test set (0-based).")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seeds", default="0", callback=_seeds, show_default=True,
@@ -269,7 +271,7 @@ def evaluate_cmd(run_dir, split, test_data):
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
                   distribute, on_divergence, unet_preset, padding, augment, histeq_reference, synthetic,
-                  synthetic_ratio, setting, train_patients, contrasts, epochs, batch_size, seeds, out):
+                  synthetic_ratio, setting, train_patients, contrasts, folds, fold, epochs, batch_size, seeds, out):
     """Train the segmentation U-Net on real slices, optionally with synthetic ones.
 
     \b
@@ -288,7 +290,7 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
     for seed in seeds:
         cfg = _build_cfg("seg", preset, config, {
             "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients,
-                     "contrasts": _csv(contrasts)},
+                     "contrasts": _csv(contrasts), "folds": folds, "fold": fold},
             "seg": {"unet": unet_preset, "padding": padding, "augment": augment, "histeq_reference": histeq_reference,
                     "synthetic": synthetic, "synthetic_ratio": synthetic_ratio, "setting": setting,
                     "epochs": epochs, "batch_size": batch_size}}, seed)

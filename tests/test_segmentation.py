@@ -216,3 +216,16 @@ def test_batch_dice_does_not_reward_predicting_nothing():
     per_image = float(np.mean(SegLoss(3, "sigmoid", batch_dice=False)(masks, nothing)))
     batch = float(np.mean(SegLoss(3, "sigmoid", batch_dice=True)(masks, nothing)))
     assert batch > 0.6 > 0.5 > per_image  # per image: image 1 is "perfect" on both channels
+
+
+def test_kfold_by_patient_covers_every_patient_once_as_test(npz):
+    tests = []
+    for fold in range(3):
+        cfg = config.preset("cpu_unet_kits", data={"name": str(npz), "image_size": 16, "folds": 3, "fold": fold})
+        sets = load_segsets(cfg.data)
+        train, val, test = (set(sets[s].patient_ids.tolist()) for s in ("train", "val", "test"))
+        assert not (train & test) and not (val & test) and not (train & val) and val
+        tests.append(test)
+    assert set().union(*tests) == {f"p{i:02d}" for i in range(10)} and sum(map(len, tests)) == 10
+    with pytest.raises(ConfigError, match="data.fold"):
+        config.preset("cpu_unet_kits", data={"folds": 3, "fold": 3})

@@ -38,6 +38,8 @@ class DataConfig:
     max_slices_per_case: int | None = None
     phantom_size: int = 128            # segmentation phantoms: slice side in pixels before resizing
     train_patients: int | None = None  # small-real-set regime: keep this many training patients
+    folds: int | None = None           # k-fold by patient (Sandfort et al.): test = fold `fold`, val from the rest
+    fold: int = 0
 
 
 @dataclass
@@ -345,6 +347,9 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
             need(False, f"seg.setting like 300F+100R ({exc})", seg.setting)
         need("F" not in seg.setting.upper() or bool(seg.synthetic), "seg.synthetic for a setting with F",
              seg.synthetic)
+    need(cfg.data.folds is None or (isinstance(cfg.data.folds, int) and cfg.data.folds >= 2),
+         "data.folds >= 2 or null", cfg.data.folds)
+    need(cfg.data.folds is None or 0 <= cfg.data.fold < cfg.data.folds, "data.fold in [0, folds)", cfg.data.fold)
     need(0.0 <= cfg.data.empty_slice_fraction < 1.0, "data.empty_slice_fraction in [0, 1)",
          cfg.data.empty_slice_fraction)
     need(cfg.distribute in ("none", "mirrored"), "distribute none or mirrored", cfg.distribute)

@@ -22,7 +22,8 @@ and resized to ``image_size`` (bilinear for images, nearest for masks); in-plane
 rescaled with them so volumes stay right. Every slice with foreground is kept and empty
 slices are added up to ``empty_slice_fraction`` of a case's slices, evenly spread (models
 must learn to predict nothing, but a volume is mostly empty). Splits never put one
-patient's slices on both sides.
+patient's slices on both sides: 70/20/10 by default, the source's fixed split where it has
+one, or k-fold by patient (`folds`, `fold`).
 """
 from __future__ import annotations
 
@@ -292,8 +293,15 @@ def load_segsets(cfg) -> dict[str, SegSet]:
                                  f"{n_patients} patient(s) with {len(whole)} slices", whole.source)
             whole.patient_ids = blocks
             whole.source += f" (split along z in blocks of {Z_BLOCK} slices: {n_patients} patient(s))"
-        parts = _at_least_one_patient_each(split_by_patient(whole.patient_ids, fractions, cfg.seed),
-                                           whole.patient_ids)
+        if cfg.folds:
+            from tfganaug.data.datasets import kfold_by_patient
+            rest, test = kfold_by_patient(whole.patient_ids, cfg.folds, cfg.seed)[cfg.fold]
+            share = cfg.val_fraction / max(1e-9, 1.0 - 1.0 / cfg.folds)
+            train, val = split_by_patient(whole.patient_ids[rest], (1 - share, share), cfg.seed)
+            parts = [rest[train], rest[val], test]
+        else:
+            parts = split_by_patient(whole.patient_ids, fractions, cfg.seed)
+        parts = _at_least_one_patient_each(parts, whole.patient_ids)
         sets = dict(zip(("train", "val", "test"), (whole.subset(p) for p in parts)))
     if cfg.train_patients:
         keep = sets["train"].patients()[: cfg.train_patients]
