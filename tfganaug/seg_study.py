@@ -100,7 +100,7 @@ STUDIES = {
             "cpu": {"data": {"name": "brats", "image_size": 64, "contrasts": ["flair", "t1ce"],
                              "max_slices_per_case": 80},
                     "gan": {"latent_dim": 128, "w_dim": 128, "mapping_layers": 4, "channel_base": 1024,
-                            "channel_max": 64, "epochs": 20, "steps_per_epoch": 50, "batch_size": 8,
+                            "channel_max": 64, "epochs": 60, "steps_per_epoch": 50, "batch_size": 8,
                             "sample_every_epochs": 10},
                     "synth": {"n": 1200},
                     "seg": {"base_filters": 16, "depth": 3, "epochs": 30, "steps_per_epoch": 10, "batch_size": 16},
