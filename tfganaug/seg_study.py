@@ -328,8 +328,10 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
             claim = spec["paper"].get(condition, {}).get("claim", "reference (100R)" if condition == "100R" else "")
             lines.append(f"| {condition} | " + " | ".join(regs) + f" | {claim} |")
         lines.append("")
-    lines += ["## Verdict", "", _verdict(plan, spec, main_eval, study), "", "## Figures", ""]
+    lines += ["## Verdict", "", _verdict(plan, spec, main_eval, study), ""]
     with atomic_dir(out, overwrite=True) as tmp:
+        lines += _synthetic_section(study, tmp)
+        lines += ["## Figures", ""]
         for f in _figures(study, plan, tmp):
             lines.append(f"![{f}]({f})")
         seeds = ",".join(map(str, plan["seeds"]))
@@ -346,6 +348,38 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
         if (study / "gan" / "env.json").exists():
             (tmp / "config" / "env.json").write_text((study / "gan" / "env.json").read_text())
     return Path(out) / "report.md"
+
+
+def _synthetic_section(study: Path, out: Path) -> list[str]:
+    """Real vs synthetic slices side by side, and the checkerboard index of each set."""
+    from tfganaug.config import load
+    from tfganaug.data.segsets import load_segsets
+    from tfganaug.image_gans import domain_slices
+    from tfganaug.metrics.artefacts import checkerboard_index
+    from tfganaug.viz import save_grid
+
+    cfg = load(study / "gan" / "config.json")
+    with np.load(study / "synth" / "images.npz", allow_pickle=False) as z:
+        fake = z["images"]
+    real = load_segsets(cfg.data)["train"].images
+    sets = {"real training slices (" + cfg.data.name + ")": real, "synthetic": fake}
+    rows = [real[:6], fake[:6]]
+    if cfg.gan.arch == "cyclegan":
+        other = domain_slices(cfg, cfg.gan.domain_b).images
+        sets[f"real target domain ({cfg.gan.domain_b})"] = other
+        rows.append(other[np.linspace(0, len(other) - 1, 6).round().astype(int)])
+    n = min(len(r) for r in rows)
+    save_grid(np.concatenate([r[:n, ..., :1] for r in rows]), out / "real_vs_synthetic.png", rows=len(rows))
+    lines = ["## Synthetic slices", "",
+             "Rows of `real_vs_synthetic.png`: " + " / ".join(sets) + (" (the synthetic row is the CycleGAN "
+             "translation of the real row above it)" if cfg.gan.arch == "cyclegan" else "") + ".", "",
+             "Checkerboard index (Odena et al. 2016): share of spectral power at the Nyquist frequencies, where "
+             "transposed convolutions leave their period-2 pattern; a synthetic set well above the real sets has "
+             "checkerboard artefacts (first channel, all slices).", "",
+             "| set | slices | checkerboard index |", "|---|---|---|"]
+    for name, images in sets.items():
+        lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.4f} |")
+    return lines + ["", "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
 
 
 def _nanmean(values) -> float:
