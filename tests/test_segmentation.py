@@ -229,3 +229,12 @@ def test_kfold_by_patient_covers_every_patient_once_as_test(npz):
     assert set().union(*tests) == {f"p{i:02d}" for i in range(10)} and sum(map(len, tests)) == 10
     with pytest.raises(ConfigError, match="data.fold"):
         config.preset("cpu_unet_kits", data={"folds": 3, "fold": 3})
+
+
+def test_train_test_only_split_as_son_et_al(npz):
+    cfg = config.preset("cpu_unet_kits", data={"name": str(npz), "image_size": 16, "val_fraction": 0.1,
+                                               "test_fraction": 0.0})
+    sets = load_segsets(cfg.data)
+    assert sets["test"] is sets["val"] or np.array_equal(sets["test"].patient_ids, sets["val"].patient_ids)
+    assert not set(sets["train"].patient_ids) & set(sets["test"].patient_ids)
+    assert len(set(sets["test"].patient_ids)) == 1  # 10 % of 10 patients

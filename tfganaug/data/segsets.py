@@ -299,6 +299,10 @@ def load_segsets(cfg) -> dict[str, SegSet]:
             share = cfg.val_fraction / max(1e-9, 1.0 - 1.0 / cfg.folds)
             train, val = split_by_patient(whole.patient_ids[rest], (1 - share, share), cfg.seed)
             parts = [rest[train], rest[val], test]
+        elif cfg.test_fraction == 0:  # train/test only (Son et al.: 90/10): the held-out part serves as both
+            parts = split_by_patient(whole.patient_ids, fractions[:2], cfg.seed)
+            parts = _at_least_one_patient_each(parts, whole.patient_ids) + [None]
+            parts[2] = parts[1]
         else:
             parts = split_by_patient(whole.patient_ids, fractions, cfg.seed)
         parts = _at_least_one_patient_each(parts, whole.patient_ids)
