@@ -395,9 +395,10 @@ def _judge(gain: dict, base: dict, paper_gain: float) -> str:
     separated = gain["ci_low"] > base["ci_high"]
     if separated and diff >= 0.5 * paper_gain:
         return "**reproduced** (gain at least half the paper's, CIs separated)"
+    if separated:
+        return "**direction only** (a gain with separated CIs, but less than half the paper's)"
     if diff > 0:
-        return "**direction only** (positive but " + ("smaller than half the paper's gain" if separated
-                                                        else "within the seed spread: CIs overlap") + ")"
+        return "**not reproduced** (the difference is within the seed spread: CIs overlap)"
     return "**not reproduced** (no gain at this budget and on this data)"
 
 
