@@ -383,7 +383,7 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
              "checkerboard artefacts (first channel, all slices).", "",
              "| set | slices | checkerboard index |", "|---|---|---|"]
     for name, images in sets.items():
-        lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.4f} |")
+        lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
     return lines + ["", "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
 
 
