@@ -301,8 +301,8 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
              f"- U-Net training set: {seg_status.get('n_train_real')} real slices from "
              f"{seg_status.get('n_train_patients')} patient(s) (first seed; the synthetic share per condition is in "
              "the tables' row names).",
-             f"- Seeds {plan['seeds']}: each U-Net condition retrained per seed; the GAN and the synthetic set are "
-             "shared, so the CIs cover U-Net training variance only.",
+             f"- Seeds run: {_seeds_run(study, plan)}: each U-Net condition retrained per seed; the GAN and the "
+             "synthetic set are shared, so the CIs cover U-Net training variance only.",
              f"- Machine: {platform.machine()} CPU, no GPU; wall time: "
              + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(timings.items())), ""]
     if notes:
@@ -385,6 +385,15 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
     for name, images in sets.items():
         lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
     return lines + ["", "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
+
+
+def _seeds_run(study: Path, plan: dict) -> str:
+    """Seeds with a finished run, per condition (what the tables average over)."""
+    found = {c: [s for s in plan["seeds"] if (study / f"seed-{s}" / slug(c) / "final").exists()]
+             for c in plan["conditions"]}
+    if len({tuple(v) for v in found.values()}) == 1:
+        return str(next(iter(found.values())))
+    return "; ".join(f"{c}: {v}" for c, v in found.items())
 
 
 def _nanmean(values) -> float:
