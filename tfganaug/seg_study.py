@@ -265,7 +265,7 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
         rows = [r for r in read_jsonl(study / f"seed-{seed}" / slug(condition) / "metrics.jsonl") if "event" not in r]
         if rows:
             axes[1].plot([r["epoch"] for r in rows], [r.get("val_loss", np.nan) for r in rows], label=condition)
-    axes[1].set_title(f"U-Net validation soft-Dice loss (seed {seed})")
+    axes[1].set_title(f"U-Net validation loss (seed {seed})")
     axes[1].set_xlabel("epoch")
     axes[1].legend(fontsize=7)
     save_figure(fig, out / "training_curves.png")
