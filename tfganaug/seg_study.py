@@ -139,6 +139,9 @@ def _configs(study: str, budget: str, seed: int, folder: Path) -> dict:
     return out
 
 
+NO_DERIVATIVES = {"ircadb"}  # 3D-IRCADb-01: CC BY-NC-ND, no derivatives may be redistributed
+
+
 def slug(condition: str) -> str:
     return "".join(c if c.isalnum() or c in "+-." else "_" for c in condition).strip("_")
 
@@ -334,11 +337,21 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
             lines.append(f"| {condition} | " + " | ".join(regs) + f" | {claim} |")
         lines.append("")
     lines += ["## Verdict", "", _verdict(plan, spec, main_eval, study), ""]
+    no_derivatives = any(n in NO_DERIVATIVES for n in (b["data"]["name"], b["gan"].get("domain_b")))
     with atomic_dir(out, overwrite=True) as tmp:
         lines += _synthetic_section(study, tmp)
         lines += ["## Figures", ""]
         for f in _figures(study, plan, tmp):
+            if no_derivatives and f != "training_curves.png":
+                (tmp / f).unlink()
+                continue
             lines.append(f"![{f}]({f})")
+        if no_derivatives:
+            for f in ("real_vs_synthetic.png",):
+                (tmp / f).unlink(missing_ok=True)
+            lines += ["", "Figures that show pixels of " + ", ".join(sorted(NO_DERIVATIVES)) + " (real or translated "
+                      "slices) are written by `tfganaug report` on your machine but left out here: the data's licence "
+                      "(CC BY-NC-ND) forbids redistributing derivatives."]
         seeds = ",".join(map(str, plan["seeds"]))
         lines += ["", "## Reproduce", "", "```",
                   f"tfganaug study --paper {plan['study']} --budget {plan['budget']} --seeds {seeds} --out <study>",
@@ -384,7 +397,8 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
              "| set | slices | checkerboard index |", "|---|---|---|"]
     for name, images in sets.items():
         lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
-    return lines + ["", "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
+    no_derivatives = any(n in NO_DERIVATIVES for n in (cfg.data.name, cfg.gan.domain_b))
+    return lines + ["", "" if no_derivatives else "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
 
 
 def _seeds_run(study: Path, plan: dict) -> str:
