@@ -21,7 +21,7 @@ from tfganaug.metrics.classification import per_class_metrics
 from tfganaug.registry import build_gan
 from tfganaug.synthesize import load_synthetic
 from tfganaug.tasks.classifier import build_lesion_cnn
-from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, steps_for, strategy_for
+from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, start_run, steps_for, strategy_for
 
 
 def _members(cfg, class_names):
@@ -118,14 +118,9 @@ def train_classifier(cfg, out, overwrite: bool = False, verbose="auto") -> RunFo
     synthetic = None
     if cfg.cls.synthetic and cfg.cls.synthetic_ratio > 0:
         synthetic = load_synthetic(cfg.cls.synthetic, train.class_names, cfg.data.image_size)
-    run = RunFolder.open(out, cfg, overwrite)
-    with lock(run):
-        if run.status().get("state") == "complete":
+    with start_run(cfg, out, overwrite) as (run, strategy):
+        if strategy is None:
             return run
-        run.set_status(state="running")
-        setup_determinism(cfg)
-        strategy = strategy_for(cfg)
-        run.set_status(replicas=strategy.num_replicas_in_sync)
         with strategy.scope():
             model = build_lesion_cnn(len(train.class_names), cfg.data.image_size, filters=cfg.cls.filters,
                                      kernel_size=cfg.cls.kernel_size, dense_units=cfg.cls.dense_units,

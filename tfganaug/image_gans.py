@@ -23,7 +23,7 @@ from tfganaug.data.pipeline import training_batches
 from tfganaug.data.segsets import SegSet, load_segsets, select_slices, source_cases
 from tfganaug.errors import InputError, OutputExistsError, RunFolderError
 from tfganaug.gans.base import seed_generator_states
-from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, steps_for, strategy_for
+from tfganaug.train import RunFolder, fit_member, start_run, steps_for
 
 IMAGE_GANS = ("pix2pix", "cyclegan", "stylegan2")
 
@@ -98,20 +98,15 @@ def _grid_rows(*rows) -> tuple[np.ndarray, int]:
 def train_image_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     train, other = _training_data(cfg)
     arch = cfg.gan.arch
-    run = RunFolder.open(out, cfg, overwrite)
-    with lock(run):
-        if run.status().get("state") == "complete":
+    with start_run(cfg, out, overwrite) as (run, strategy):
+        if strategy is None:
             return run
-        run.set_status(state="running")
-        setup_determinism(cfg)
-        strategy = strategy_for(cfg)
         n = len(train) if other is None else max(len(train), len(other))
         steps = steps_for(n, cfg.gan.batch_size, cfg.gan.steps_per_epoch)
         with strategy.scope():
             gan = build_image_gan(cfg, train.num_classes, train.images.shape[-1])
             if arch == "cyclegan":
                 _compile_cyclegan(gan, cfg, steps)
-        run.set_status(replicas=strategy.num_replicas_in_sync)
         k = train.num_classes
         common = dict(batch_size=cfg.gan.batch_size, steps_per_epoch=steps, epochs=cfg.gan.epochs,
                       scale="tanh")

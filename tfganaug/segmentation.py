@@ -37,7 +37,7 @@ from tfganaug.metrics.classification import nan_mean
 from tfganaug.metrics.segmentation import dice_per_class, iou_per_class, volume_error
 from tfganaug.schedules import ScaledCosineDecay
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode, unet_args
-from tfganaug.train import RunFolder, fit_member, lock, setup_determinism, steps_for, strategy_for
+from tfganaug.train import RunFolder, fit_member, start_run, steps_for
 from tfganaug.viz import png_bytes
 
 
@@ -168,14 +168,9 @@ def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     train, val = sets["train"], sets["val"]
     x, y, extra, ratio, n_extra = _training_pool(cfg, train)
     augment = _augment_fn(cfg, train)
-    run = RunFolder.open(out, cfg, overwrite)
-    with lock(run):
-        if run.status().get("state") == "complete":
+    with start_run(cfg, out, overwrite) as (run, strategy):
+        if strategy is None:
             return run
-        run.set_status(state="running")
-        setup_determinism(cfg)
-        strategy = strategy_for(cfg)
-        run.set_status(replicas=strategy.num_replicas_in_sync)
         args = unet_args(cfg.seg, train.num_classes)
         steps = steps_for(round(len(y) / (1.0 - ratio)) if ratio < 1 else len(y), cfg.seg.batch_size,
                           cfg.seg.steps_per_epoch)

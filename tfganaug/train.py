@@ -19,6 +19,7 @@ with op determinism the resumed run is bitwise equal to an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -308,3 +309,19 @@ def steps_for(n_examples: int, batch_size: int, override: int | None) -> int:
 
 def lock(run: RunFolder) -> FolderLock:
     return FolderLock(run.path)
+
+
+@contextlib.contextmanager
+def start_run(cfg, out, overwrite: bool = False):
+    """Open (or reopen to resume) the run folder of `cfg`, hold its lock, seed and pick the
+    distribution strategy. Yields (run, strategy); strategy is None when the run is complete."""
+    run = RunFolder.open(out, cfg, overwrite)
+    with lock(run):
+        if run.status().get("state") == "complete":
+            yield run, None
+            return
+        run.set_status(state="running")
+        setup_determinism(cfg)
+        strategy = strategy_for(cfg)
+        run.set_status(replicas=strategy.num_replicas_in_sync)
+        yield run, strategy
