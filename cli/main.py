@@ -37,8 +37,10 @@ def _build_cfg(kind, preset, config, overrides: dict, seed: int):
         base = config_lib.to_dict(config_lib.load(config))
     else:
         base = config_lib.to_dict(config_lib.preset(preset))
-    values = config_lib.merge(base, {k: {kk: vv for kk, vv in v.items() if vv is not None}
-                                     for k, v in overrides.items()})
+    # sections ({"seg": {...}}) and top-level fields ("distribute"); None means "not given"
+    overrides = {k: {kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v
+                 for k, v in overrides.items() if v is not None}
+    values = config_lib.merge(base, overrides)
     values["seed"] = seed
     values["data"]["seed"] = seed
     cfg = config_lib.from_dict(values, config or f"preset {preset}")
@@ -116,13 +118,8 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
         "data": {**_data_overrides(data, classes, image_size or resolution, train_per_class),
                  "contrasts": _csv(contrasts)},
         "gan": {"arch": arch if not (preset or config) else None, "epochs": epochs, "width": width,
-                "batch_size": batch_size, "lr": lr, "domain_b": domain_b}}, seed)
-    if precision:
-        cfg.precision = precision
-    if on_divergence:
-        cfg.on_divergence = on_divergence
-    if distribute:
-        cfg.distribute = distribute
+                "batch_size": batch_size, "lr": lr, "domain_b": domain_b},
+        "precision": precision, "on_divergence": on_divergence, "distribute": distribute}, seed)
     if dry_run:
         return _print_cfg(cfg)
     if cfg.gan.arch in ("pix2pix", "cyclegan", "stylegan2"):
@@ -200,11 +197,8 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
         cfg = _build_cfg("cls", preset, config, {
             "data": _data_overrides(data, classes, image_size, train_per_class),
             "cls": {"augment": augment, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
-                    "epochs": epochs, "batch_size": batch_size}}, seed)
-        if on_divergence:
-            cfg.on_divergence = on_divergence
-        if distribute:
-            cfg.distribute = distribute
+                    "epochs": epochs, "batch_size": batch_size},
+            "on_divergence": on_divergence, "distribute": distribute}, seed)
         if dry_run:
             _print_cfg(cfg)
             continue
@@ -221,21 +215,25 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
                    "data set fixes only train/val).")
 @click.option("--test", "test_data", default=None,
               help="Segmentation: score on another data set (all its slices), e.g. totalseg-native.")
-def evaluate_cmd(run_dir, split, test_data):
+@click.option("--whole-volumes", is_flag=True,
+              help="Segmentation: score 2-D runs on every slice of each case, as 3-D runs always are "
+                   "(default: the foreground slices and a share of empty ones, as in training).")
+def evaluate_cmd(run_dir, split, test_data, whole_volumes):
     """Score classifier or segmentation runs; mean and 95% CI over seed runs.
 
     \b
     Classifier: per-class sensitivity, specificity, accuracy, confusion matrix.
     Segmentation: IoU and Dice per class per slice and per case, volume error, BraTS regions.
     Examples: tfganaug evaluate runs/cls      (a run, or a folder of seed-N runs)
-              tfganaug evaluate runs/seg --test totalseg-native
+              tfganaug evaluate runs/seg --test totalseg-native --whole-volumes
     """
     from tfganaug.experiments import classifier_runs
     from tfganaug.train import RunFolder
     runs = classifier_runs(run_dir)
     if RunFolder.load(runs[0])[1].kind == "seg":
         from tfganaug.segmentation import evaluate_seg, format_seg_summary
-        click.echo(format_seg_summary([evaluate_seg(r, split, test_data) for r in runs]))
+        click.echo(format_seg_summary([evaluate_seg(r, split, test_data, whole_volumes or None)
+                                           for r in runs]))
         return
     from tfganaug.experiments import evaluate_classifier
     from tfganaug.report import summarize_evaluations, format_summary
@@ -246,11 +244,13 @@ def evaluate_cmd(run_dir, split, test_data):
 
 @app.command("train-seg")
 @click.option("--arch", type=click.Choice(["unet"]), default="unet", show_default=True)
-@click.option("--preset", default=None, help="cpu_unet_kits (default), cpu_unet_abdomen, cpu_unet_brats; paper: "
-              "kits_unet, sandfort_unet, son_unet.")
+@click.option("--preset", default=None, help="cpu_unet_kits (default), cpu_unet_abdomen, cpu_unet3d_abdomen, "
+              "cpu_unet_brats; paper: kits_unet, sandfort_unet, sandfort_unet3d, son_unet.")
 @data_options
-@click.option("--unet", "unet_preset", type=click.Choice(["kits_light", "kits_heavy", "sandfort", "son"]),
-              default=None, help="U-Net variant (KiTS capstone light/heavy, Sandfort, Son).")
+@click.option("--unet", "unet_preset", type=click.Choice(["kits_light", "kits_heavy", "sandfort", "son", "sandfort3d"]),
+              default=None, help="U-Net variant (KiTS capstone light/heavy, Sandfort 2-D, Son; sandfort3d: the "
+              "paper's 3-D U-Net on windows of slices).")
+@click.option("--patch-depth", type=int, default=None, help="3-D U-Net: slices per training window (default 16).")
 @click.option("--padding", type=click.Choice(["valid", "same"]), default=None,
               help="valid: the paper's unpadded 3x3 convolutions with crop-and-concatenate (overlap-tile input).")
 @click.option("--augment", type=click.Choice(["none", "flip", "standard", "histeq"]), default=None,
@@ -270,7 +270,7 @@ def evaluate_cmd(run_dir, split, test_data):
               help="Comma-separated seeds; more than one writes OUT/seed-N per seed.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
-                  distribute, on_divergence, unet_preset, padding, augment, histeq_reference, synthetic,
+                  distribute, on_divergence, unet_preset, patch_depth, padding, augment, histeq_reference, synthetic,
                   synthetic_ratio, setting, train_patients, contrasts, folds, fold, epochs, batch_size, seeds, out):
     """Train the segmentation U-Net on real slices, optionally with synthetic ones.
 
@@ -280,24 +280,23 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
       tfganaug train-seg --preset cpu_unet_abdomen --augment histeq --histeq-reference phantom-abdomen-native \\
           --out runs/seg-histeq
       tfganaug train-seg --preset cpu_unet_brats --setting 300F+100R --synthetic synth/sg2 --out runs/seg
+      tfganaug train-seg --data ircadb --unet sandfort3d --augment standard --out runs/seg3d
     """
     if synthetic and synthetic_ratio is None and not setting:
         synthetic_ratio = 0.5
     if preset is None and not config:
         name = (data or "").lower()
-        preset = ("cpu_unet_brats" if "brat" in name or "brain" in name else
+        preset = ("cpu_unet3d_abdomen" if unet_preset == "sandfort3d" else
+                  "cpu_unet_brats" if "brat" in name or "brain" in name else
                   "cpu_unet_abdomen" if any(k in name for k in ("abdomen", "ircadb", "totalseg")) else "cpu_unet_kits")
     for seed in seeds:
         cfg = _build_cfg("seg", preset, config, {
             "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients,
                      "contrasts": _csv(contrasts), "folds": folds, "fold": fold},
-            "seg": {"unet": unet_preset, "padding": padding, "augment": augment, "histeq_reference": histeq_reference,
-                    "synthetic": synthetic, "synthetic_ratio": synthetic_ratio, "setting": setting,
-                    "epochs": epochs, "batch_size": batch_size}}, seed)
-        if on_divergence:
-            cfg.on_divergence = on_divergence
-        if distribute:
-            cfg.distribute = distribute
+            "seg": {"unet": unet_preset, "patch_depth": patch_depth, "padding": padding, "augment": augment,
+                    "histeq_reference": histeq_reference, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
+                    "setting": setting, "epochs": epochs, "batch_size": batch_size},
+            "on_divergence": on_divergence, "distribute": distribute}, seed)
         if dry_run:
             _print_cfg(cfg)
             continue
@@ -385,8 +384,9 @@ def report_cmd(study_dir, out):
 
 
 @app.command("bench")
-@click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
-              help="quick: 32 px, widths 32/64, about a minute; paper: 64 px, width 1024, batch 64 (slow on CPU).")
+@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+              help="quick: 32 px, widths 32/64, U-Nets at 64 px, a few minutes; paper: 64 px, width 1024, batch 64, "
+                   "U-Nets at 128 px (slow on CPU); smoke: toy sizes, checks that it runs.")
 @click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "all"]), default="float32",
               show_default=True, help="all: every row in float32 and in mixed_bfloat16.")
 @click.option("--out", type=click.Path(file_okay=False), default="reports/bench", show_default=True,

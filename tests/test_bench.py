@@ -8,7 +8,8 @@ from pathlib import Path
 import keras
 import pytest
 
-from tfganaug.bench import bench_classifier, bench_gan, bench_input_pipeline, format_table, write_bench_report
+from tfganaug.bench import (bench_classifier, bench_gan, bench_input_pipeline, bench_segmenter, format_table,
+                            write_bench_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=16, batch_size=8, steps=2, warmup=1)
@@ -56,11 +57,19 @@ def test_table_and_report_name_every_model(rows, tmp_path):
 
 def test_cli_writes_the_report(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--preset", "quick", "--steps", "2",
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--preset", "smoke", "--steps", "2",
                            "--warmup", "1", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "bench.md").read_text()
     assert "--steps 2" in report
-    for name in ("dcgan", "acgan", "lesion_cnn"):
+    for name in ("dcgan", "acgan", "lesion_cnn", "unet2d", "unet3d", "3-D windows"):
         assert name in proc.stdout and name in report
+    # the 3-D window chain is compared with the 3-D U-Net it feeds, not with the 2-D models
+    assert "for the fastest training row (unet3d, float32)" in report
+
+
+def test_segmenter_rows_count_slices():
+    row = bench_segmenter(3, 16, 4, 2, 2, steps=2, warmup=1, patch_depth=4)
+    _positive_finite(row, NUMERIC + ("params",))
+    assert row["model"] == "unet3d" and row["images_per_s"] == pytest.approx(row["steps_per_s"] * 2 * 4)

@@ -71,12 +71,13 @@ def test_synthesize_pix2pix_from_perturbed_label_maps(gan_runs, tmp_path):
 
 
 def test_synthesize_cyclegan_carries_labels_over(gan_runs, tmp_path):
-    from tfganaug.data.segsets import load_segsets
+    from tfganaug.image_gans import domain_slices
     run, cfg, gan, _, _ = load_image_gan(gan_runs["cyclegan"])
     out = synthesize_image_gan(gan_runs["cyclegan"], 0, tmp_path / "s")
-    real = load_segsets(cfg.data)["train"]
+    real = domain_slices(cfg, cfg.data.name)  # copies of every case, each slice tagged with its origin
     with np.load(out / "images.npz") as z:
         assert np.array_equal(z["masks"], real.masks)  # labels carried over, slice for slice
+        assert np.array_equal(z["patient_ids"], real.patient_ids) and np.array_equal(z["slice_index"], real.slice_index)
         want = np.clip((gan.translate_ab(real.images[:3] * 2 - 1).numpy() + 1) / 2, 0, 1)
         np.testing.assert_allclose(z["images"][:3], want, atol=1e-5)
     # whole volumes as NIfTI in the source geometry, labels carried over voxel for voxel
@@ -90,6 +91,37 @@ def test_synthesize_cyclegan_carries_labels_over(gan_runs, tmp_path):
     hu = image.get_fdata()
     low = cfg.data.window_level - cfg.data.window_width / 2
     assert low - 1e-3 <= hu.min() and hu.max() <= low + cfg.data.window_width + 1e-3
+
+
+def test_cyclegan_copies_of_held_out_cases_never_reach_training(gan_runs, tmp_path):
+    """A synthetic set holds copies of every case; train-seg keeps those of its own training
+    split, whatever seed drew it, in 2-D and (from the NIfTI volumes) in 3-D."""
+    from tfganaug.data.segsets import load_segsets
+    from tfganaug.segmentation import load_seg_synthetic, load_seg_synthetic_volumes, train_seg
+    run, cfg, gan, _, _ = load_image_gan(gan_runs["cyclegan"])
+    out = synthesize_image_gan(gan_runs["cyclegan"], 0, tmp_path / "s")
+    with np.load(out / "images.npz") as z:
+        all_masks, all_ids = z["masks"], z["patient_ids"]
+    for seed in (0, 1):
+        seg = config.preset("cpu_unet_abdomen", data={**TINY["cyclegan"][1], "image_size": 32}, seed=seed)
+        train = load_segsets(seg.data)["train"]
+        _, masks = load_seg_synthetic(out, train, 32)
+        assert len(masks) == np.isin(all_ids, train.patient_ids).sum() < len(all_masks)
+        assert np.array_equal(masks, all_masks[np.isin(all_ids, train.patient_ids)])
+        whole = load_segsets(seg.data, all_slices=True)["train"]
+        fake = load_seg_synthetic_volumes(out, whole, seg.data)
+        assert fake.patients() == whole.patients() and np.array_equal(fake.masks, whole.masks)
+    # 3-D training with synthetic volumes mixed in
+    seg3d = config.preset("cpu_unet3d_abdomen", data={**TINY["cyclegan"][1], "image_size": 32},
+                          seg={"base_filters": 4, "depth": 2, "patch_depth": 8, "epochs": 1, "steps_per_epoch": 2,
+                               "synthetic": str(out), "synthetic_ratio": 0.5})
+    status = train_seg(seg3d, tmp_path / "seg3d", verbose=0).status()
+    assert status["dims"] == 3 and status["n_synthetic"] == 24 * len(whole.patients())
+    # a set of 2-D slices only (no volumes) cannot feed the 3-D U-Net
+    p2p = synthesize_image_gan(gan_runs["pix2pix"], 4, tmp_path / "p")
+    kidney = config.preset("cpu_unet_kits", data=TINY["pix2pix"][1]).data
+    with pytest.raises(InputError, match="whole volumes"):
+        load_seg_synthetic_volumes(p2p, load_segsets(kidney, all_slices=True)["train"], kidney)
 
 
 def test_synthesize_stylegan2_joint_masks_and_truncation(gan_runs, tmp_path):
@@ -143,7 +175,7 @@ def test_exports_run_in_a_fresh_process(gan_runs, tmp_path):
 
 @pytest.mark.parametrize("paper,conditions", [
     ("kits", ["light, real", "light, real+fake 0.5"]),
-    ("sandfort", ["standard", "histeq", "cyclegan"]),
+    ("sandfort", ["standard", "histeq", "cyclegan", "cyclegan, 3-D"]),
     ("son", ["100R", "100F+100R"]),
 ])
 def test_study_smoke_end_to_end(tmp_path, paper, conditions):

@@ -1,4 +1,5 @@
-"""Speed and memory benchmarks: training steps of the GANs and the lesion CNN, and the input chain.
+"""Speed and memory benchmarks: training steps of the GANs, the lesion CNN and the segmentation
+U-Nets (2-D and 3-D), and the input chains.
 
 The project checks speed and memory with tables written into reports/, never with timed
 assertions in tests. Each measurement builds the model, compiles it as training does, runs
@@ -38,12 +39,22 @@ NUM_CLASSES = 3
 # and step counts. "paper" is Frid-Adar et al. 2018 (64 px, width 1024, batch 64): ~0.3 steps/s
 # on a 2-core CPU, hence few steps.
 BENCH_PRESETS: dict[str, dict] = {
+    # Every row type at toy sizes, in seconds: checks that the benchmark itself runs (tests).
+    "smoke": {"gans": [("dcgan", 16, 16, 8), ("acgan", 16, 16, 8)], "gan_steps": 2, "classifier": (16, 8),
+              "cls_steps": 2, "input": (16, 8), "input_steps": 2, "warmup": 1,
+              "segmenters": [(2, 16, 4, 2, 4, 1), (3, 16, 4, 2, 2, 4)], "seg_steps": 2,
+              "seg_input": (16, 2, 4), "seg_input_steps": 2},
     "quick": {"gans": [(arch, 32, width, 32) for width in (32, 64) for arch in ("dcgan", "acgan")],
               "gan_steps": 20, "classifier": (32, 32), "cls_steps": 30, "input": (32, 32), "input_steps": 50,
-              "warmup": 3},
+              "warmup": 3,
+              # (dims, image, base filters, depth, batch, slices per window): the study CPU budgets
+              "segmenters": [(2, 64, 8, 3, 16, 1), (3, 64, 8, 3, 2, 16)], "seg_steps": 10,
+              "seg_input": (64, 2, 16), "seg_input_steps": 10},
     "paper": {"gans": [("dcgan", 64, 1024, 64), ("acgan", 64, 1024, 64)],
               "gan_steps": 5, "classifier": (64, 64), "cls_steps": 20, "input": (64, 64), "input_steps": 50,
-              "warmup": 2},
+              "warmup": 2,
+              "segmenters": [(2, 128, 16, 4, 8, 1), (3, 128, 8, 3, 2, 16)], "seg_steps": 5,
+              "seg_input": (128, 2, 16), "seg_input_steps": 10},
 }
 
 
@@ -172,6 +183,68 @@ def bench_input_pipeline(image_size: int, batch_size: int, steps: int, warmup: i
                 precision=None, steps=steps, warmup=warmup, seconds=seconds, load_before=load_before)
 
 
+def bench_segmenter(dims: int, image_size: int, base_filters: int, depth: int, batch_size: int, steps: int,
+                    patch_depth: int = 16, precision: str = "float32", warmup: int = 3, num_classes: int = 4,
+                    seed: int = 0) -> dict:
+    """Training steps/s of the segmentation U-Net as `train-seg` builds and compiles it: the 2-D
+    Sandfort preset (group norm, leaky ReLU, same padding) or the 3-D one on windows of
+    `patch_depth` slices; `images_per_s` counts slices (batch * slices per sample * steps/s)."""
+    from tfganaug.config import SegConfig
+    from tfganaug.tasks.segmenter import SegLoss, build_segmenter
+    seg = SegConfig(unet="sandfort3d" if dims == 3 else "sandfort", base_filters=base_filters, depth=depth,
+                    patch_depth=patch_depth, loss="dice_ce")
+    load_before = _load1()
+    try:
+        _fresh(precision, seed)
+        model = build_segmenter(seg, num_classes, image_size, 1, seed=seed)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SegLoss(num_classes, "softmax", "dice_ce"))
+        rng = np.random.default_rng(seed)
+        shape = (batch_size,) + ((patch_depth,) if dims == 3 else ()) + (image_size, image_size)
+        images = rng.uniform(0.0, 1.0, shape + (1,)).astype(np.float32)
+        labels = rng.integers(0, num_classes, shape).astype(np.int32)
+        seconds = _timed_fit(model, tf.data.Dataset.from_tensors((images, labels)).repeat(), steps, warmup)
+        params = model.count_params()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    slices = patch_depth if dims == 3 else 1
+    row = _row("seg", f"unet{dims}d", image_size=image_size, width=base_filters, batch_size=batch_size,
+               precision=precision, steps=steps, warmup=warmup, seconds=seconds, load_before=load_before,
+               params=params, depth=depth, slices_per_sample=slices)
+    row["images_per_s"] = row["steps_per_s"] * batch_size * slices
+    return row
+
+
+def bench_window_input(image_size: int, batch_size: int, patch_depth: int, steps: int, warmup: int = 3,
+                       seed: int = 0) -> dict:
+    """Batches/s of the 3-D input chain (windows of slices, Sandfort et al.'s standard augmentation
+    in SciPy through tf.numpy_function), with no training beside it."""
+    from tfganaug.data.pipeline import training_batches
+    from tfganaug.data.volumes import Volume, standard_augment_3d_tf, window_stack
+    if steps < 1 or warmup < 1:
+        raise ConfigError(f"expected steps >= 1 and warmup >= 1, got steps={steps}, warmup={warmup}")
+    rng = np.random.default_rng(seed)
+    vols = [Volume(f"p{i}", rng.uniform(0, 1, (48, image_size, image_size, 1)).astype(np.float32),
+                   rng.integers(0, 4, (48, image_size, image_size)).astype(np.uint8), np.ones(3), np.arange(48))
+            for i in range(2)]
+    x, y, starts = window_stack(vols, patch_depth)
+    load_before = _load1()
+    dataset = training_batches(x, y, batch_size=batch_size, steps_per_epoch=warmup + steps, epochs=1, seed=seed,
+                               augment=standard_augment_3d_tf, window=patch_depth, starts=starts)
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        next(iterator)[0].numpy()
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)[0].numpy()
+    seconds = time.perf_counter() - start
+    row = _row("input", f"input 3-D windows ({patch_depth} slices, standard aug)", image_size=image_size, width=None,
+               batch_size=batch_size, precision=None, steps=steps, warmup=warmup, seconds=seconds,
+               load_before=load_before)
+    row["images_per_s"] = row["steps_per_s"] * batch_size * patch_depth
+    row["feeds"] = "unet3d"
+    return row
+
+
 def run_bench(preset: str, precision: str = "float32", *, steps: int | None = None, warmup: int | None = None,
               log: Callable[[dict], None] | None = None) -> list[dict]:
     """Every row of a preset ("quick": ~1 minute; "paper": the paper's sizes), for `precision`
@@ -200,6 +273,10 @@ def run_bench(preset: str, precision: str = "float32", *, steps: int | None = No
     for arch, image_size, width, batch_size in p["gans"]:
         for prec in precisions:
             add(bench_gan(arch, image_size, width, batch_size, steps or p["gan_steps"], prec, warmup))
+    add(bench_window_input(*p["seg_input"], steps=steps or p["seg_input_steps"], warmup=warmup))
+    for dims, image_size, base, depth, batch_size, patch in p["segmenters"]:
+        add(bench_segmenter(dims, image_size, base, depth, batch_size, steps or p["seg_steps"], patch, "float32",
+                            warmup))
     return rows
 
 
@@ -265,7 +342,10 @@ def machine_facts() -> dict:
 def _headroom(rows: list[dict]) -> list[str]:
     lines = []
     for inp in (r for r in rows if r["kind"] == "input"):
-        trained = [r for r in rows if r["kind"] != "input" and r["image_size"] == inp["image_size"]]
+        # the 3-D window chain feeds the 3-D U-Net; the 2-D chain the GANs and the CNN
+        feeds = inp.get("feeds")
+        trained = [r for r in rows if r["image_size"] == inp["image_size"]
+                   and (r["model"] == feeds if feeds else r["kind"] in ("gan", "cls"))]
         if trained:
             fastest = max(trained, key=lambda r: r["images_per_s"])
             lines.append(f"- Input chain at {inp['image_size']} px: {inp['images_per_s']:,.0f} images/s alone vs "
@@ -295,7 +375,10 @@ def write_bench_report(rows: list[dict], out_dir, command: str | None = None) ->
         "- steps/s: training steps after the warm-up steps (tracing excluded); one batch repeated, so no "
         "input cost. GAN steps are one D and one G update; images/s = batch × steps/s (real images through D).",
         "- DCGAN trains one GAN per class: a 3-class DCGAN run costs about 3× a row.",
-        "- Input rows: `training_batches` with classic augmentation, alone; steps are batches.",
+        "- Input rows: `training_batches` with classic augmentation (2-D) or windows of slices with Sandfort "
+        "et al.'s standard augmentation in SciPy (3-D), alone; steps are batches.",
+        "- U-Net rows (`unet2d`, `unet3d`): the Sandfort presets as `train-seg` compiles them (Adam, Dice + CE, "
+        "4 classes); width = base filters; images/s counts slices (a 3-D sample is a window of slices).",
         "- Peak RSS: the process's high-water mark so far (rows run in table order), an upper bound for a row.",
         *_headroom(rows), ""])
     return atomic_write_text(Path(out_dir) / "bench.md", text)

@@ -105,7 +105,8 @@ class ClassifierConfig:
 class SegConfig:
     """Segmentation U-Net (tasks/unet.py) trained on real and/or synthetic slices."""
 
-    unet: str = "kits_light"           # a tasks.unet.UNET_PRESETS entry: kits_light | kits_heavy | sandfort | son
+    unet: str = "kits_light"           # kits_light | kits_heavy | sandfort | son (2-D, tasks/unet.py) | sandfort3d (tasks/unet3d.py)
+    patch_depth: int = 16              # 3-D U-Net only: slices per training window
     base_filters: int | None = None    # overrides of the preset (None: the preset's)
     depth: int | None = None
     padding: str | None = None         # valid (paper, overlap-tile mirror padding) | same
@@ -124,6 +125,11 @@ class SegConfig:
     synthetic: str | None = None       # folder written by `tfganaug synthesize`
     synthetic_ratio: float = 0.0       # expected share of synthetic slices per batch
     setting: str | None = None         # Son et al.: 100R, 100F, 100F+100R, 300F+100R, 300A+100R
+
+
+UNET_2D = ("kits_light", "kits_heavy", "sandfort", "son")   # tasks.unet.UNET_PRESETS
+UNET_3D = ("sandfort3d",)                                    # tasks.unet3d.UNET3D_PRESETS
+UNET_NAMES = UNET_2D + UNET_3D
 
 
 @dataclass
@@ -200,6 +206,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                          "seg": {"unet": "sandfort", "base_filters": 8, "depth": 3, "loss": "dice_ce",
                                  "lr": 1e-3, "lr_schedule": "cosine", "epochs": 15, "batch_size": 16,
                                  "augment": "standard"}},
+    # Sandfort et al.'s 3-D U-Net (leaky ReLU, group norm of 16 channels, strided convolutions) on
+    # windows of consecutive slices: the paper's network, for GPUs (volumes at 192 px in-plane)...
+    "sandfort_unet3d": {"kind": "seg", "data": {"name": "ircadb", "image_size": 192, "window_width": 400.0,
+                                                "window_level": 50.0, "val_fraction": 0.05, "test_fraction": 0.2},
+                        "seg": {"unet": "sandfort3d", "patch_depth": 64, "loss": "dice", "dice_smooth": 1.0,
+                                "lr": 1e-3, "epochs": 100, "batch_size": 2, "augment": "standard"}},
+    # ... and a labelled CPU budget: 64 px, 16-slice windows, depth 3, 8 base filters.
+    "cpu_unet3d_abdomen": {"kind": "seg", "data": {"name": "phantom-abdomen", "image_size": 64,
+                                                   "n_phantom_patients": 12, "window_width": 400.0,
+                                                   "window_level": 50.0},
+                           "seg": {"unet": "sandfort3d", "base_filters": 8, "depth": 3, "patch_depth": 16,
+                                   "loss": "dice_ce", "lr": 1e-3, "lr_schedule": "cosine", "epochs": 15,
+                                   "batch_size": 2, "augment": "standard"}},
     # Son et al.: StyleGAN2 with 4 MR contrasts + tumour mask (256 px), U-Net on real/fake mixtures.
     "son_stylegan2": {"kind": "gan", "data": {"name": "brats", "image_size": 256, "val_fraction": 0.1,
                                               "test_fraction": 0.0},
@@ -305,6 +324,11 @@ def load(path: str | Path) -> RunConfig:
     return from_dict(values, str(path))
 
 
+def with_data(cfg: RunConfig, name: str) -> RunConfig:
+    """A copy of `cfg` reading data set `name` with the same preprocessing."""
+    return from_dict(merge(to_dict(cfg), {"data": {"name": name}}))
+
+
 def validate(cfg: RunConfig, where: str = "config") -> None:
     def need(ok: bool, what: str, got: Any):
         if not ok:
@@ -329,6 +353,11 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
          "gan.domain_b (the second domain's data) for cyclegan", cfg.gan.domain_b)
     need(cfg.gan.norm in ("instance", "batch"), "gan.norm instance or batch", cfg.gan.norm)
     seg = cfg.seg
+    need(seg.unet in UNET_NAMES, "seg.unet one of " + ", ".join(UNET_NAMES), seg.unet)
+    if seg.unet in UNET_3D:
+        need(seg.padding in (None, "same"), "seg.padding same for the 3-D U-Net", seg.padding)
+        need(seg.setting is None, "no seg.setting for the 3-D U-Net (Son et al.'s settings are 2-D)", seg.setting)
+        need(isinstance(seg.patch_depth, int) and seg.patch_depth >= 1, "seg.patch_depth >= 1", seg.patch_depth)
     need(seg.loss in ("dice", "dice_ce"), "seg.loss dice or dice_ce", seg.loss)
     need(seg.augment in ("none", "flip", "standard", "histeq"), "seg.augment none, flip, standard or histeq",
          seg.augment)

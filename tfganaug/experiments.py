@@ -152,11 +152,7 @@ def train_classifier(cfg, out, overwrite: bool = False, verbose="auto") -> RunFo
 
 
 def load_classifier(run: RunFolder) -> keras.Model:
-    path = run.final_model("cls")
-    if not path.exists():
-        raise RunFolderError(f"{run.path}: expected a finished classifier run with {path}, got none "
-                             "(rerun its train-cls command to finish it)")
-    return keras.saving.load_model(path, safe_mode=True)
+    return run.load_final_model("cls", "classifier", "train-cls")
 
 
 def evaluate_classifier(run_dir, split: str | None = None) -> dict:

@@ -205,20 +205,23 @@ def _segmenter_servable(run, cfg) -> _Servable:
     model = load_segmenter(run)
     status = run.status()
     names, output = list(status.get("class_names") or []), status.get("output", "softmax")
-    image_shape = tuple(int(d) for d in model.input_shape[1:])
+    # 2-D: (S, S, C) slices; 3-D: (Z, S, S, C) volumes of any number of slices Z
+    image_shape = tuple(None if d is None else int(d) for d in model.input_shape[1:])
+    spatial = list(image_shape[:-1])
     k = int(model.output_shape[-1])
 
     def segment(image):
         probabilities = tf.cast(model(image, training=False), tf.float32)
         return {"probabilities": probabilities, "label_map": decode(probabilities, output)}
 
-    image = np.random.default_rng(2018).uniform(0.0, 1.0, (2,) + image_shape).astype(np.float32)
+    example_shape = tuple(d if d is not None else (cfg.seg.patch_depth + 3) for d in image_shape)
+    image = np.random.default_rng(2018).uniform(0.0, 1.0, (2,) + example_shape).astype(np.float32)
     probabilities = np.asarray(model(image, training=False), np.float32)
     return _Servable(
         models=[model], fn=segment,
         input_specs=[tf.TensorSpec([None, *image_shape], tf.float32, name="image")],
-        outputs={"probabilities": ("float32", [None, *image_shape[:2], k]),
-                 "label_map": ("int32", [None, *image_shape[:2]])},
+        outputs={"probabilities": ("float32", [None, *spatial, k]),
+                 "label_map": ("int32", [None, *spatial])},
         example={"image": image},
         reference={"probabilities": probabilities, "label_map": decode(probabilities, output).numpy()},
         info={"source_run": str(Path(run.path).resolve()), "kind": "seg", "arch": f"unet:{cfg.seg.unet}",
@@ -226,7 +229,10 @@ def _segmenter_servable(run, cfg) -> _Servable:
               "value_range": {"image": [0.0, 1.0], "probabilities": [0.0, 1.0], "label_map": [0, len(names) - 1]},
               "preprocessing": (f"CT: window WW {cfg.data.window_width:g} / WL {cfg.data.window_level:g} HU onto "
                                 f"[0, 1]; MR: z-score inside the brain clipped to +-{cfg.data.zscore_clip:g} onto "
-                                f"[0, 1]; slices resized to {image_shape[0]} px")})
+                                f"[0, 1]; slices resized to {image_shape[-2]} px"
+                                + ("; 3-D: whole volumes (batch, slices, H, W, C), any number of slices; the "
+                                   "run was trained on windows of " f"{cfg.seg.patch_depth} slices"
+                                   if len(spatial) == 3 else ""))})
 
 
 def _image_gan_servable(run_dir) -> _Servable:

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tfganaug import config as config_lib
 from tfganaug.data.pipeline import training_batches
-from tfganaug.data.segsets import SegSet, load_segsets, select_slices, source_cases
+from tfganaug.data.segsets import SegSet, _square, all_slices_of, load_segsets, select_slices, source_cases
 from tfganaug.errors import InputError, OutputExistsError, RunFolderError
 from tfganaug.gans.base import seed_generator_states
 from tfganaug.train import RunFolder, fit_member, start_run, steps_for
@@ -28,16 +28,9 @@ from tfganaug.train import RunFolder, fit_member, start_run, steps_for
 IMAGE_GANS = ("pix2pix", "cyclegan", "stylegan2")
 
 
-def _with_data(cfg, name: str):
-    return config_lib.from_dict(config_lib.merge(config_lib.to_dict(cfg), {"data": {"name": name}})).data
-
-
 def domain_slices(cfg, name: str) -> SegSet:
     """All slices of a source (every split): an unlabelled domain for CycleGAN."""
-    from tfganaug.data.segsets import slices_from_cases
-    data_cfg = _with_data(cfg, name)
-    cases, _ = source_cases(name, data_cfg)
-    return slices_from_cases(cases, data_cfg, name)
+    return all_slices_of(config_lib.with_data(cfg, name).data)
 
 
 def build_image_gan(cfg, num_labels: int, channels: int):
@@ -187,7 +180,7 @@ def _label_maps(cfg, labels: str, status) -> tuple[np.ndarray, str]:
     """Label maps (N, S, S) uint8 at the run's size: the run's training maps or another source's."""
     if labels in ("train", "perturb"):
         return load_segsets(cfg.data)["train"].masks, f"{cfg.data.name} (training split)"
-    data_cfg = _with_data(cfg, labels)
+    data_cfg = config_lib.with_data(cfg, labels).data
     cases, fixed = source_cases(labels, data_cfg)
     if fixed and fixed.get("train"):  # synthetic data only from the source's training cases
         cases = [c for c in cases if c.patient_id in set(fixed["train"])]
@@ -200,12 +193,8 @@ def _label_maps(cfg, labels: str, status) -> tuple[np.ndarray, str]:
             raise InputError("label maps", f"classes {status['class_names']} like the Pix2Pix training data",
                              f"{list(case.class_names)}", case.source or labels)
         keep = select_slices(case.mask, case.num_slices, 0.0, data_cfg.max_slices_per_case)
-        m = case.mask[keep]
-        side = max(m.shape[1:])
-        if m.shape[1] != m.shape[2]:
-            from tfganaug.data.segsets import _square
-            m = _square(m, 0)
-        if side != size:
+        m = _square(case.mask[keep], 0)  # padded to square with background, as the training slices
+        if m.shape[1] != size:
             m = tf.image.resize(m[..., None], (size, size), "nearest").numpy()[..., 0]
         maps.append(m.astype(np.uint8))
     if not maps:
@@ -231,9 +220,8 @@ def synthesize_image_gan(run_dir, n: int, out, *, labels: str = "train", perturb
             raise InputError("--perturb", "a fraction in [0, 1]", str(perturb))
         from tfganaug.data.kits import perturb_label_map
         count = n or len(maps)
-        pick = np.arange(count) % len(maps) if count <= len(maps) else rng.integers(0, len(maps), count)
-        if count <= len(maps):
-            pick = rng.permutation(len(maps))[:count]
+        # each label map at most once while there are enough, else drawn with replacement
+        pick = rng.permutation(len(maps))[:count] if count <= len(maps) else rng.integers(0, len(maps), count)
         masks = maps[pick].copy()
         perturbed = rng.random(count) < perturb
         for i in np.flatnonzero(perturbed):
@@ -243,15 +231,17 @@ def synthesize_image_gan(run_dir, n: int, out, *, labels: str = "train", perturb
         info.update({"label_source": origin, "n_label_maps": int(len(maps)), "perturbed": int(perturbed.sum())})
     elif arch == "cyclegan":
         src = source or cfg.data.name
-        sets = load_segsets(_with_data(cfg, src))
-        real = sets["train"]  # fake copies of training data only: never of validation/test slices
+        # Copies of every case, each slice tagged with its patient and position: train-seg keeps
+        # only the copies of its own training cases, whatever split it draws.
+        real = domain_slices(cfg, src)
         count = min(n, len(real)) if n else len(real)
         idx = np.arange(count)
         images = np.concatenate([gan.translate_ab(real.images[idx[s:s + batch_size]] * 2 - 1).numpy()
                                  for s in range(0, count, batch_size)])
         masks = real.masks[idx]
-        info.update({"source": src, "direction": "A->B", "labels": "carried over from the source slices"})
-        data_cfg = _with_data(cfg, src)
+        info.update({"source": src, "direction": "A->B", "labels": "carried over from the source slices",
+                     "cases": "all cases of the source; train-seg uses only the copies of its training cases"})
+        data_cfg = config_lib.with_data(cfg, src).data
 
         def extra(tmp):
             return {"nifti": translate_volumes(gan, source_cases(src, data_cfg)[0], data_cfg, tmp / "nifti",
@@ -269,7 +259,8 @@ def synthesize_image_gan(run_dir, n: int, out, *, labels: str = "train", perturb
         info.update({"truncation_psi": truncation})
     images = np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
     return write_seg_synthetic(out, images, masks, status["class_names"], status["channel_names"], info,
-                               overwrite=overwrite, extra=extra if arch == "cyclegan" else None)
+                               overwrite=overwrite, extra=extra if arch == "cyclegan" else None,
+                               origin=(real.patient_ids[idx], real.slice_index[idx]) if arch == "cyclegan" else None)
 
 
 def translate_volumes(gan, cases, data_cfg, folder: Path, batch_size: int = 16) -> list[dict]:
@@ -282,7 +273,7 @@ def translate_volumes(gan, cases, data_cfg, folder: Path, batch_size: int = 16) 
     (uint8, the source labels) carry the source's affine, so they overlay the original scan.
     """
     import nibabel as nib
-    from tfganaug.data.segsets import _square, _to_unit, _background_value
+    from tfganaug.data.segsets import _to_unit, _background_value
     folder.mkdir(parents=True, exist_ok=True)
     size, written = data_cfg.image_size, []
     for case in cases:

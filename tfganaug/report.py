@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl
-from tfganaug.metrics.classification import mean_ci
+from tfganaug.metrics.classification import format_ci, mean_ci
 
 # Frid-Adar et al. 2018 (Neurocomputing 321), 182 liver lesions, 3 classes, 3-fold CV.
 PAPER = {
@@ -21,6 +21,11 @@ PAPER = {
     "classic+dcgan": {"macro_sensitivity": 0.857, "macro_specificity": 0.924},
 }
 METRICS = ("macro_sensitivity", "macro_specificity", "accuracy")
+
+
+def _percent(stat: dict) -> str:
+    """Mean [95% CI] in %; the t-interval is clipped to [0, 100], where a proportion lives."""
+    return format_ci(stat, scale=100.0, digits=1, clip=(0.0, 1.0))
 
 
 def summarize_evaluations(results: list[dict]) -> dict:
@@ -34,16 +39,6 @@ def summarize_evaluations(results: list[dict]) -> dict:
                         for name in out["class_names"]}
     out["confusion_matrix"] = np.sum([r["confusion_matrix"] for r in results], axis=0).tolist()
     return out
-
-
-def _pct(stat: dict) -> str:
-    """Mean [95% CI] in %; the t-interval is clipped to [0, 100], where a proportion lives."""
-    if np.isnan(stat["mean"]):
-        return "n/a"
-    if stat["n"] < 2:
-        return f"{100 * stat['mean']:.1f}"
-    low, high = max(0.0, stat["ci_low"]), min(1.0, stat["ci_high"])
-    return f"{100 * stat['mean']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def _late_gain(study: Path, condition: str) -> dict:
@@ -61,10 +56,10 @@ def _late_gain(study: Path, condition: str) -> dict:
 def format_summary(summary: dict) -> str:
     lines = [f"runs: {summary['n_runs']} (seeds {summary['seeds']}); mean [95% CI] in %"]
     for m in METRICS:
-        lines.append(f"  {m:<18} {_pct(summary[m])}")
+        lines.append(f"  {m:<18} {_percent(summary[m])}")
     lines.append("  per class            sensitivity            specificity")
     for name, stats in summary["per_class"].items():
-        lines.append(f"  {name:<18} {_pct(stats['sensitivity']):<22} {_pct(stats['specificity'])}")
+        lines.append(f"  {name:<18} {_percent(stats['sensitivity']):<22} {_percent(stats['specificity'])}")
     lines.append("  confusion matrix (rows true, columns predicted; summed over runs):")
     for name, row in zip(summary["class_names"], summary["confusion_matrix"]):
         lines.append(f"  {name:<18} {row}")
@@ -261,8 +256,8 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
         paper_sens = f"{100 * p['macro_sensitivity']:.1f}" if p else "not reported"
         paper_spec = f"{100 * p['macro_specificity']:.1f}" if p else "not reported"
         if s:
-            lines.append(f"| {condition} | {paper_sens} | {paper_spec} | {_pct(s['macro_sensitivity'])} | "
-                         f"{_pct(s['macro_specificity'])} | {_pct(s['accuracy'])} | {s['n_runs']} |")
+            lines.append(f"| {condition} | {paper_sens} | {paper_spec} | {_percent(s['macro_sensitivity'])} | "
+                         f"{_percent(s['macro_specificity'])} | {_percent(s['accuracy'])} | {s['n_runs']} |")
         else:
             lines.append(f"| {condition} | {paper_sens} | {paper_spec} | not run | | | 0 |")
     lines += ["", "The paper's figures are for its own 182 liver lesions at 64 px with full-size networks; "
@@ -281,7 +276,7 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
               "| training data | " + " | ".join(summaries[next(iter(summaries))]["class_names"]) + " |",
               "|---|" + "---|" * len(summaries[next(iter(summaries))]["class_names"])]
     for condition, s in summaries.items():
-        cells = [f"{_pct(v['sensitivity'])} / {_pct(v['specificity'])}" for v in s["per_class"].values()]
+        cells = [f"{_percent(v['sensitivity'])} / {_percent(v['specificity'])}" for v in s["per_class"].values()]
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     lines += ["", "Confusion matrices (rows true, columns predicted), summed over seeds:", ""]
     for condition, s in summaries.items():

@@ -27,8 +27,11 @@ import numpy as np
 from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
+from tfganaug.metrics.classification import format_ci
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
+
+UNET3D_CPU = {"unet": "sandfort3d", "base_filters": 8, "depth": 3, "patch_depth": 16, "batch_size": 2}
 
 STUDIES = {
     "kits": {
@@ -69,20 +72,25 @@ STUDIES = {
                                "phantom_size": 64},
                       "gan": {"domain_b": "phantom-abdomen-native", "width": 8, "n_res_blocks": 1, "epochs": 2,
                               "steps_per_epoch": 2, "batch_size": 2},
-                      "synth": {"n": 0}, "seg": SEG_SMOKE, "seeds": [0, 1],
+                      "synth": {"n": 0}, "seg": SEG_SMOKE, "seeds": [0, 1], "whole_volumes": True,
                       "histeq_reference": "phantom-abdomen-native", "tests": ["phantom-abdomen-native"]},
             "cpu": {"data": {"name": "ircadb", "image_size": 128, "window_width": 400.0, "window_level": 50.0},
                     "gan": {"domain_b": "totalseg-native", "width": 16, "n_res_blocks": 6, "epochs": 30,
                             "steps_per_epoch": 40, "batch_size": 2, "sample_every_epochs": 10},
                     "synth": {"n": 0},
                     "seg": {"base_filters": 16, "depth": 4, "epochs": 30, "steps_per_epoch": 10, "batch_size": 8},
-                    "seeds": [0, 1, 2], "histeq_reference": "totalseg-native",
+                    "seeds": [0, 1, 2], "histeq_reference": "totalseg-native", "whole_volumes": True,
                     "tests": ["totalseg-native", "totalseg-contrast"]},
         },
+        # Every condition is scored on whole volumes (all slices of a case or z-block), as the
+        # paper's 3-D evaluation and so that the 2-D and 3-D U-Nets are compared on the same voxels.
         "conditions": {
             "standard": {"augment": "standard"},
             "histeq": {"augment": "histeq"},
             "cyclegan": {"augment": "standard", "synthetic_ratio": 0.5},
+            # The paper's 3-D U-Net on windows of 16 slices (narrower than the 2-D one: CPU budget).
+            "standard, 3-D": {**UNET3D_CPU, "augment": "standard"},
+            "cyclegan, 3-D": {**UNET3D_CPU, "augment": "standard", "synthetic_ratio": 0.5},
         },
         # Non-contrast (out-of-distribution) Dice, standard -> CycleGAN augmentation (the issue's
         # figures from the paper); in distribution the paper reports 0.89-0.94 for all methods.
@@ -116,6 +124,11 @@ STUDIES = {
         "headline": ("per_case", "dice"),
     },
 }
+
+
+def _dice_cell(stat: dict, clip: bool = True) -> str:
+    """mean [95% CI]; overlap scores live in [0, 1], so their t-interval is clipped there."""
+    return format_ci(stat, clip=(0.0, 1.0) if clip else None)
 
 
 def _configs(study: str, budget: str, seed: int, folder: Path) -> dict:
@@ -185,31 +198,32 @@ def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=N
             t0 = time.time()
             train_seg(configs[condition], folder, verbose=verbose)
             _timing(out / f"seed-{seed}", slug(condition), t0)
-            evaluate_seg(folder)
+            whole = _whole_volumes(plan, condition) or None
+            evaluate_seg(folder, whole_volumes=whole)
             for test in b.get("tests", []):
-                evaluate_seg(folder, test_data=test)
+                evaluate_seg(folder, test_data=test, whole_volumes=whole)
     return out
 
 
 # ------------------------------------------------------------------ report
 
-def _evaluations(study: Path, plan: dict, name: str) -> dict[str, list[dict]]:
+def _whole_volumes(plan: dict, condition: str) -> bool:
+    """Scored on whole volumes: the budget says so, or the condition's U-Net is 3-D."""
+    spec = STUDIES[plan["study"]]
+    return bool(spec["budgets"][plan["budget"]].get("whole_volumes")
+                or spec["conditions"].get(condition, {}).get("unet") in config_lib.UNET_3D)
+
+
+def _evaluations(study: Path, plan: dict, test: str | None = None) -> dict[str, list[dict]]:
+    """Per condition, the evaluations of every seed on the run's own test split or on `test` data."""
+    from tfganaug.segmentation import evaluation_name
     out = {}
     for condition in plan["conditions"]:
+        name = evaluation_name(test, _whole_volumes(plan, condition))
         rows = [json.loads(p.read_text()) for p in sorted(study.glob(f"seed-*/{slug(condition)}/{name}"))]
         if rows:
             out[condition] = rows
     return out
-
-
-def _cell(stat: dict, clip: bool = True) -> str:
-    """mean [95% CI]; overlap scores live in [0, 1], so their t-interval is clipped there."""
-    if stat["n"] == 0:
-        return "n/a"
-    if stat["n"] < 2:
-        return f"{stat['mean']:.3f}"
-    low, high = (max(0.0, stat["ci_low"]), min(1.0, stat["ci_high"])) if clip else (stat["ci_low"], stat["ci_high"])
-    return f"{stat['mean']:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _table(title: str, evaluations: dict, level: str, metric: str, paper_key=None, paper=None) -> list[str]:
@@ -220,14 +234,15 @@ def _table(title: str, evaluations: dict, level: str, metric: str, paper_key=Non
     classes = first["classes"]
     head = f"| training | " + " | ".join(classes) + " | mean | runs |"
     lines = [f"### {title}", "", f"{first['data']} ({first['split']}: {first['n_slices']} slices, "
-             f"{first['n_cases']} case(s)); {level.replace('_', '-')} {metric}, mean [95% CI over seeds]", "",
+             f"{first['n_cases']} case(s), scored on {first.get('slices_scored', 'the selected slices')}); "
+             f"{level.replace('_', '-')} {metric}, mean [95% CI over seeds]", "",
              head, "|---|" + "---|" * (len(classes) + 2)]
     from tfganaug.metrics.classification import mean_ci
     clip = metric in ("dice", "iou")
     for condition, rows in evaluations.items():
         s = summarize_seg(rows)
-        cells = [_cell(s[level][metric][c], clip) for c in classes]
-        mean = _cell(mean_ci([_nanmean([r[level][metric][c] for c in classes]) for r in rows]), clip)
+        cells = [_dice_cell(s[level][metric][c], clip) for c in classes]
+        mean = _dice_cell(mean_ci([_nanmean([r[level][metric][c] for c in classes]) for r in rows]), clip)
         lines.append(f"| {condition} | " + " | ".join(cells) + f" | {mean} | {s['n_runs']} |")
         if paper and paper_key and condition in paper and paper_key in paper[condition]:
             p = paper[condition][paper_key]
@@ -311,7 +326,7 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
     if notes:
         lines += ["## Where this setting differs from the paper", "", notes, ""]
     lines += ["## Results", ""]
-    main_eval = _evaluations(study, plan, "evaluation.json")
+    main_eval = _evaluations(study, plan)
     if plan["study"] == "kits":
         lines += _table("Per-slice IoU (the capstone's metric)", main_eval, "per_slice", "iou", "per_slice_iou_mean",
                         spec["paper"])
@@ -320,7 +335,7 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
     elif plan["study"] == "sandfort":
         lines += _table("In distribution (contrast CT, held-out slices) - Dice per case", main_eval, "per_case", "dice")
         for test in b.get("tests", []):
-            ev = _evaluations(study, plan, f"evaluation-{test}.json")
+            ev = _evaluations(study, plan, test)
             paper = spec["paper"] if "native" in test else None
             lines += _table(f"{test} - Dice per case", ev, "per_case", "dice", "ood_dice", paper)
             lines += _table(f"{test} - |relative volume error| (%) per case", ev, "per_case",
@@ -331,7 +346,7 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
         lines += ["### BraTS regions (per case Dice, mean [95% CI over seeds])", "",
                   "| training | whole tumour | tumour core | enhancing | paper's claim |", "|---|---|---|---|---|"]
         for condition, rows in main_eval.items():
-            regs = [_cell(mean_ci([r["per_case"].get("brats_regions", {}).get(g, np.nan) for r in rows]))
+            regs = [_dice_cell(mean_ci([r["per_case"].get("brats_regions", {}).get(g, np.nan) for r in rows]))
                     for g in ("whole_tumour", "tumour_core", "enhancing_tumour")]
             claim = spec["paper"].get(condition, {}).get("claim", "reference (100R)" if condition == "100R" else "")
             lines.append(f"| {condition} | " + " | ".join(regs) + f" | {claim} |")
@@ -434,8 +449,8 @@ def _verdict(plan, spec, evaluations, study) -> str:
     """Plain sentences from the numbers: does the synthetic data help here, as the paper says?"""
     from tfganaug.metrics.classification import mean_ci
 
-    def stat(condition, name="evaluation.json", level="per_case", key="mean_dice"):
-        rows = _evaluations(study, plan, name).get(condition, [])
+    def stat(condition, test=None, level="per_case", key="mean_dice"):
+        rows = _evaluations(study, plan, test).get(condition, [])
         return mean_ci([r[level][key] for r in rows])
 
     def overlap(a, b):
@@ -458,13 +473,15 @@ def _verdict(plan, spec, evaluations, study) -> str:
         for test in STUDIES["sandfort"]["budgets"][plan["budget"]].get("tests", []):
             if "native" not in test:
                 continue
-            std = stat("standard", f"evaluation-{test}.json")
-            for c in ("histeq", "cyclegan"):
-                s = stat(c, f"evaluation-{test}.json")
-                if s["n"]:
-                    out.append(f"- Non-contrast ({test}) mean Dice, {c} vs standard: {s['mean']:.3f} vs "
-                               f"{std['mean']:.3f} ({s['mean'] - std['mean']:+.3f}): "
-                               f"{_judge(s, std, (0.57 + 0.03 + 0.04) / 3) if c == 'cyclegan' else 'paper: no gain'}.")
+            for dims in ("", ", 3-D"):
+                std = stat("standard" + dims, test)
+                for c in ("histeq" + dims, "cyclegan" + dims):
+                    s = stat(c, test)
+                    if s["n"] and std["n"]:
+                        out.append(f"- Non-contrast ({test}) mean Dice, {c} vs standard{dims}: {s['mean']:.3f} vs "
+                                   f"{std['mean']:.3f} ({s['mean'] - std['mean']:+.3f}): "
+                                   + (_judge(s, std, (0.57 + 0.03 + 0.04) / 3) if c.startswith("cyclegan")
+                                      else "paper: no gain") + ".")
         out.append("- The paper: non-contrast kidney 0.09 -> 0.66 with CycleGAN augmentation, liver 0.86 -> 0.89, "
                    "spleen 0.65 -> 0.69; compare per organ in the tables above.")
     else:

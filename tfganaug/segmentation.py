@@ -29,14 +29,14 @@ import tensorflow as tf
 
 from tfganaug import __version__, config as config_lib
 from tfganaug.data.pipeline import training_batches
-from tfganaug.data.segsets import SegSet, load_segsets
+from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
 from tfganaug.errors import InputError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file
 from tfganaug.gans.base import seed_generator_states
-from tfganaug.metrics.classification import nan_mean
+from tfganaug.metrics.classification import format_ci, nan_mean
 from tfganaug.metrics.segmentation import dice_per_class, iou_per_class, volume_error
 from tfganaug.schedules import ScaledCosineDecay
-from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode, unet_args
+from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode, is_3d, unet_args
 from tfganaug.train import RunFolder, fit_member, start_run, steps_for
 from tfganaug.viz import png_bytes
 
@@ -44,14 +44,20 @@ from tfganaug.viz import png_bytes
 # ------------------------------------------------------------------ synthetic sets
 
 def write_seg_synthetic(out, images: np.ndarray, masks: np.ndarray, class_names, channel_names,
-                        info: dict, overwrite: bool = False, previews: int = 16, extra=None) -> Path:
+                        info: dict, overwrite: bool = False, previews: int = 16, extra=None,
+                        origin: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write a synthetic segmentation set atomically (folder renamed into place when complete);
-    `extra(tmp_folder) -> dict` may add files (e.g. NIfTI volumes) and manifest entries."""
+    `extra(tmp_folder) -> dict` may add files (e.g. NIfTI volumes) and manifest entries;
+    `origin` = (patient ids, slice indices) of the real slices each sample was made from."""
     images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
     masks = np.asarray(masks, np.uint8)
+    arrays = {}
+    if origin is not None:
+        arrays = {"patient_ids": np.array([str(p).split("#z")[0] for p in origin[0]]),
+                  "slice_index": np.asarray(origin[1], np.int64)}
     with atomic_dir(out, overwrite=overwrite) as tmp:
         np.savez_compressed(tmp / "images.npz", images=images, masks=masks, class_names=np.array(class_names),
-                            channel_names=np.array(channel_names))
+                            channel_names=np.array(channel_names), **arrays)
         for i in range(min(previews, len(masks))):
             grey = (images[i, ..., 0] * 255).round().astype(np.uint8)
             label = (masks[i].astype(np.float32) * (255.0 / max(1, len(class_names) - 1))).round().astype(np.uint8)
@@ -69,54 +75,111 @@ def write_seg_synthetic(out, images: np.ndarray, masks: np.ndarray, class_names,
     return Path(out)
 
 
+def _seg_synthetic_manifest(folder, like: SegSet | None, image_size: int) -> dict:
+    """The manifest of a synthetic segmentation set, checked against the real training set."""
+    from tfganaug.synthesize import read_synthetic_manifest
+    expect = {} if like is None else {
+        key: (key, want, f"{want} like the real training data")
+        for key, want in (("class_names", list(like.class_names)), ("channel_names", list(like.channel_names)),
+                          ("image_size", image_size))}
+    return read_synthetic_manifest(folder, "segmentation", expect)
+
+
+def _same_patients(patient_ids: np.ndarray, slice_index: np.ndarray, like: SegSet) -> np.ndarray:
+    """Indices of the synthetic slices made from training cases of `like` (z-blocks for data split along z)."""
+    from tfganaug.data.segsets import z_block_ids
+    raw = np.array([str(p).split("#z")[0] for p in patient_ids])
+    ids = z_block_ids(raw, slice_index) if any("#z" in p for p in like.patients()) else raw
+    return np.flatnonzero(np.isin(ids, like.patient_ids))
+
+
 def load_seg_synthetic(folder, like: SegSet, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images, masks) of a synthetic segmentation set, checked against the real training set."""
+    """(images, masks) of a synthetic segmentation set, checked against the real training set.
+
+    Sets made from real slices (CycleGAN: labels carried over) record each slice's patient and
+    position; only slices of `like`'s training cases are used, so that a set written under one
+    split never brings copies of another split's validation or test cases into training.
+    """
+    _seg_synthetic_manifest(folder, like, image_size)
+    with np.load(Path(folder) / "images.npz", allow_pickle=False) as z:
+        images, masks = z["images"].astype(np.float32), z["masks"].astype(np.int32)
+        if "patient_ids" in z:
+            keep = _same_patients(z["patient_ids"].astype(str), z["slice_index"], like)
+            if not len(keep):
+                raise InputError("synthetic set", f"copies of the training cases {like.patients()[:4]}",
+                                 f"cases {sorted(set(z['patient_ids'].astype(str).tolist()))[:4]}", folder)
+            images, masks = images[keep], masks[keep]
+    return images, masks
+
+
+def load_seg_synthetic_volumes(folder, like: SegSet, data_cfg) -> SegSet:
+    """Whole synthetic volumes of the training patients of `like` (3-D training).
+
+    Only a CycleGAN set has volumes: `synthesize --from` writes every source case as NIfTI in
+    Hounsfield units with its labels. They go through the real data's preprocessing (window,
+    square, resize), and only the cases (or, for data split along z, the z-blocks) of the
+    real training split are kept: synthetic copies of validation or test patients would leak.
+    """
+    from tfganaug.data.cases import Case
+    from tfganaug.data.segsets import slices_from_cases, z_block_ids
+    import nibabel as nib
     folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
-        raise InputError("a synthetic set", "a folder written by `tfganaug synthesize` (with manifest.json)",
-                         "no manifest.json" if folder.exists() else "no such folder", folder)
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("kind") != "segmentation":
-        raise InputError("a synthetic set", "image + label-map pairs (from a pix2pix, cyclegan or stylegan2 run)",
-                         "ROIs with class labels (a dcgan/acgan set)", folder)
-    npz = folder / "images.npz"
-    if not npz.exists() or sha256_file(npz) != manifest.get("images_sha256"):
-        raise InputError("images.npz", f"sha256 {manifest.get('images_sha256')} from the manifest",
-                         "a missing or changed file", npz)
-    for key, want in (("class_names", list(like.class_names)), ("channel_names", list(like.channel_names)),
-                      ("image_size", image_size)):
-        if manifest[key] != want:
-            raise InputError(f"synthetic {key}", f"{want} like the real training data", f"{manifest[key]}",
-                             manifest_path)
-    with np.load(npz, allow_pickle=False) as z:
-        return z["images"].astype(np.float32), z["masks"].astype(np.int32)
+    manifest = _seg_synthetic_manifest(folder, like, data_cfg.image_size)
+    entries = [e for e in manifest.get("nifti") or [] if e.get("labels")]
+    if not entries:
+        raise InputError("synthetic set for the 3-D U-Net", "whole volumes (a cyclegan set written with --from)",
+                         f"{manifest.get('arch', 'a')} set of 2-D slices only", folder)
+    cases = []
+    for e in entries:
+        image = np.asarray(nib.load(str(folder / e["image"])).dataobj, np.float32)
+        labels = np.asarray(nib.load(str(folder / e["labels"])).dataobj)
+        if image.shape != tuple(e["shape"]) or labels.shape != image.shape:
+            raise InputError("synthetic volume", f"shape {tuple(e['shape'])} from the manifest",
+                             f"image {image.shape}, labels {labels.shape}", folder / e["image"])
+        cases.append(Case(str(e["patient_id"]), image[..., None], labels.astype(np.uint8), tuple(e["spacing_mm"]),
+                          tuple(manifest["class_names"]), tuple(manifest["channel_names"]), units="HU",
+                          domain="synthetic", source=str(folder / e["image"])))
+    fake = slices_from_cases(cases, data_cfg, str(folder), all_slices=True)
+    keep = _same_patients(fake.patient_ids, fake.slice_index, like)
+    if any("#z" in p for p in like.patients()):
+        fake.patient_ids = z_block_ids(fake.patient_ids, fake.slice_index)
+    if not len(keep):
+        raise InputError("synthetic volumes", f"copies of the training cases {like.patients()[:4]}",
+                         f"cases {sorted(set(fake.patient_ids.tolist()))[:4]}", folder)
+    return fake.subset(keep)
 
 
 # ------------------------------------------------------------------ training
 
 def _augment_fn(cfg, train: SegSet):
-    seg = cfg.seg
-    if seg.augment in ("none", "flip"):
+    """The training augmentation: a name `training_batches` knows, or `(image, label, seed)` callable."""
+    seg, three_d = cfg.seg, is_3d(cfg.seg)
+    if seg.augment == "none" or (seg.augment == "flip" and not three_d):
         return seg.augment
-    # Sandfort et al.'s elastic sigma of 8 px belongs to slices of about 256 px; it is scaled with
-    # the slice size (8 px on a 32 px slice folds a third of the warp over itself).
+    from tfganaug.data.volumes import flip_3d_tf, standard_augment_3d_tf
+    if seg.augment == "flip":
+        return flip_3d_tf
+    # Sandfort et al.'s elastic sigma of 8 px belongs to slices of about 256 px (volumes of 192
+    # slices); it is scaled with the slice size (8 px on a 32 px slice folds a third of the warp
+    # over itself) and, in 3-D, with the window's depth.
     sigma_px = 8.0 * cfg.data.image_size / 256.0
-    if seg.augment == "standard":
+    if three_d:
+        from tfganaug.data.volumes import PAPER_VOLUME_SIDE
+        sigmas = (8.0 * seg.patch_depth / PAPER_VOLUME_SIDE, sigma_px, sigma_px)
+
+        def geometric(image, label, seed):
+            return standard_augment_3d_tf(image, label, seed, sigma_px=sigmas)
+    else:
         from tfganaug.data.elastic import standard_augment_tf
 
-        def standard(image, label, seed):
+        def geometric(image, label, seed):
             return standard_augment_tf(image, label, seed, sigma_px=sigma_px)
-        return standard
-    # histeq: half the slices get the histogram of the non-contrast reference, then standard.
-    from tfganaug.data.elastic import standard_augment_tf
+    if seg.augment == "standard":
+        return geometric
+    # histeq: half the samples get the histogram of the non-contrast reference, then standard.
     from tfganaug.data.histeq import match_histogram, reference_histogram
-    from tfganaug.data.segsets import slices_from_cases, source_cases
-    ref_cfg = config_lib.from_dict(config_lib.merge(config_lib.to_dict(cfg), {"data": {"name": seg.histeq_reference}}))
-    reference = slices_from_cases(source_cases(seg.histeq_reference, ref_cfg.data)[0], ref_cfg.data,
-                                  seg.histeq_reference).images  # all of it: only its histogram is used
-    bins = 256
-    ref_hist = reference_histogram(reference, bins, (0.0, 1.0))
+    reference = all_slices_of(config_lib.with_data(cfg, seg.histeq_reference).data).images  # all of it: only its histogram is used
+    ref_hist = reference_histogram(reference, 256, (0.0, 1.0))
 
     def numpy_match(image):
         return match_histogram(image, ref_hist, (0.0, 1.0)).astype(np.float32)
@@ -125,8 +188,7 @@ def _augment_fn(cfg, train: SegSet):
         matched = tf.numpy_function(numpy_match, [image], tf.float32, stateful=False)
         matched = tf.ensure_shape(matched, image.shape)
         use = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
-        image = tf.where(use, matched, image)
-        return standard_augment_tf(image, label, seed, sigma_px=sigma_px)
+        return geometric(tf.where(use, matched, image), label, seed)
     return histeq
 
 
@@ -162,17 +224,37 @@ def _training_pool(cfg, train: SegSet):
     return real_x, real_y, synthetic, ratio, 0
 
 
+def _volume_pool(cfg, train: SegSet):
+    """3-D: (stacked volumes, labels, window starts, synthetic (volumes, labels, starts) or None,
+    synthetic ratio, synthetic volumes' slice count)."""
+    from tfganaug.data.volumes import volumes_of, window_stack
+    depth = cfg.seg.patch_depth
+    x, y, starts = window_stack(volumes_of(train), depth)
+    extra, n_extra = None, 0
+    if cfg.seg.synthetic and cfg.seg.synthetic_ratio > 0:
+        fake = load_seg_synthetic_volumes(cfg.seg.synthetic, train, cfg.data)
+        extra, n_extra = window_stack(volumes_of(fake), depth), len(fake)
+    return x, y, starts, extra, cfg.seg.synthetic_ratio, n_extra
+
+
 def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     """Train the segmentation U-Net of `cfg` into run folder `out` (resuming it if it holds the same config)."""
-    sets = load_segsets(cfg.data)  # bad data fails here, before a run folder exists
+    three_d = is_3d(cfg.seg)
+    sets = load_segsets(cfg.data, all_slices=three_d)  # bad data fails here, before a run folder exists
     train, val = sets["train"], sets["val"]
-    x, y, extra, ratio, n_extra = _training_pool(cfg, train)
+    window = starts = None
+    if three_d:
+        x, y, starts, extra, ratio, n_extra = _volume_pool(cfg, train)
+        window, samples = cfg.seg.patch_depth, max(1, round(len(y) / cfg.seg.patch_depth))
+    else:
+        x, y, extra, ratio, n_extra = _training_pool(cfg, train)
+        samples = len(y)
     augment = _augment_fn(cfg, train)
     with start_run(cfg, out, overwrite) as (run, strategy):
         if strategy is None:
             return run
         args = unet_args(cfg.seg, train.num_classes)
-        steps = steps_for(round(len(y) / (1.0 - ratio)) if ratio < 1 else len(y), cfg.seg.batch_size,
+        steps = steps_for(round(samples / (1.0 - ratio)) if ratio < 1 else samples, cfg.seg.batch_size,
                           cfg.seg.steps_per_epoch)
         with strategy.scope():
             model = build_segmenter(cfg.seg, train.num_classes, cfg.data.image_size, train.images.shape[-1],
@@ -188,9 +270,14 @@ def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
         def batches(start):
             return training_batches(x, y, batch_size=cfg.seg.batch_size, steps_per_epoch=steps,
                                     epochs=cfg.seg.epochs, start_epoch=start, seed=cfg.seed, augment=augment,
-                                    synthetic=extra, synthetic_ratio=ratio)
+                                    synthetic=extra, synthetic_ratio=ratio, window=window, starts=starts)
 
-        validation = tf.data.Dataset.from_tensor_slices((val.images, val.masks.astype(np.int32))).batch(32)
+        if three_d:
+            from tfganaug.data.volumes import volume_chunks, volumes_of
+            vx, vy = volume_chunks(volumes_of(val), cfg.seg.patch_depth)
+            validation = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(2)
+        else:
+            validation = tf.data.Dataset.from_tensor_slices((val.images, val.masks.astype(np.int32))).batch(32)
         items = {"model": model, "optimizer": optimizer, "seed_states": seed_generator_states(model)}
         fit_member(run, "seg", model, items, batches, epochs=cfg.seg.epochs, steps_per_epoch=steps,
                    keep=cfg.keep_checkpoints, validation=validation, verbose=verbose,
@@ -204,16 +291,13 @@ def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
                        channel_names=list(train.channel_names), members={"seg": cfg.seg.epochs},
                        n_train_real=int(len(train)), n_train_patients=len(train.patients()),
                        n_synthetic=int(n_extra if cfg.seg.setting else (0 if extra is None else len(extra[1]))),
-                       synthetic_ratio=float(ratio), output=args["output"])
+                       synthetic_ratio=float(ratio), output=args["output"], dims=3 if three_d else 2,
+                       patch_depth=cfg.seg.patch_depth if three_d else None)
     return run
 
 
 def load_segmenter(run: RunFolder) -> keras.Model:
-    path = run.final_model("seg")
-    if not path.exists():
-        raise RunFolderError(f"{run.path}: expected a finished segmentation run with {path}, got none "
-                             "(rerun its train-seg command to finish it)")
-    return keras.saving.load_model(path, safe_mode=True)
+    return run.load_final_model("seg", "segmentation", "train-seg")
 
 
 # ------------------------------------------------------------------ evaluation
@@ -279,52 +363,66 @@ def predict_labels(model: keras.Model, images: np.ndarray, output: str, batch_si
     return decode(probs, output).numpy().astype(np.uint8)
 
 
-def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None) -> dict:
+def predict_labels_3d(model: keras.Model, test: SegSet, output: str, depth: int) -> np.ndarray:
+    """Label maps for every slice of `test` (whole volumes), in `test`'s order, by sliding windows
+    of `depth` slices overlapping by half (`data.volumes.predict_volume`)."""
+    from tfganaug.data.volumes import predict_volume, volumes_of
+    pred = np.zeros(test.masks.shape, np.uint8)
+    for volume in volumes_of(test):
+        sel = np.flatnonzero(test.patient_ids == volume.patient_id)
+        sel = sel[np.argsort(test.slice_index[sel], kind="stable")]
+        pred[sel] = decode(predict_volume(model, volume.images, depth), output).numpy().astype(np.uint8)
+    return pred
+
+
+def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None,
+                 whole_volumes: bool | None = None) -> dict:
     """Score a segmentation run on a split of its data or on another data set (`test_data`,
-    e.g. non-contrast CT for a model trained on contrast CT); writes `<run>/evaluation[-<name>].json`."""
+    e.g. non-contrast CT for a model trained on contrast CT); writes `<run>/evaluation[-<name>].json`.
+
+    2-D runs are scored on the slices training uses (every foreground slice and a share of empty
+    ones) unless `whole_volumes`; 3-D runs always on whole volumes, where false positives on
+    empty slices count too. `whole_volumes=True` scores a 2-D run the same way. Whole-volume
+    scores go to `evaluation[-<test>]-volumes.json` (:func:`evaluation_name`).
+    """
     run, cfg = RunFolder.load(run_dir)
     if cfg.kind != "seg":
         raise RunFolderError(f"{run.path}: expected a segmentation run (train-seg), got a '{cfg.kind}' run")
     status = run.status()
+    three_d = is_3d(cfg.seg)
+    whole = bool(three_d or whole_volumes)
     split = split or ("val" if cfg.data.name in ("kits19", "brats") else "test")
     if test_data:
-        from tfganaug.data.segsets import slices_from_cases, source_cases
-        data_cfg = config_lib.from_dict(config_lib.merge(config_lib.to_dict(cfg), {"data": {"name": test_data}})).data
         # Another data set: its patients were never seen, so all of it is test data.
-        if test_data.endswith(".npz"):
-            sets = load_segsets(data_cfg)
-            test = _concat(_concat(sets["train"], sets["val"]), sets["test"])
-        else:
-            test = slices_from_cases(source_cases(test_data, data_cfg)[0], data_cfg, test_data)
+        test = all_slices_of(config_lib.with_data(cfg, test_data).data, whole_volumes=whole)
         if list(test.class_names) != status.get("class_names"):
             raise InputError("test data classes", f"{status.get('class_names')} like the training data",
                              f"{list(test.class_names)}", test_data)
     else:
-        test = load_segsets(cfg.data)[split]
+        test = load_segsets(cfg.data, all_slices=whole)[split]
     model = load_segmenter(run)
-    pred = predict_labels(model, test.images, status.get("output", unet_args(cfg.seg, test.num_classes)["output"]))
+    output = status.get("output", unet_args(cfg.seg, test.num_classes)["output"])
+    pred = (predict_labels_3d(model, test, output, cfg.seg.patch_depth) if three_d
+            else predict_labels(model, test.images, output))
     result = score_segmentation(test, pred)
     result.update({"split": "all" if test_data else split, "data": test_data or cfg.data.name,
                    "seed": cfg.seed, "augment": cfg.seg.augment, "synthetic": cfg.seg.synthetic,
                    "synthetic_ratio": cfg.seg.synthetic_ratio, "setting": cfg.seg.setting,
-                   "n_train_real": status.get("n_train_real"), "n_synthetic": status.get("n_synthetic")})
-    name = "evaluation.json" if not test_data else f"evaluation-{_slug(test_data)}.json"
-    atomic_write_json(run.path / name, result)
+                   "n_train_real": status.get("n_train_real"), "n_synthetic": status.get("n_synthetic"),
+                   "dims": 3 if three_d else 2,
+                   "slices_scored": "whole volumes" if whole else "foreground slices + a share of empty ones"})
+    atomic_write_json(run.path / evaluation_name(test_data, whole), result)
     return result
+
+
+def evaluation_name(test_data: str | None = None, whole_volumes: bool = False) -> str:
+    """File of an evaluation in the run folder: `evaluation[-<test data>][-volumes].json`."""
+    return ("evaluation" + (f"-{_slug(test_data)}" if test_data else "") + ("-volumes" if whole_volumes else "")
+            + ".json")
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(name).name)
-
-
-def _concat(a: SegSet, b: SegSet) -> SegSet:
-    if b is a:
-        return a
-    keep = ~np.isin(b.patient_ids, a.patient_ids)
-    b = b.subset(np.flatnonzero(keep))
-    return SegSet(np.concatenate([a.images, b.images]), np.concatenate([a.masks, b.masks]),
-                  np.concatenate([a.patient_ids, b.patient_ids]), np.concatenate([a.slice_index, b.slice_index]),
-                  np.concatenate([a.spacing_mm, b.spacing_mm]), a.class_names, a.channel_names, a.source, a.domain)
 
 
 def summarize_seg(results: list[dict]) -> dict:
@@ -344,14 +442,6 @@ def summarize_seg(results: list[dict]) -> dict:
     return out
 
 
-def _fmt(stat: dict) -> str:
-    if not stat or stat["n"] == 0:
-        return "n/a"
-    if stat["n"] == 1:
-        return f"{stat['mean']:.3f}"
-    return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
-
-
 def format_seg_summary(results: list[dict]) -> str:
     s = summarize_seg(results)
     r0 = results[0]
@@ -359,10 +449,10 @@ def format_seg_summary(results: list[dict]) -> str:
              f"{s['n_runs']} run(s): mean [95% CI over seeds]",
              f"{'class':<18}{'slice Dice':>26}{'slice IoU':>26}{'case Dice':>26}{'|vol. error| %':>26}"]
     for c in s["classes"]:
-        lines.append(f"{c:<18}{_fmt(s['per_slice']['dice'][c]):>26}{_fmt(s['per_slice']['iou'][c]):>26}"
-                     f"{_fmt(s['per_case']['dice'][c]):>26}"
-                     f" {_fmt(s['per_case']['abs_relative_volume_error_percent'][c]):>25}")
-    lines.append(f"{'mean':<18}{_fmt(s['per_slice']['mean_dice']):>26}{'':>26}{_fmt(s['per_case']['mean_dice']):>26}")
+        lines.append(f"{c:<18}{format_ci(s['per_slice']['dice'][c]):>26}{format_ci(s['per_slice']['iou'][c]):>26}"
+                     f"{format_ci(s['per_case']['dice'][c]):>26}"
+                     f" {format_ci(s['per_case']['abs_relative_volume_error_percent'][c]):>25}")
+    lines.append(f"{'mean':<18}{format_ci(s['per_slice']['mean_dice']):>26}{'':>26}{format_ci(s['per_case']['mean_dice']):>26}")
     for reg, stat in s["per_case"].get("brats_regions", {}).items():
-        lines.append(f"{reg:<18}{'':>26}{'':>26}{_fmt(stat):>26}")
+        lines.append(f"{reg:<18}{'':>26}{'':>26}{format_ci(stat):>26}")
     return "\n".join(lines)

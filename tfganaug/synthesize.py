@@ -77,23 +77,35 @@ def synthesize(run_dir, n: int, out, seed: int = 0, overwrite: bool = False, png
     return Path(out)
 
 
-def load_synthetic(folder, class_names, image_size: int):
-    """(images, labels) of a synthetic set, checked against the classifier's classes and size."""
+def read_synthetic_manifest(folder, kind: str, expect: dict) -> dict:
+    """The manifest of a synthetic set written by `synthesize`, checked: its images.npz against the
+    recorded sha256, its kind ("classification": ROIs with class labels; "segmentation": image +
+    label-map pairs) and every `expect` entry `{key: (what, wanted value, description)}`."""
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         raise InputError("a synthetic set", "a folder written by `tfganaug synthesize` (with manifest.json)",
                          "no manifest.json" if folder.exists() else "no such folder", folder)
     manifest = json.loads(manifest_path.read_text())
+    kinds = {"classification": "ROIs with class labels (a dcgan/acgan set)",
+             "segmentation": "image + label-map pairs (from a pix2pix, cyclegan or stylegan2 run)"}
+    got = manifest.get("kind", "classification")
+    if got != kind:
+        raise InputError("a synthetic set", kinds[kind], kinds.get(got, repr(got)), folder)
     npz = folder / "images.npz"
     if not npz.exists() or sha256_file(npz) != manifest.get("images_sha256"):
         raise InputError("images.npz", f"sha256 {manifest.get('images_sha256')} from the manifest",
                          "a missing or changed file", npz)
-    if list(manifest["class_names"]) != list(class_names):
-        raise InputError("synthetic classes", f"the training classes {list(class_names)}",
-                         f"{manifest['class_names']}", manifest_path)
-    if manifest["image_size"] != image_size:
-        raise InputError("synthetic image size", f"{image_size} px (data.image_size)",
-                         f"{manifest['image_size']} px", manifest_path)
-    with np.load(npz, allow_pickle=False) as z:
+    for key, (what, want, description) in expect.items():
+        if manifest.get(key) != want:
+            raise InputError(f"synthetic {what}", description, f"{manifest.get(key)}", manifest_path)
+    return manifest
+
+
+def load_synthetic(folder, class_names, image_size: int):
+    """(images, labels) of a synthetic set, checked against the classifier's classes and size."""
+    read_synthetic_manifest(folder, "classification", {
+        "class_names": ("classes", list(class_names), f"the training classes {list(class_names)}"),
+        "image_size": ("image size", image_size, f"{image_size} px (data.image_size)")})
+    with np.load(Path(folder) / "images.npz", allow_pickle=False) as z:
         return z["images"].astype(np.float32), z["labels"].astype(np.int32)

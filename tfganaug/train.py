@@ -128,6 +128,14 @@ class RunFolder:
     def final_model(self, member: str) -> Path:
         return self.path / "final" / f"{member}.keras"
 
+    def load_final_model(self, member: str, what: str, command: str):
+        """The finished Keras model of `member` (safe mode), or one line naming the command to finish it."""
+        path = self.final_model(member)
+        if not path.exists():
+            raise RunFolderError(f"{self.path}: expected a finished {what} run with {path}, got none "
+                                 f"(rerun its {command} command to finish it)")
+        return keras.saving.load_model(path, safe_mode=True)
+
 
 def environment() -> dict:
     return {"tfganaug": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,

@@ -42,24 +42,44 @@ def mix_real_synthetic(n_real: int, n_synthetic: int, count: int, ratio: float, 
 
 def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, steps_per_epoch: int,
                      epochs: int, start_epoch: int = 0, seed: int = 0, augment: str = "none",
-                     synthetic: tuple[np.ndarray, np.ndarray] | None = None, synthetic_ratio: float = 0.0,
-                     scale: str = "unit") -> tf.data.Dataset:
+                     synthetic: tuple | None = None, synthetic_ratio: float = 0.0,
+                     scale: str = "unit", window: int | None = None, starts: np.ndarray | None = None
+                     ) -> tf.data.Dataset:
     """Batches (image, label) for epochs [start_epoch, epochs), `steps_per_epoch` batches each.
 
     Augmentation applies to real and synthetic samples alike (after mixing): "classic" (ROIs,
     image only), "flip" (left-right, image and label map together, Son et al.), or a callable
     `(image, label, seed) -> (image, label)` given a per-sample stateless seed.
     `scale="tanh"` maps [0, 1] images to [-1, 1] for GAN discriminators.
+
+    3-D windows (`data.volumes`): with `window`, `images`/`labels` are volumes stacked along
+    axis 0 and a sample is `window` consecutive slices from one of `starts`; `synthetic` is
+    then `(images, labels, starts)` as well.
     """
     real_x = tf.constant(np.asarray(images, np.float32))
     real_y = tf.constant(np.asarray(labels, np.int32))
+    if window:
+        real_s = tf.constant(np.asarray(starts, np.int64))
     if synthetic is not None and synthetic_ratio > 0:
         fake_x = tf.constant(np.asarray(synthetic[0], np.float32))
         fake_y = tf.constant(np.asarray(synthetic[1], np.int32))
+        if window:
+            fake_s = tf.constant(np.asarray(synthetic[2], np.int64))
     else:
         fake_x, fake_y, synthetic_ratio = real_x[:0], real_y[:0], 0.0
+        if window:
+            fake_s = real_s[:0]
     count = steps_per_epoch * batch_size
-    n_real, n_fake = int(real_y.shape[0]), int(fake_y.shape[0])
+    if window:
+        n_real, n_fake = int(real_s.shape[0]), int(fake_s.shape[0])
+    else:
+        n_real, n_fake = int(real_y.shape[0]), int(fake_y.shape[0])
+
+    def take(x, y, s, index):
+        if not window:
+            return tf.gather(x, index), tf.gather(y, index)
+        rows = tf.gather(s, index) + tf.range(window, dtype=tf.int64)
+        return tf.gather(x, rows), tf.gather(y, rows)
 
     def one_epoch(epoch):
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
@@ -69,12 +89,11 @@ def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
 
     def gather(is_fake, index, position):
         if n_fake:
-            image = tf.where(is_fake, tf.gather(fake_x, tf.minimum(index, n_fake - 1)),
-                             tf.gather(real_x, tf.minimum(index, n_real - 1)))
-            label = tf.where(is_fake, tf.gather(fake_y, tf.minimum(index, n_fake - 1)),
-                             tf.gather(real_y, tf.minimum(index, n_real - 1)))
+            fake = take(fake_x, fake_y, fake_s if window else None, tf.minimum(index, n_fake - 1))
+            real = take(real_x, real_y, real_s if window else None, tf.minimum(index, n_real - 1))
+            image, label = tf.where(is_fake, fake[0], real[0]), tf.where(is_fake, fake[1], real[1])
         else:
-            image, label = tf.gather(real_x, index), tf.gather(real_y, index)
+            image, label = take(real_x, real_y, real_s if window else None, index)
         sample_seed = tf.stack([tf.constant(seed + 1, tf.int64), position])
         if callable(augment):
             image, label = augment(image, label, sample_seed)

@@ -112,8 +112,9 @@ def select_slices(mask: np.ndarray | None, num_slices: int, empty_fraction: floa
     return keep
 
 
-def slices_from_cases(cases: list[Case], cfg, source: str) -> SegSet:
-    """2-D slices of `cases` at `cfg.image_size`, intensities in [0, 1] (module docstring)."""
+def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = False) -> SegSet:
+    """2-D slices of `cases` at `cfg.image_size`, intensities in [0, 1] (module docstring);
+    `all_slices` keeps every slice of every case (whole volumes, for the 3-D U-Net)."""
     size = cfg.image_size
     images, masks, pids, index, spacing = [], [], [], [], []
     class_names = channel_names = None
@@ -126,7 +127,8 @@ def slices_from_cases(cases: list[Case], cfg, source: str) -> SegSet:
         elif case.class_names != class_names or case.channel_names != channel_names:
             raise InputError("case", f"classes {class_names} and channels {channel_names} like the others",
                              f"{case.class_names} and {case.channel_names}", case.source or source)
-        keep = select_slices(case.mask, case.num_slices, cfg.empty_slice_fraction, cfg.max_slices_per_case)
+        keep = (np.arange(case.num_slices) if all_slices else
+                select_slices(case.mask, case.num_slices, cfg.empty_slice_fraction, cfg.max_slices_per_case))
         img = _square(case.image[keep], _background_value(case.units, cfg))
         msk = _square(case.mask[keep], 0)
         side = img.shape[1]
@@ -268,14 +270,23 @@ def _at_least_one_patient_each(parts: list[np.ndarray], patient_ids: np.ndarray)
     return parts
 
 
-def load_segsets(cfg) -> dict[str, SegSet]:
-    """train / val / test `SegSet`s for a `DataConfig` (see the module docstring)."""
+def z_block_ids(patient_ids: np.ndarray, slice_index: np.ndarray) -> np.ndarray:
+    """Pseudo-patient ids for few-patient data: one per block of `Z_BLOCK` slices of a case."""
+    return np.array([f"{p}#z{i // Z_BLOCK:03d}" for p, i in zip(patient_ids, slice_index)])
+
+
+def load_segsets(cfg, all_slices: bool = False) -> dict[str, SegSet]:
+    """train / val / test `SegSet`s for a `DataConfig` (see the module docstring); `all_slices`
+    keeps whole cases (the 3-D U-Net) instead of the foreground slices and a share of empty ones."""
     if cfg.name.endswith(".npz"):
+        if all_slices:
+            raise InputError("3-D data", "cases with whole volumes (a named source or a folder of cases)",
+                             "an .npz of prepared 2-D slices", cfg.name)
         whole = _read_npz(Path(cfg.name), cfg)
         fixed = None
     else:
         cases, fixed = source_cases(cfg.name, cfg)
-        whole = slices_from_cases(cases, cfg, cfg.name)
+        whole = slices_from_cases(cases, cfg, cfg.name, all_slices=all_slices)
     if fixed and fixed.get("train"):
         sets = {split: whole.subset(np.flatnonzero(np.isin(whole.patient_ids, ids)))
                 for split, ids in fixed.items()}
@@ -287,7 +298,7 @@ def load_segsets(cfg) -> dict[str, SegSet]:
         if n_patients < 3:
             # One or two patients (e.g. the shared IRCADb case): split along z in blocks of
             # Z_BLOCK slices, each block a pseudo-patient, so neighbouring slices stay together.
-            blocks = np.array([f"{p}#z{i // Z_BLOCK:03d}" for p, i in zip(whole.patient_ids, whole.slice_index)])
+            blocks = z_block_ids(whole.patient_ids, whole.slice_index)
             if len(set(blocks.tolist())) < 3:
                 raise InputError("data", f"at least 3 patients, or {3 * Z_BLOCK} slices to split along z",
                                  f"{n_patients} patient(s) with {len(whole)} slices", whole.source)
@@ -314,6 +325,26 @@ def load_segsets(cfg) -> dict[str, SegSet]:
         if len(s) == 0:
             raise InputError(f"the {split} split", "at least one slice", "none", whole.source)
     return sets
+
+
+def concat_segsets(a: SegSet, b: SegSet) -> SegSet:
+    """`a` followed by the slices of `b` whose patients are not in `a`."""
+    if b is a:
+        return a
+    b = b.subset(np.flatnonzero(~np.isin(b.patient_ids, a.patient_ids)))
+    return SegSet(np.concatenate([a.images, b.images]), np.concatenate([a.masks, b.masks]),
+                  np.concatenate([a.patient_ids, b.patient_ids]), np.concatenate([a.slice_index, b.slice_index]),
+                  np.concatenate([a.spacing_mm, b.spacing_mm]), a.class_names, a.channel_names, a.source, a.domain)
+
+
+def all_slices_of(cfg, whole_volumes: bool = False) -> SegSet:
+    """Every case of data set `cfg.name` (a `DataConfig`), no split: another data set used as a
+    whole (a test set, a histogram reference, a CycleGAN domain). `whole_volumes` keeps every
+    slice (3-D); else the foreground slices and a share of empty ones."""
+    if cfg.name.endswith(".npz"):
+        sets = load_segsets(cfg, all_slices=whole_volumes)
+        return concat_segsets(concat_segsets(sets["train"], sets["val"]), sets["test"])
+    return slices_from_cases(source_cases(cfg.name, cfg)[0], cfg, cfg.name, all_slices=whole_volumes)
 
 
 def load_cases_for_synthesis(name: str, cfg) -> list[Case]:

@@ -204,3 +204,18 @@ def bootstrap_ci(y_true, y_pred, metric_fn: Callable[[np.ndarray, np.ndarray], f
     low, high = np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (np.nan, np.nan)
     return {"estimate": float(metric_fn(y_true, y_pred)), "ci_low": float(low), "ci_high": float(high),
             "n_boot": int(n_boot), "n_valid": int(boot.size), "confidence": confidence}
+
+
+def format_ci(stat: dict | None, scale: float = 1.0, digits: int = 3, clip: tuple | None = None) -> str:
+    """A :func:`mean_ci` result as "mean [low, high]" ("mean" for one run, "n/a" for none).
+
+    `clip` bounds the t-interval where the quantity lives (e.g. (0, 1) for Dice or accuracy);
+    `scale` multiplies everything (100 for percent)."""
+    if not stat or stat["n"] == 0 or not np.isfinite(stat["mean"]):
+        return "n/a"
+    if stat["n"] < 2:
+        return f"{scale * stat['mean']:.{digits}f}"
+    low, high = stat["ci_low"], stat["ci_high"]
+    if clip is not None:
+        low, high = max(clip[0], low), min(clip[1], high)
+    return f"{scale * stat['mean']:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"

@@ -19,6 +19,12 @@ import tensorflow as tf
 
 from tfganaug.tasks.losses import soft_dice_loss
 from tfganaug.tasks.unet import UNET_PRESETS, build_unet, unet_output_size
+from tfganaug.tasks.unet3d import UNET3D_PRESETS, build_unet3d
+
+
+def is_3d(seg_cfg) -> bool:
+    """True when the config's U-Net preset is a 3-D one (`tasks.unet3d.UNET3D_PRESETS`)."""
+    return seg_cfg.unet in UNET3D_PRESETS
 
 
 @keras.saving.register_keras_serializable(package="tfganaug")
@@ -46,7 +52,7 @@ class MirrorPad2D(keras.layers.Layer):
 
 def unet_args(seg_cfg, num_classes: int) -> dict:
     """`build_unet` arguments: the preset, the config's overrides, and the class count."""
-    args = dict(UNET_PRESETS[seg_cfg.unet])
+    args = dict({**UNET_PRESETS, **UNET3D_PRESETS}[seg_cfg.unet])
     for key in ("base_filters", "depth", "padding", "output", "norm"):
         value = getattr(seg_cfg, key, None)
         if value is not None:
@@ -56,8 +62,11 @@ def unet_args(seg_cfg, num_classes: int) -> dict:
 
 
 def build_segmenter(seg_cfg, num_classes: int, image_size: int, channels: int, seed: int = 0) -> keras.Model:
-    """U-Net (preset + overrides of `seg_cfg`) mapping (S, S, channels) images to (S, S, k) probabilities."""
+    """U-Net (preset + overrides of `seg_cfg`) mapping (S, S, channels) images to (S, S, k)
+    probabilities; a 3-D preset maps (Z, S, S, channels) volumes of any Z to (Z, S, S, k)."""
     args = unet_args(seg_cfg, num_classes)
+    if is_3d(seg_cfg):
+        return build_unet3d(image_size=image_size, channels=channels, seed=seed, name="segmenter", **args)
     if args.get("padding", "valid") == "same":
         return build_unet(image_size=image_size, channels=channels, seed=seed, name="segmenter", **args)
     size = image_size
@@ -80,13 +89,13 @@ def build_segmenter(seg_cfg, num_classes: int, image_size: int, channels: int, s
 
 
 def targets(masks, num_classes: int, output: str):
-    """Integer label maps (B, H, W) -> the network's target channels (float32)."""
+    """Integer label maps (B, H, W) or (B, Z, H, W) -> the network's target channels (float32)."""
     onehot = tf.one_hot(tf.cast(masks, tf.int32), num_classes, dtype=tf.float32)
     return onehot[..., 1:] if output == "sigmoid" else onehot
 
 
 def decode(probs, output: str):
-    """Probabilities (B, H, W, k) -> integer label maps (B, H, W) (module docstring)."""
+    """Probabilities (..., k) -> integer label maps (...) (module docstring)."""
     probs = tf.convert_to_tensor(probs, tf.float32)
     if output == "sigmoid":
         probs = tf.concat([tf.fill(tf.shape(probs[..., :1]), 0.5), probs], axis=-1)
@@ -105,7 +114,7 @@ class SegLoss(keras.losses.Loss):
     Per-image Dice with smoothing scores an empty channel as perfect when nothing is
     predicted, which on small structures drove our U-Nets to predict nothing at all within a
     few epochs; the batch form does not reward that. Under tf.distribute the batch is the
-    replica's share.
+    replica's share. Works for 2-D (B, H, W, k) and 3-D (B, Z, H, W, k) outputs alike.
     """
 
     def __init__(self, num_classes: int, output: str = "softmax", kind: str = "dice", smooth: float = 1.0,
@@ -115,17 +124,18 @@ class SegLoss(keras.losses.Loss):
         self.batch_dice = bool(batch_dice)
 
     def call(self, y_true, y_pred):
-        y_true = targets(tf.reshape(y_true, tf.shape(y_pred)[:3]), self.num_classes, self.output)
+        rank = y_pred.shape.rank  # 4 (2-D) or 5 (3-D)
+        y_true = targets(tf.reshape(y_true, tf.shape(y_pred)[:-1]), self.num_classes, self.output)
         y_pred = tf.cast(y_pred, tf.float32)
         if self.batch_dice:
-            loss = soft_dice_loss(y_true[None], y_pred[None], self.smooth, axis=(1, 2, 3))
+            loss = soft_dice_loss(y_true[None], y_pred[None], self.smooth, axis=tuple(range(1, rank)))
             loss = tf.fill(tf.shape(y_pred)[:1], loss[0])
         else:
-            loss = soft_dice_loss(y_true, y_pred, self.smooth)
+            loss = soft_dice_loss(y_true, y_pred, self.smooth, axis=tuple(range(1, rank - 1)))
         if self.kind == "dice_ce":
             ce = (keras.losses.binary_crossentropy(y_true, y_pred) if self.output == "sigmoid"
                   else keras.losses.categorical_crossentropy(y_true, y_pred))
-            loss = loss + tf.reduce_mean(ce, axis=[1, 2])
+            loss = loss + tf.reduce_mean(ce, axis=list(range(1, rank - 1)))
         return loss
 
     def get_config(self):
