@@ -159,6 +159,17 @@ def bench_classifier(image_size: int, batch_size: int, steps: int, precision: st
                 load_before=load_before, params=params)
 
 
+def _time_batches(dataset, steps: int, warmup: int) -> float:
+    """Seconds to draw `steps` batches from `dataset` after `warmup` untimed ones."""
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        next(iterator)[0].numpy()
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)[0].numpy()
+    return time.perf_counter() - start
+
+
 def bench_input_pipeline(image_size: int, batch_size: int, steps: int, warmup: int = 3, n_images: int = 512,
                          augment: str = "classic", seed: int = 0) -> dict:
     """Batches/s of `training_batches` with classic augmentation, consumed with no training beside it:
@@ -172,13 +183,7 @@ def bench_input_pipeline(image_size: int, batch_size: int, steps: int, warmup: i
     load_before = _load1()
     dataset = training_batches(images, labels, batch_size=batch_size, steps_per_epoch=warmup + steps, epochs=1,
                                seed=seed, augment=augment)
-    iterator = iter(dataset)
-    for _ in range(warmup):
-        next(iterator)[0].numpy()
-    start = time.perf_counter()
-    for _ in range(steps):
-        next(iterator)[0].numpy()
-    seconds = time.perf_counter() - start
+    seconds = _time_batches(dataset, steps, warmup)
     return _row("input", f"input ({augment} aug)", image_size=image_size, width=None, batch_size=batch_size,
                 precision=None, steps=steps, warmup=warmup, seconds=seconds, load_before=load_before)
 
@@ -230,13 +235,7 @@ def bench_window_input(image_size: int, batch_size: int, patch_depth: int, steps
     load_before = _load1()
     dataset = training_batches(x, y, batch_size=batch_size, steps_per_epoch=warmup + steps, epochs=1, seed=seed,
                                augment=standard_augment_3d_tf, window=patch_depth, starts=starts)
-    iterator = iter(dataset)
-    for _ in range(warmup):
-        next(iterator)[0].numpy()
-    start = time.perf_counter()
-    for _ in range(steps):
-        next(iterator)[0].numpy()
-    seconds = time.perf_counter() - start
+    seconds = _time_batches(dataset, steps, warmup)
     row = _row("input", f"input 3-D windows ({patch_depth} slices, standard aug)", image_size=image_size, width=None,
                batch_size=batch_size, precision=None, steps=steps, warmup=warmup, seconds=seconds,
                load_before=load_before)
