@@ -194,3 +194,20 @@ def test_config_and_cli_checks_for_3d(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["seg"]["unet"] == "sandfort3d" and printed["preset"] == "cpu_unet3d_abdomen"
     assert not (tmp_path / "x").exists()
+
+
+def test_real_contrast_ct_becomes_whole_z_block_volumes(shared_data):
+    """The shared IRCADb scan (one patient, DICOM in zip archives) in 3-D: split along z, every
+    block a volume of consecutive slices, every slice of the scan in exactly one split."""
+    cfg = config.preset("cpu_unet3d_abdomen", data={"name": "ircadb", "image_size": 32})
+    sets = load_segsets(cfg.data, all_slices=True)
+    vols = {split: volumes_of(s) for split, s in sets.items()}
+    assert all(len(v) >= 1 for v in vols.values())
+    for v in vols["train"] + vols["val"] + vols["test"]:
+        assert "#z" in v.patient_id and len(v.masks) <= 16
+        assert np.array_equal(v.slice_index, np.arange(v.slice_index[0], v.slice_index[0] + len(v.masks)))
+    counted = sum(len(v.masks) for split in ("train", "val", "test") for v in vols[split])
+    assert counted == 129  # 3D-IRCADb-01 patient 1: every slice, once
+    assert {1, 2, 3} <= set(np.unique(np.concatenate([v.masks.ravel() for v in vols["train"]])).tolist())
+    x, y, starts = window_stack(vols["train"], 16)
+    assert len(starts) == len(vols["train"]) and x.shape[1:] == (32, 32, 1)
