@@ -3,8 +3,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tfganaug.data.brats import CLASS_NAMES, brain_phantom_cases, canonical_contrasts, load_brats_cases
+from tfganaug.config import DataConfig
+from tfganaug.data.brats import (CLASS_NAMES, brain_of, brain_phantom_cases, canonical_contrasts, load_brats_cases,
+                                 percentile_to_unit, percentile_window, zscore_to_unit)
 from tfganaug.data.cases import Case
+from tfganaug.data.segsets import select_slices, slices_from_cases
 from tfganaug.errors import InputError
 
 CASES_2015 = ("brats_2013_pat0003_1", "brats_2013_pat0004_1", "brats_2013_pat0005_1", "brats_2013_pat0006_1")
@@ -144,3 +147,125 @@ def test_phantom_contrasts_behave_like_mr():
     # CSF (the ventricles, the darkest normal T1 voxels) is bright on T2 and dark on FLAIR.
     csf = normal & (t1 < np.percentile(t1[normal], 3))
     assert t2[csf].mean() > t2[normal].mean() + 1.0 and flair[csf].mean() < flair[normal].mean() - 1.0
+
+
+# --- MR onto [0, 1] -----------------------------------------------------------------------------
+
+def _reference_percentile_to_unit(image, brain, percentiles):
+    """The mapping written out channel by channel with plain NumPy."""
+    out = np.zeros(image.shape, np.float64)
+    for k in range(image.shape[-1]):
+        values = image[..., k][brain].astype(np.float64)
+        low, high = np.percentile(values, percentiles)
+        channel = np.zeros(brain.shape)
+        channel[brain] = np.clip((values - low) / (high - low), 0, 1)
+        out[..., k] = channel
+    return out
+
+
+def test_percentile_to_unit_by_hand_and_against_numpy():
+    # By hand: brain voxels 0, 1, ..., 100 -> the 10th / 90th percentiles are 10 and 90, so
+    # 50 -> 0.5, 30 -> 0.25, 5 -> 0 (clipped), 95 -> 1 (clipped); the background voxel (value
+    # 500, outside the brain) -> 0.
+    image = np.concatenate([np.arange(101.0), [500.0]]).reshape(1, 1, 102, 1)
+    brain = np.ones((1, 1, 102), bool)
+    brain[..., -1] = False
+    unit = percentile_to_unit(image, brain, (10, 90))
+    assert unit.dtype == np.float32
+    np.testing.assert_allclose(unit[0, 0, [50, 30, 5, 95, 101], 0], [0.5, 0.25, 0.0, 1.0, 0.0], atol=1e-6)
+    low, high = percentile_window(image, brain, (10, 90))
+    np.testing.assert_allclose([low[0], high[0]], [10.0, 90.0])
+
+    # Against NumPy on two contrasts of very different scales with outliers, and an irregular brain.
+    rng = np.random.default_rng(0)
+    image = np.stack([rng.normal(400, 80, (6, 20, 20)), rng.gamma(2.0, 3.0, (6, 20, 20))], axis=-1)
+    image[0, 0, 0, 0], image[1, 1, 1, 1] = 32767, 1e4  # saturated voxels, as in BraTS 2018 TCIA10_639
+    brain = rng.random((6, 20, 20)) < 0.6
+    image[~brain] = 0
+    unit = percentile_to_unit(image, brain, (0.5, 99.5))
+    np.testing.assert_allclose(unit, _reference_percentile_to_unit(image, brain, [0.5, 99.5]), atol=1e-6)
+    assert unit.min() == 0.0 and unit.max() == 1.0 and np.all(unit[~brain] == 0)
+    for k in range(2):  # 0.5 % of the brain at each end is clipped
+        inside = unit[..., k][brain]
+        assert 0.003 < (inside == 0).mean() < 0.008 and 0.003 < (inside == 1).mean() < 0.008
+    # Percentiles commute with an increasing affine map: z-scored and raw give the same [0, 1].
+    z = np.where(brain[..., None], (image - image[brain].mean(0)) / image[brain].std(0), 0)
+    np.testing.assert_allclose(percentile_to_unit(z, brain), unit, atol=1e-5)
+    # A window from the whole volume applied to some slices = those slices of the whole mapping.
+    window = percentile_window(image, brain)
+    np.testing.assert_allclose(percentile_to_unit(image[2:4], brain[2:4], window=window), unit[2:4], atol=1e-6)
+    # A contrast constant inside the brain: 0, not a division by zero.
+    flat = percentile_to_unit(np.where(brain, 7.0, 0.0)[..., None], brain)
+    assert np.all(flat == 0)
+    with pytest.raises(InputError, match="at least one brain voxel"):
+        percentile_to_unit(image, np.zeros(brain.shape, bool))
+    # The older mapping: +-5 z onto [0, 1], 0 at 0.5.
+    np.testing.assert_allclose(zscore_to_unit(np.array([-7.0, -5.0, 0.0, 2.5, 9.0])), [0, 0, 0.5, 0.75, 1])
+
+
+def _brain_spread(images, brain):
+    """Per contrast (std, 95th - 5th percentile) of the brain voxels of slices in [0, 1]."""
+    out = []
+    for k in range(images.shape[-1]):
+        values = images[..., k][brain]
+        p5, p95 = np.percentile(values, [5, 95])
+        out.append((float(values.std()), float(p95 - p5)))
+    return out
+
+
+def _unit_slices(case, mr_norm):
+    """The training path's slices of `case` at its own size (240 px: no padding, no resizing)."""
+    cfg = DataConfig(name="brats", image_size=case.shape[1], mr_norm=mr_norm)
+    slices = slices_from_cases([case], cfg, "test")
+    keep = select_slices(case.mask, case.num_slices, cfg.empty_slice_fraction)
+    np.testing.assert_array_equal(slices.slice_index, keep)
+    return slices.images, brain_of(case.image[keep])
+
+
+# Brats18_2013_20_1: a training case (its FLAIR covers only part of the brain); TCIA10_639_1:
+# saturated at 32767 in all four contrasts as shipped.
+@pytest.mark.parametrize("case_id", ["Brats18_2013_20_1", "Brats18_TCIA10_639_1"])
+def test_brats2018_percentile_mapping_shows_the_anatomy(shared_data, case_id):
+    """Raw int16 BraTS 2018: the brain spreads over [0, 1] (the z-score path kept it at 0.4-0.6)."""
+    (case,) = load_brats_cases(shared_data / "brats" / "brats2018_4contrast", case_ids=[case_id])
+    assert case.channel_names == ("t1", "t1ce", "t2", "flair")
+    images, brain = _unit_slices(case, "percentile")
+    assert images.min() >= 0 and images.max() <= 1 and np.all(images[~brain] == 0)
+    for c, (std, spread) in zip(case.channel_names, _brain_spread(images, brain)):
+        assert std > 0.12 and spread > 0.4, (c, std, spread)
+    old, _ = _unit_slices(case, "zscore")
+    assert np.all(old[~brain] == 0.5)  # the old background: mid grey
+    for c, (std, spread) in zip(case.channel_names, _brain_spread(old, brain)):
+        assert std < 0.12 and spread < 0.42, (c, std, spread)
+
+
+def test_brats2015_zscored_on_disk_gets_the_same_spread(brats2015):
+    """The DeepMedic copy (already z-scored on disk) comes out like the raw 2018 cases."""
+    root, cases = brats2015
+    case = {c.patient_id: c for c in cases}["brats_2013_pat0005_1"]
+    images, brain = _unit_slices(case, "percentile")
+    assert images.min() >= 0 and images.max() <= 1 and np.all(images[~brain] == 0)
+    for c, (std, spread) in zip(case.channel_names, _brain_spread(images, brain)):
+        assert std > 0.12 and spread > 0.4, (c, std, spread)
+    old, _ = _unit_slices(case, "zscore")
+    for c, (std, spread) in zip(case.channel_names, _brain_spread(old, brain)):
+        assert std < 0.12 and spread < 0.42, (c, std, spread)
+
+
+def test_phantom_goes_through_the_same_mapping():
+    cases = brain_phantom_cases(n_patients=2, image_size=32, n_slices=12, seed=0)
+    cfg = DataConfig(name="phantom-brain", image_size=32)
+    assert cfg.mr_norm == "percentile" and cfg.mr_percentiles == [0.5, 99.5]
+    slices = slices_from_cases(cases, cfg, "phantom")
+    brain = np.concatenate([brain_of(c.image[select_slices(c.mask, c.num_slices, cfg.empty_slice_fraction)])
+                            for c in cases])
+    assert np.all(slices.images[~brain] == 0) and slices.images.max() <= 1
+    for std, spread in _brain_spread(slices.images, brain):
+        assert std > 0.12 and spread > 0.4
+    flair = slices.images[..., 3]
+    assert flair[slices.masks == 2].mean() > flair[brain & (slices.masks == 0)].mean() + 0.1  # oedema bright
+    # The window is the whole volume's: a slice does not change with the slices kept beside it.
+    few = slices_from_cases(cases[:1], DataConfig(name="phantom-brain", image_size=32, max_slices_per_case=2), "p")
+    first = slices.subset(np.flatnonzero(slices.patient_ids == cases[0].patient_id))
+    for image, z in zip(few.images, few.slice_index):
+        np.testing.assert_array_equal(image, first.images[first.slice_index == z][0])

@@ -41,3 +41,48 @@ def test_unreadable_config_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="c.json: expected a JSON configuration"):
         C.load(bad)
+
+
+def test_mr_normalisation_keys_defaults_and_one_line_errors():
+    cfg = C.preset("cpu_stylegan2")
+    assert cfg.data.mr_norm == "percentile" and cfg.data.mr_percentiles == [0.5, 99.5]
+    assert C.preset("cpu_stylegan2", data={"mr_norm": "zscore"}).data.mr_norm == "zscore"
+    # a tuple is kept as the list JSON gives back, so a resumed run compares equal
+    assert C.preset("cpu_stylegan2", data={"mr_percentiles": (1, 99)}).data.mr_percentiles == [1, 99]
+    for data, message in (({"mr_norm": "minmax"}, "data.mr_norm percentile or zscore"),
+                          ({"mr_percentiles": [99.5, 0.5]}, "data.mr_percentiles"),
+                          ({"mr_percentiles": [0.5]}, "data.mr_percentiles"),
+                          ({"mr_percentiles": [-1, 99]}, "data.mr_percentiles"),
+                          ({"mr_percentiles": ["1", "99"]}, "data.mr_percentiles"),
+                          ({"zscore_clip": 0}, "data.zscore_clip > 0")):
+        with pytest.raises(ConfigError, match=message) as info:
+            C.preset("cpu_stylegan2", data=data)
+        assert "\n" not in str(info.value)
+
+
+def test_a_config_json_from_before_mr_norm_stays_a_zscore_run(tmp_path):
+    """Every written config.json holds every key: zscore_clip without mr_norm = an older z-score run."""
+    values = C.to_dict(C.preset("cpu_stylegan2"))
+    for key in ("mr_norm", "mr_percentiles"):
+        del values["data"][key]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(values))
+    assert C.load(old).data.mr_norm == "zscore"
+    # The run folder compares after loading: resuming with today's preset is refused, not
+    # silently continued under another normalisation; resuming from its own config.json works.
+    from tfganaug.errors import RunFolderError
+    from tfganaug.train import RunFolder
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(values))
+    with pytest.raises(RunFolderError, match="different configuration"):
+        RunFolder.open(run, C.preset("cpu_stylegan2"))
+    assert RunFolder.open(run, C.load(run / "config.json")).path == run
+    # A hand-written config that names neither key gets the current default.
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"kind": "gan", "data": {"name": "phantom-brain"}}))
+    assert C.load(new).data.mr_norm == "percentile"
+    # The committed configs of the reports were z-score runs and load as such.
+    from pathlib import Path
+    report = Path(__file__).resolve().parents[1] / "reports" / "son-stylegan2" / "config" / "gan.json"
+    assert C.load(report).data.mr_norm == "zscore"

@@ -32,7 +32,14 @@ class DataConfig:
     # Segmentation sources (kits19, brats, phantom-kidney, ...: see tfganaug/data/segsets.py)
     window_width: float = 400.0        # CT window in HU (KiTS capstone: WW 400 / WL 0), then [0, 1]
     window_level: float = 0.0
-    zscore_clip: float = 5.0           # MR z-scores clipped to +-this, then mapped to [0, 1]
+    # MR onto [0, 1] (tfganaug/data/segsets.py), per volume and per contrast: "percentile" clips
+    # the brain voxels at the mr_percentiles of that contrast's brain voxels and maps that range
+    # linearly onto [0, 1], background 0; "zscore" clips the z-scores at +-zscore_clip and maps
+    # [-clip, clip] onto [0, 1] (brain tissue at 0.4-0.6, background 0.5). Every run before
+    # mr_norm existed was a z-score run: `load` reads a config.json without mr_norm as "zscore".
+    mr_norm: str = "percentile"        # percentile | zscore
+    mr_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # low, high, in percent
+    zscore_clip: float = 5.0           # mr_norm zscore: z-scores clipped to +-this, then mapped to [0, 1]
     contrasts: list[str] | None = None # MR contrasts to read, in channel order (None: the source's default)
     empty_slice_fraction: float = 0.25 # share of slices without foreground kept per case
     max_slices_per_case: int | None = None
@@ -40,6 +47,10 @@ class DataConfig:
     train_patients: int | None = None  # small-real-set regime: keep this many training patients
     folds: int | None = None           # k-fold by patient (Sandfort et al.): test = fold `fold`, val from the rest
     fold: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.mr_percentiles, tuple):  # as JSON writes it, so a resumed run compares equal
+            self.mr_percentiles = list(self.mr_percentiles)
 
 
 @dataclass
@@ -313,7 +324,22 @@ def preset(name: str, **overrides) -> RunConfig:
     return from_dict(values, f"preset {name}")
 
 
+def _upgrade(values: dict) -> dict:
+    """A config.json written before a key existed, read with the behaviour it was run with.
+
+    `data.mr_norm` (MR onto [0, 1]) came after `data.zscore_clip`, and every config.json that
+    tfganaug writes holds every key: a data section with `zscore_clip` but no `mr_norm` is
+    from a z-score run, so it stays one (its resumed training, synthesis and figures read MR
+    as before). A hand-written config naming neither gets the current default.
+    """
+    data = values.get("data") if isinstance(values, dict) else None
+    if isinstance(data, dict) and "zscore_clip" in data and "mr_norm" not in data:
+        values = {**values, "data": {**data, "mr_norm": "zscore"}}
+    return values
+
+
 def load(path: str | Path) -> RunConfig:
+    """A configuration file (e.g. a run folder's config.json); old files keep their behaviour (`_upgrade`)."""
     path = Path(path)
     try:
         values = json.loads(path.read_text())
@@ -321,7 +347,7 @@ def load(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: expected a JSON configuration, got unreadable content ({exc})") from None
-    return from_dict(values, str(path))
+    return from_dict(_upgrade(values), str(path))
 
 
 def with_data(cfg: RunConfig, name: str) -> RunConfig:
@@ -383,6 +409,14 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.data.folds is None or 0 <= cfg.data.fold < cfg.data.folds, "data.fold in [0, folds)", cfg.data.fold)
     need(0.0 <= cfg.data.empty_slice_fraction < 1.0, "data.empty_slice_fraction in [0, 1)",
          cfg.data.empty_slice_fraction)
+    need(cfg.data.mr_norm in ("percentile", "zscore"), "data.mr_norm percentile or zscore", cfg.data.mr_norm)
+    pct = cfg.data.mr_percentiles
+    numbers = isinstance(pct, (list, tuple)) and len(pct) == 2 and all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) for p in pct)
+    need(numbers and 0 <= pct[0] < pct[1] <= 100,
+         "data.mr_percentiles [low, high] with 0 <= low < high <= 100", pct)
+    need(isinstance(cfg.data.zscore_clip, (int, float)) and cfg.data.zscore_clip > 0, "data.zscore_clip > 0",
+         cfg.data.zscore_clip)
     need(cfg.distribute in ("none", "mirrored"), "distribute none or mirrored", cfg.distribute)
     need(cfg.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
          "precision float32, mixed_bfloat16 or mixed_float16", cfg.precision)

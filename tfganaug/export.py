@@ -228,11 +228,20 @@ def _segmenter_servable(run, cfg) -> _Servable:
               "class_names": names, "output": output, "channel_names": status.get("channel_names"),
               "value_range": {"image": [0.0, 1.0], "probabilities": [0.0, 1.0], "label_map": [0, len(names) - 1]},
               "preprocessing": (f"CT: window WW {cfg.data.window_width:g} / WL {cfg.data.window_level:g} HU onto "
-                                f"[0, 1]; MR: z-score inside the brain clipped to +-{cfg.data.zscore_clip:g} onto "
-                                f"[0, 1]; slices resized to {image_shape[-2]} px"
+                                f"[0, 1]; MR: {_mr_preprocessing(cfg.data)}; slices resized to {image_shape[-2]} px"
                                 + ("; 3-D: whole volumes (batch, slices, H, W, C), any number of slices; the "
                                    "run was trained on windows of " f"{cfg.seg.patch_depth} slices"
                                    if len(spatial) == 3 else ""))})
+
+
+def _mr_preprocessing(data_cfg) -> str:
+    """How the run's MR reached [0, 1] (`DataConfig.mr_norm`), in words for tfganaug_export.json."""
+    if data_cfg.mr_norm == "percentile":
+        low, high = data_cfg.mr_percentiles
+        return (f"per volume and contrast, brain voxels clipped at their percentiles {low:g} and {high:g} and "
+                "mapped linearly onto [0, 1], background (outside the brain) 0")
+    return (f"z-score inside the brain clipped to +-{data_cfg.zscore_clip:g} onto [0, 1] "
+            "(background, z = 0, at 0.5)")
 
 
 def _image_gan_servable(run_dir) -> _Servable:

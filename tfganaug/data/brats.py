@@ -26,11 +26,20 @@ arXiv:1811.02629). The tumour core (1 + 3) and whole tumour (1 + 2 + 3) regions 
 the same as in the original labels.
 
 Intensities: every contrast is z-scored inside the brain (mean 0, std 1 over brain voxels) and
-set to 0 outside, the usual BraTS normalisation (e.g. Isensee et al. 2018). The DeepMedic copy
-ships files already "subtrMeanDivStd", but not over its own brain mask (there they have mean
--0.2..0.15 and std 1.3..1.8), so they are z-scored again like every other layout. The brain is
-the provided brain mask, else the voxels nonzero in any of the contrasts read (BraTS volumes
-are skull-stripped with a zero background). Volumes are reoriented to ``"zyx"``
+set to 0 outside, the usual BraTS normalisation (e.g. Isensee et al. 2018): that is the
+:class:`Case` (``units="zscore"``). The DeepMedic copy ships files already "subtrMeanDivStd",
+but not over its own brain mask (there they have mean -0.2..0.15 and std 1.3..1.8), so they are
+z-scored again like every other layout. The brain is the provided brain mask, else the voxels
+nonzero in any of the contrasts read (BraTS volumes are skull-stripped with a zero background).
+
+The networks see [0, 1], made per volume and per contrast by
+:func:`tfganaug.data.segsets.slices_from_cases` as ``DataConfig.mr_norm`` says:
+:func:`percentile_to_unit` (the default: brain voxels clipped at robust percentiles of their
+own contrast, 0.5 / 99.5, mapped linearly, background 0, so a slice shows its anatomy; the
+percentiles commute with the z-score, an increasing affine map, so this equals the mapping of
+the raw intensities, and saturated cases such as BraTS 2018 TCIA10_639 are clipped too) or
+:func:`zscore_to_unit` (runs from before ``mr_norm``: +-5 z onto [0, 1], brain tissue at
+0.4-0.6 grey, background 0.5). Volumes are reoriented to ``"zyx"``
 (:func:`tfganaug.data.readers.to_zyx`): axial slices first.
 """
 from __future__ import annotations
@@ -123,6 +132,52 @@ def _zscore_in_brain(volume: np.ndarray, brain: np.ndarray, what: str, path) -> 
     out = np.zeros(volume.shape, np.float32)
     out[brain] = ((values - mean) / std).astype(np.float32)
     return out, mean, std
+
+
+def brain_of(image: np.ndarray) -> np.ndarray:
+    """The brain of a reader's MR ``(..., C)``: voxels nonzero in any contrast (0 is outside)."""
+    return np.any(image != 0, axis=-1)
+
+
+def percentile_window(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)) -> tuple[np.ndarray, np.ndarray]:
+    """Per contrast ``(low, high)``, arrays of shape (C,): the ``percentiles`` (in percent,
+    NumPy's linear interpolation) of that contrast's brain voxels of ``image`` ``(..., C)``."""
+    brain = np.asarray(brain, bool)
+    if brain.shape != image.shape[:-1]:
+        raise InputError("brain mask", f"the image's shape {image.shape[:-1]}", f"shape {brain.shape}")
+    if not brain.any():
+        raise InputError("brain mask", "at least one brain voxel", "none")
+    bounds = np.stack([np.percentile(image[..., k][brain].astype(np.float64), list(percentiles))
+                       for k in range(image.shape[-1])])
+    return bounds[:, 0], bounds[:, 1]
+
+
+def percentile_to_unit(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5),
+                       window: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """MR ``(..., C)`` onto [0, 1] per contrast: brain voxels clipped at ``[low, high]`` and
+    mapped linearly (``low`` -> 0, ``high`` -> 1), every voxel outside ``brain`` 0.
+
+    ``(low, high)`` is ``window`` if given (e.g. :func:`percentile_window` of the whole volume
+    when ``image`` holds some of its slices), else the ``percentiles`` of ``image``'s own brain
+    voxels. A contrast with ``high == low`` maps to 1 above ``low``, else 0. float32.
+    """
+    brain = np.asarray(brain, bool)
+    low, high = percentile_window(image, brain, percentiles) if window is None else (
+        np.asarray(window[0], np.float64), np.asarray(window[1], np.float64))
+    span = high - low
+    flat = span <= 0
+    x = image.astype(np.float64)
+    unit = np.where(flat, (x > low).astype(np.float64), (x - low) / np.where(flat, 1.0, span))
+    unit = np.clip(unit, 0.0, 1.0)
+    unit[~brain] = 0.0
+    return unit.astype(np.float32)
+
+
+def zscore_to_unit(image: np.ndarray, clip: float = 5.0) -> np.ndarray:
+    """The older mapping (``mr_norm="zscore"``): z-scores clipped to +-``clip``, ``[-clip, clip]``
+    onto [0, 1]; a z of 0 (the brain's mean, and the background) lands at 0.5."""
+    clip = float(clip)
+    return ((np.clip(image, -clip, clip) + clip) / (2 * clip)).astype(np.float32)
 
 
 def _read_case(folder: Path, layout: str, files: dict, contrasts, require_mask: bool) -> Case:
@@ -262,7 +317,8 @@ def brain_phantom_cases(n_patients: int = 8, image_size: int = 64, n_slices: int
     ventricles, and a tumour in one hemisphere (necrotic core 1, enhancing rim 3, surrounding
     oedema 2, present in the middle slices only), in T1 / T1-CE / T2 / FLAIR contrast (see
     ``_SIGNAL``) with a smooth bias field, partial-volume blur and noise, then z-scored inside
-    the brain like the reader. Deterministic in ``seed`` (patient p uses the stream
+    the brain like the reader (``units="zscore"``, so it reaches [0, 1] through the same
+    ``DataConfig.mr_norm`` mapping as real cases). Deterministic in ``seed`` (patient p uses the stream
     ``(seed, p)``, so the first patients do not depend on ``n_patients``).
     """
     contrasts = canonical_contrasts(contrasts, "brain phantom")

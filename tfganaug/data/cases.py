@@ -17,7 +17,8 @@ Conventions (every reader keeps them, tests pin them):
 * ``spacing_mm``: ``(z, y, x)`` voxel size in millimetres (volume errors use it).
 * ``channel_names``: e.g. ``("CT",)`` or ``("t1", "t1ce", "t2", "flair")``.
 * ``units``: ``"HU"`` (CT in Hounsfield units), ``"grey8"`` (already windowed to 0..255, e.g.
-  PNG slices) or ``"zscore"`` (MR); it decides how `segsets` scales intensities.
+  PNG slices) or ``"zscore"`` (MR); it decides how `segsets` scales intensities (MR: by
+  ``DataConfig.mr_norm``, percentiles of the brain by default).
 * ``modality``: ``"CT"`` or ``"MR"``; ``domain``: free text such as ``"contrast"`` /
   ``"non-contrast"`` (Sandfort et al.) or ``""``.
 """

@@ -16,8 +16,12 @@
 
 Intensities go to [0, 1] by the case's units: CT in HU through the window (``window_width``
 / ``window_level``, KiTS capstone WW 400 / WL 0) then clipped (the window *is* a min-max
-scaling onto the window's range); already windowed 8-bit slices / 255; MR z-scores clipped
-to +-``zscore_clip`` and mapped linearly. Slices are padded to square (air / background)
+scaling onto the window's range); already windowed 8-bit slices / 255; MR (the readers'
+z-scores, 0 outside the brain) by ``mr_norm``, per case and per contrast over the whole volume:
+``"percentile"`` (default) clips the brain at the ``mr_percentiles`` (0.5 / 99.5) of its own
+voxels and maps that range linearly, background 0 (:func:`tfganaug.data.brats.percentile_to_unit`);
+``"zscore"`` (runs from before ``mr_norm``) clips at +-``zscore_clip`` and maps [-clip, clip]
+linearly (background 0.5). Slices are padded to square (air / background)
 and resized to ``image_size`` (bilinear for images, nearest for masks); in-plane spacing is
 rescaled with them so volumes stay right. Every slice with foreground is kept and empty
 slices are added up to ``empty_slice_fraction`` of a case's slices, evenly spread (models
@@ -34,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug.data import ct
+from tfganaug.data.brats import brain_of, percentile_to_unit, percentile_window, zscore_to_unit
 from tfganaug.data.cases import Case
 from tfganaug.data.datasets import data_root, split_by_patient
 from tfganaug.errors import InputError
@@ -73,8 +78,22 @@ def _to_unit(image: np.ndarray, units: str, cfg) -> np.ndarray:
         return ct.window_hu(image, cfg.window_width, cfg.window_level)
     if units == "grey8":
         return np.clip(image / 255.0, 0.0, 1.0).astype(np.float32)
-    clip = float(cfg.zscore_clip)
-    return ((np.clip(image, -clip, clip) + clip) / (2 * clip)).astype(np.float32)
+    if cfg.mr_norm == "percentile":
+        raise ValueError("percentile MR needs the whole volume: use _case_to_unit")
+    return zscore_to_unit(image, cfg.zscore_clip)
+
+
+def _case_to_unit(case: Case, keep: np.ndarray, cfg) -> np.ndarray:
+    """Slices `keep` of `case` in [0, 1], padded to square (module docstring). Percentile MR
+    takes its window from the whole volume, so a slice does not depend on which others are kept."""
+    if case.units == "zscore" and cfg.mr_norm == "percentile":
+        brain = brain_of(case.image)
+        if not brain.any():
+            raise InputError("MR case", "brain voxels (nonzero in some contrast)", "an all-zero image",
+                             case.source or case.patient_id)
+        window = percentile_window(case.image, brain, cfg.mr_percentiles)
+        return _square(percentile_to_unit(case.image[keep], brain[keep], window=window), 0.0)
+    return _to_unit(_square(case.image[keep], _background_value(case.units, cfg)), case.units, cfg)
 
 
 def _background_value(units: str, cfg) -> float:
@@ -129,10 +148,9 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
                              f"{case.class_names} and {case.channel_names}", case.source or source)
         keep = (np.arange(case.num_slices) if all_slices else
                 select_slices(case.mask, case.num_slices, cfg.empty_slice_fraction, cfg.max_slices_per_case))
-        img = _square(case.image[keep], _background_value(case.units, cfg))
+        img = _case_to_unit(case, keep, cfg)
         msk = _square(case.mask[keep], 0)
         side = img.shape[1]
-        img = _to_unit(img, case.units, cfg)
         if side != size:
             img = tf.image.resize(img, (size, size), "bilinear", antialias=side > size).numpy()
             msk = tf.image.resize(msk[..., None], (size, size), "nearest").numpy()[..., 0]
