@@ -92,6 +92,14 @@ class GANConfig:
     style_mixing_prob: float = 0.9
     ema_beta: float = 0.999
     beta_2: float = 0.999              # Adam beta_2 (StyleGAN2: 0.99)
+    # Training tricks for 60-200 training images (gans/augment.py, gans/base.py); all off in
+    # the paper presets. The cpu_* presets and study budgets switch them on and say so.
+    diffaug: str = "none"              # DiffAugment policies D sees, e.g. "translation,cutout,intensity" (Zhao et al. 2020)
+    ada_target: float | None = None    # ADA (Karras et al. 2020): steer p so E[sign D(real)] ~ target (paper 0.6); None: off
+    ada_interval: int = 4              # ADA: steps between p updates
+    ada_speed_images: int = 20000      # ADA: images for p to move by 1 (paper: 500k on long runs; shorter for CPU budgets)
+    g_ema_beta: float = 0.0            # EMA of G's weights for dcgan/acgan/pix2pix/cyclegan (0: off; stylegan2 uses ema_beta)
+    upsample: str = "transpose"        # dcgan/acgan/pix2pix/cyclegan G: transpose (paper) | resize (nearest 2x + conv, no checkerboard)
 
 
 @dataclass
@@ -378,6 +386,21 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.gan.arch != "cyclegan" or cfg.kind != "gan" or bool(cfg.gan.domain_b),
          "gan.domain_b (the second domain's data) for cyclegan", cfg.gan.domain_b)
     need(cfg.gan.norm in ("instance", "batch"), "gan.norm instance or batch", cfg.gan.norm)
+    from tfganaug.gans.augment import parse_policy
+    try:
+        parse_policy(cfg.gan.diffaug)
+    except ValueError as exc:
+        need(False, f"gan.diffaug a comma-separated list of policies ({exc})", cfg.gan.diffaug)
+    need(cfg.gan.ada_target is None or (isinstance(cfg.gan.ada_target, (int, float))
+                                        and 0.0 < cfg.gan.ada_target < 1.0),
+         "gan.ada_target in (0, 1) or null", cfg.gan.ada_target)
+    need(isinstance(cfg.gan.ada_interval, int) and cfg.gan.ada_interval >= 1, "gan.ada_interval >= 1",
+         cfg.gan.ada_interval)
+    need(isinstance(cfg.gan.ada_speed_images, int) and cfg.gan.ada_speed_images >= 1,
+         "gan.ada_speed_images >= 1", cfg.gan.ada_speed_images)
+    need(isinstance(cfg.gan.g_ema_beta, (int, float)) and 0.0 <= cfg.gan.g_ema_beta < 1.0,
+         "gan.g_ema_beta in [0, 1)", cfg.gan.g_ema_beta)
+    need(cfg.gan.upsample in ("transpose", "resize"), "gan.upsample transpose or resize", cfg.gan.upsample)
     seg = cfg.seg
     need(seg.unet in UNET_NAMES, "seg.unet one of " + ", ".join(UNET_NAMES), seg.unet)
     if seg.unet in UNET_3D:

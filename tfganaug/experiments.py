@@ -74,11 +74,11 @@ def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
             fit_member(run, member, gan, gan.checkpoint_items(), batches, epochs=cfg.gan.epochs,
                        steps_per_epoch=steps, keep=cfg.keep_checkpoints, sample_fn=samples,
                        sample_every=cfg.gan.sample_every_epochs, verbose=verbose,
-                       check_weights=_weights(gan.generator, gan.discriminator),
+                       check_weights=_weights(gan.generator, gan.discriminator, *gan.ema.values()),
                        on_divergence=cfg.on_divergence, max_rollbacks=cfg.max_rollbacks)
             final = run.final_model(member)
             final.parent.mkdir(parents=True, exist_ok=True)
-            _save_keras(gan.generator, final)
+            _save_keras(gan.sampler(), final)  # the EMA generator when there is one
             run.member_done(member, cfg.gan.epochs)
         run.set_status(state="complete", class_names=list(names), members=dict.fromkeys(_members(cfg, names),
                                                                                           cfg.gan.epochs))
@@ -102,7 +102,7 @@ def load_gan_for_sampling(run_dir):
     gans = []
     for index, member in enumerate(_members(cfg, names)):
         gan = _make_gan(cfg, len(names), index)
-        ckpt = tf.train.Checkpoint(generator=gan.generator)
+        ckpt = tf.train.Checkpoint(**gan.sampling_items())
         latest = tf.train.latest_checkpoint(str(run.checkpoint_dir(member)))
         if latest is None:
             raise RunFolderError(f"{run.checkpoint_dir(member)}: expected a checkpoint, got none")

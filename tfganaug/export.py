@@ -112,7 +112,7 @@ def _gan_servable(run_dir) -> _Servable:
 
     run, cfg, names, gans = load_gan_for_sampling(run_dir)
     num_classes = len(names)
-    generators = [gan.generator for _, gan, _ in gans]
+    generators = [gan.sampler() for _, gan, _ in gans]  # the EMA generators when trained with them
     conditional = cfg.gan.arch != "dcgan"
     latent_dim = int(gans[0][1].latent_dim)
     image_shape = tuple(int(d) for d in generators[0].output_shape[1:])
@@ -263,11 +263,11 @@ def _image_gan_servable(run_dir) -> _Servable:
                       tf.debugging.assert_less(label_map, k, message=f"expected labels in [0, {k})")]
             with tf.control_dependencies(checks):
                 label_map = tf.identity(label_map)
-            return {"image": unit(gan.generator(tf.one_hot(label_map, k), training=False))}
+            return {"image": unit(gan.sampler()(tf.one_hot(label_map, k), training=False))}
 
         label_map = rng.integers(0, k, (2, size, size)).astype(np.int32)
         return _Servable(
-            models=[gan.generator], fn=render,
+            models=[gan.sampler()], fn=render,
             input_specs=[tf.TensorSpec([None, size, size], tf.int32, name="label_map")],
             outputs={"image": ("float32", [None, size, size, c])}, example={"label_map": label_map},
             reference={"image": np.clip((gan.generate(tf.one_hot(label_map, k)).numpy() + 1) / 2, 0, 1)},

@@ -41,16 +41,19 @@ class ACGAN(GAN):
     tracker_names = ("d_loss", "g_loss", "d_real", "d_fake", "d_class_acc")
 
     def __init__(self, num_classes, latent_dim=100, width=1024, image_size=64, channels=1, g_kernel_size=5,
-                 d_kernel_size=3, dropout=0.5, seed=0, **kwargs):
-        super().__init__(build_generator(latent_dim, width, image_size, channels, g_kernel_size, num_classes),
+                 d_kernel_size=3, dropout=0.5, seed=0, upsample="transpose", augment=None, ema_beta=0.0,
+                 **kwargs):
+        super().__init__(build_generator(latent_dim, width, image_size, channels, g_kernel_size, num_classes,
+                                         upsample=upsample),
                          build_discriminator(num_classes, width, image_size, channels, d_kernel_size,
                                              dropout, seed),
-                         latent_dim, num_classes=num_classes, seed=seed, **kwargs)
+                         latent_dim, num_classes=num_classes, seed=seed, augment=augment, ema_beta=ema_beta,
+                         **kwargs)
 
     def generate(self, z, labels=None, training=False):
         z = tf.convert_to_tensor(z, tf.float32)
         labels = tf.convert_to_tensor(labels, tf.int32)
-        return self.generator([z, labels], training=training)
+        return self.sampler()([z, labels], training=training)
 
     def train_step(self, data):
         real, labels = data
@@ -60,18 +63,20 @@ class ACGAN(GAN):
         with tf.GradientTape() as tape:
             fake_labels = self.sample_labels(n)
             fake = self.generator([self.sample_z(n), fake_labels], training=True)
-            real_src, real_cls = self.discriminator(real, training=True)
-            fake_src, fake_cls = self.discriminator(fake, training=True)
+            real_src, real_cls = self.discriminator(self.d_input(real), training=True)
+            fake_src, fake_cls = self.discriminator(self.d_input(fake), training=True)
             per_example = (non_saturating_d(real_src, fake_src)[:, 0]
                            + ce(labels, real_cls, from_logits=True) + ce(fake_labels, fake_cls, from_logits=True))
             d_loss = global_mean(per_example)
         self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+        self.augment.accumulate(real_src)
         with tf.GradientTape() as tape:
             fake_labels = self.sample_labels(n)
             fake = self.generator([self.sample_z(n), fake_labels], training=True)
-            fake_src, fake_cls = self.discriminator(fake, training=True)
+            fake_src, fake_cls = self.discriminator(self.d_input(fake), training=True)
             g_loss = global_mean(non_saturating_g(fake_src)[:, 0] + ce(fake_labels, fake_cls, from_logits=True))
         self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+        self.end_step(n)
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(real_cls, -1, output_type=tf.int32), labels), tf.float32))
         return self._update_trackers({
             "d_loss": d_loss, "g_loss": g_loss,

@@ -12,6 +12,26 @@ measured for TF 2.21 + Keras 3 (../shared/TF_KERAS_NOTES.md) are handled here on
 * under MultiWorkerMirroredStrategy, logs are rank-1 (Keras reduces them on axis 0);
 * with `mixed_float16` both optimizers are wrapped in `LossScaleOptimizer` and losses pass
   through `optimizer.scale_loss` (the identity for plain optimizers).
+
+The contract a GAN of tfganaug implements (junyanz's `base_model.py` style):
+
+* `__init__` builds its networks and calls `GAN.__init__` (directly or, with several
+  generators, with `generator=None` and then `self.init_ema()` once they exist);
+* `train_step(data)`: the D step, then the G step. Everything D sees, real and fake, goes
+  through `self.d_input(x)` (the differentiable augmentation of `gans/augment.py`, the
+  identity when off); D's logits on the augmented reals go to `self.augment.accumulate`;
+  the step ends with `self.end_step(batch_size)` (ADA's p update, then the EMA update) and
+  returns `self._update_trackers(...)`;
+* `generate(...)`: samples from `self.sampler()`, the EMA generator when there is one;
+* `checkpoint_items()`: everything exact resume needs, including `self.training_items()`
+  (augmentation state and EMA weights, present only when those options are on, so runs from
+  before they existed still resume);
+* `ema_sources()`: the generators that get an EMA copy (default: `self.generator`).
+
+Training tricks for small data sets, off by default so the paper presets stay the papers':
+`augment` (DiffAugment policies and/or ADA, Zhao et al. 2020, Karras et al. 2020) and
+`ema_beta` (an exponential moving average of G's weights, used for sampling, synthesis and
+export; Karras et al. 2018, Yazici et al. 2019).
 """
 from __future__ import annotations
 
@@ -50,21 +70,82 @@ def seed_generator_states(*models) -> list:
     return states
 
 
+def _float_weights(model) -> list:
+    """A model's floating-point weights (trainable and statistics such as BN moving means), in
+    a fixed order; integer states (Dropout seeds) are left out of the average."""
+    return [w for w in model.weights if w.dtype in ("float32", "float16", "bfloat16", "float64")]
+
+
 class GAN(keras.Model):
-    """Base of DCGAN/ACGAN: holds G, D, the noise generator and the loss trackers."""
+    """Base of the five GANs: G, D, the noise generator, the loss trackers, D's input
+    augmentation and the EMA generators (see the contract in the module docstring)."""
 
     tracker_names: tuple[str, ...] = ("d_loss", "g_loss", "d_real", "d_fake")
 
-    def __init__(self, generator: keras.Model, discriminator: keras.Model, latent_dim: int,
-                 num_classes: int = 1, seed: int = 0, **kwargs):
+    def __init__(self, generator: keras.Model | None, discriminator: keras.Model | None, latent_dim: int = 0,
+                 num_classes: int = 1, seed: int = 0, *, augment=None, ema_beta: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        from tfganaug.gans.augment import DiscriminatorAugment
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(latent_dim)
         self.num_classes = int(num_classes)
         self.noise = tf.random.Generator.from_seed(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.tracker_names}
+        self.augment = augment if augment is not None else DiscriminatorAugment(seed=seed)
+        if not 0.0 <= float(ema_beta) < 1.0:
+            raise ValueError(f"expected ema_beta in [0, 1), got {ema_beta}")
+        self.ema_beta = float(ema_beta)
+        self.ema: dict[str, keras.Model] = {}
+        if generator is not None:
+            self.init_ema()
         self.built = True
+
+    # ------------------------------------------------------------ augmentation and EMA
+    def ema_sources(self) -> dict:
+        """name -> generator that gets an EMA copy when ema_beta > 0."""
+        return {"generator": self.generator}
+
+    def init_ema(self) -> None:
+        """Create the EMA copies (equal to the generators at the start)."""
+        if not self.ema_beta:
+            return
+        for name, model in self.ema_sources().items():
+            copy = keras.models.clone_model(model)
+            for src, dst in zip(_float_weights(model), _float_weights(copy), strict=True):
+                dst.assign(src)
+            self.ema[name] = copy
+
+    def sampler(self, name: str = "generator") -> keras.Model:
+        """The generator to sample from: its EMA copy when there is one."""
+        return self.ema.get(name) or self.ema_sources()[name]
+
+    def d_input(self, x):
+        """What D sees: `x` after the differentiable augmentation (identity when off)."""
+        return self.augment(x) if self.augment.active else x
+
+    def end_step(self, batch_size) -> None:
+        """ADA's p update, then the EMA update of every generator copy."""
+        if self.augment.active:
+            self.augment.update_p(batch_size)
+        beta = self.ema_beta
+        for name, copy in self.ema.items():
+            source = self.ema_sources()[name]
+            for src, dst in zip(_float_weights(source), _float_weights(copy), strict=True):
+                if src.trainable:
+                    dst.assign(src + (dst - src) * beta)
+                else:  # statistics (BN moving mean/var) are copied, as for StyleGAN2's G_ema
+                    dst.assign(src)
+
+    def training_items(self) -> dict:
+        """Checkpoint items of the augmentation and the EMA copies (only those that are on)."""
+        items = dict(self.augment.checkpoint_items()) if self.augment.active else {}
+        items.update({f"{name}_ema": copy for name, copy in self.ema.items()})
+        return items
+
+    def sampling_items(self) -> dict:
+        """The checkpoint items a sampler restores: the generators and their EMA copies."""
+        return {**self.ema_sources(), **{f"{name}_ema": copy for name, copy in self.ema.items()}}
 
     def compile(self, d_optimizer, g_optimizer, **kwargs):
         super().compile(**kwargs)
@@ -103,6 +184,7 @@ class GAN(keras.Model):
             scale = replicas if name.endswith("loss") else 1.0
             self.trackers[name].update_state(tf.cast(value, tf.float32) * scale)
         logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs.update(self.augment.logs() if self.augment.active else {})
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
@@ -112,7 +194,8 @@ class GAN(keras.Model):
         return {"generator": self.generator, "discriminator": self.discriminator,
                 "d_optimizer": self.d_optimizer, "g_optimizer": self.g_optimizer,
                 "noise": self.noise,
-                "seed_states": seed_generator_states(self.generator, self.discriminator)}
+                "seed_states": seed_generator_states(self.generator, self.discriminator),
+                **self.training_items()}
 
     def generate(self, z, labels=None, training=False):
         raise NotImplementedError

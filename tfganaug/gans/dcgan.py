@@ -12,6 +12,12 @@ trained per lesion class.
 
 `width` (paper: 1024) and the image size (paper: 64, any power of two >= 16 here) are
 configurable so the same code runs at CPU budgets.
+
+`upsample="resize"` (not in the paper; Odena et al. 2016, "Deconvolution and Checkerboard
+Artifacts") replaces each fractionally-strided convolution by a nearest-neighbour 2x resize
+followed by a stride-1 convolution of the same kernel size: the uneven kernel overlap of a
+stride-2 transposed convolution, which prints a checkerboard into every sample, cannot
+occur. The paper preset keeps `upsample="transpose"`.
 """
 from __future__ import annotations
 
@@ -33,8 +39,23 @@ def _bn():
     return keras.layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5)
 
 
+UPSAMPLING = ("transpose", "resize")
+
+
+def upsample_conv(filters: int, kernel_size: int, upsample: str, **kwargs):
+    """A 2x upsampling convolution: fractionally strided (the paper) or resize-then-convolve."""
+    if upsample == "transpose":
+        return lambda h: keras.layers.Conv2DTranspose(filters, kernel_size, strides=2, padding="same",
+                                                      kernel_initializer=INIT(), **kwargs)(h)
+    if upsample != "resize":
+        raise ValueError(f"expected upsample one of {UPSAMPLING}, got {upsample!r}")
+    return lambda h: keras.layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=INIT(), **kwargs)(
+        keras.layers.UpSampling2D(2, interpolation="nearest")(h))
+
+
 def build_generator(latent_dim: int = 100, width: int = 1024, image_size: int = 64, channels: int = 1,
-                    kernel_size: int = 5, num_classes: int = 0, name: str = "generator") -> keras.Model:
+                    kernel_size: int = 5, num_classes: int = 0, name: str = "generator",
+                    upsample: str = "transpose") -> keras.Model:
     """G(z) -> image in [-1, 1]; with `num_classes` > 0 also takes a label (ACGAN conditioning:
     a learned class embedding multiplies z, as in Odena et al. 2017)."""
     start = image_size // 16
@@ -49,11 +70,9 @@ def build_generator(latent_dim: int = 100, width: int = 1024, image_size: int = 
     h = keras.layers.Reshape((start, start, width))(h)
     h = keras.layers.ReLU()(_bn()(h))
     for i in range(1, 4):
-        h = keras.layers.Conv2DTranspose(width // 2 ** i, kernel_size, strides=2, padding="same",
-                                         use_bias=False, kernel_initializer=INIT())(h)
+        h = upsample_conv(width // 2 ** i, kernel_size, upsample, use_bias=False)(h)
         h = keras.layers.ReLU()(_bn()(h))
-    h = keras.layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same",
-                                     kernel_initializer=INIT(), dtype="float32")(h)
+    h = upsample_conv(channels, kernel_size, upsample, dtype="float32")(h)
     image = keras.layers.Activation("tanh", dtype="float32", name="image")(h)
     return keras.Model(inputs if num_classes else z, image, name=name)
 
@@ -76,27 +95,31 @@ def build_discriminator(width: int = 1024, image_size: int = 64, channels: int =
 class DCGAN(GAN):
     """Unconditional DCGAN: one is trained per lesion class (see train.py)."""
 
-    def __init__(self, latent_dim=100, width=1024, image_size=64, channels=1, kernel_size=5, seed=0, **kwargs):
-        super().__init__(build_generator(latent_dim, width, image_size, channels, kernel_size),
+    def __init__(self, latent_dim=100, width=1024, image_size=64, channels=1, kernel_size=5, seed=0,
+                 upsample="transpose", augment=None, ema_beta=0.0, **kwargs):
+        super().__init__(build_generator(latent_dim, width, image_size, channels, kernel_size, upsample=upsample),
                          build_discriminator(width, image_size, channels, kernel_size),
-                         latent_dim, num_classes=1, seed=seed, **kwargs)
+                         latent_dim, num_classes=1, seed=seed, augment=augment, ema_beta=ema_beta, **kwargs)
 
     def generate(self, z, labels=None, training=False):
-        return self.generator(z, training=training)
+        return self.sampler()(z, training=training)
 
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
         n = tf.shape(real)[0]
         with tf.GradientTape() as tape:
             fake = self.generator(self.sample_z(n), training=True)
-            real_logits = self.discriminator(real, training=True)
-            fake_logits = self.discriminator(fake, training=True)
+            real_logits = self.discriminator(self.d_input(real), training=True)
+            fake_logits = self.discriminator(self.d_input(fake), training=True)
             d_loss = global_mean(non_saturating_d(real_logits, fake_logits))
         self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+        self.augment.accumulate(real_logits)
         with tf.GradientTape() as tape:
-            fake_logits = self.discriminator(self.generator(self.sample_z(n), training=True), training=True)
+            fake = self.generator(self.sample_z(n), training=True)
+            fake_logits = self.discriminator(self.d_input(fake), training=True)
             g_loss = global_mean(non_saturating_g(fake_logits))
         self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+        self.end_step(n)
         return self._update_trackers({
             "d_loss": d_loss, "g_loss": g_loss,
             "d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
