@@ -12,6 +12,8 @@ from tfganaug.errors import TfganaugError
 EPILOG_GAN = """\b
 Examples:
   tfganaug train-gan --arch acgan --out runs/acgan                      # phantom data, CPU budget
+  tfganaug train-gan --arch dcgan --diffaug translation,cutout --ada-target 0.6 --ema 0.99 --upsample resize \
+      --out runs/dcgan-aug                                              # small-data tricks (cpu_* presets have them)
   tfganaug train-gan --arch dcgan --data organamnist --classes liver,kidney-left,spleen --out runs/dcgan
   tfganaug train-gan --preset frid_adar_acgan --data organamnist --out runs/acgan-paper   # paper settings (GPU)
   tfganaug train-gan --arch pix2pix --data kits19 --out runs/p2p                   # label map -> CT slice
@@ -108,17 +110,27 @@ def app():
 @click.option("--width", type=int, default=None, help="Generator width: first layer 4x4xWIDTH (paper 1024).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size (paper 64).")
 @click.option("--lr", type=float, default=None, help="Adam learning rate (paper: DCGAN 2e-4, ACGAN 1e-4).")
+@click.option("--diffaug", default=None, help="DiffAugment policies for everything D sees, comma-separated: "
+              "translation, cutout, intensity (Zhao et al. 2020), or none.")
+@click.option("--ada-target", type=float, default=None, help="ADA (Karras et al. 2020): steer the augmentation "
+              "probability so E[sign D(real)] stays at this target (paper 0.6).")
+@click.option("--ema", "g_ema_beta", type=float, default=None, help="EMA decay of G's weights used for samples, "
+              "synthesis and export, e.g. 0.999 (0: off; stylegan2 always has its own).")
+@click.option("--upsample", type=click.Choice(["transpose", "resize"]), default=None,
+              help="G's 2x upsampling: transpose (the papers') or resize (nearest + conv, no checkerboard).")
 @click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, image_size, train_per_class, config, overwrite,
-                  dry_run, quiet, distribute, on_divergence, epochs, width, batch_size, lr, precision, seed, out):
+                  dry_run, quiet, distribute, on_divergence, epochs, width, batch_size, lr, diffaug, ada_target,
+                  g_ema_beta, upsample, precision, seed, out):
     """Train a GAN into a run folder: DCGAN/ACGAN (lesion ROIs), Pix2Pix, CycleGAN or StyleGAN2."""
     cfg = _build_cfg("gan", preset or f"cpu_{arch}", config, {
         "data": {**_data_overrides(data, classes, image_size or resolution, train_per_class),
                  "contrasts": _csv(contrasts)},
         "gan": {"arch": arch if not (preset or config) else None, "epochs": epochs, "width": width,
-                "batch_size": batch_size, "lr": lr, "domain_b": domain_b},
+                "batch_size": batch_size, "lr": lr, "domain_b": domain_b, "diffaug": diffaug,
+                "ada_target": ada_target, "g_ema_beta": g_ema_beta, "upsample": upsample},
         "precision": precision, "on_divergence": on_divergence, "distribute": distribute}, seed)
     if dry_run:
         return _print_cfg(cfg)

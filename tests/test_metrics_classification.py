@@ -195,3 +195,26 @@ def test_bootstrap_ci_drops_nan_resamples_and_resamples_score_rows():
     r = bootstrap_ci(y, probs, roc_auc_ovr, n_boot=200, seed=0)
     assert 0 < r["n_valid"] < 200
     assert 0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0
+
+
+def test_conditional_fidelity_counts_intended_classes_by_hand():
+    from tfganaug.metrics.classification import conditional_fidelity
+    # synthetic: 6 samples, intended 0,0,1,1,2,2; the classifier gets 0,1 | 1,1 | 0,2 -> 4/6
+    # real: 4 samples 0,1,2,2, predicted 0,1,2,0 -> 3/4
+    out = conditional_fidelity([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 0, 2], [0, 1, 2, 2], [0, 1, 2, 0], 3)
+    assert out["synthetic_accuracy"] == pytest.approx(4 / 6)
+    assert out["real_accuracy"] == pytest.approx(3 / 4)
+    assert out["ratio"] == pytest.approx((4 / 6) / (3 / 4))
+    assert out["per_class_synthetic"] == pytest.approx([0.5, 1.0, 0.5])
+    assert out["per_class_real"] == pytest.approx([1.0, 1.0, 0.5])
+    assert out["n_synthetic"] == 6 and out["n_real"] == 4
+
+
+def test_conditional_fidelity_chance_level_generator_scores_about_a_third():
+    from tfganaug.metrics.classification import conditional_fidelity
+    rng = np.random.default_rng(0)
+    intended = np.arange(3000) % 3
+    out = conditional_fidelity(intended, rng.integers(0, 3, 3000), intended, intended, 3)
+    assert 0.3 < out["ratio"] < 0.37
+    with pytest.raises(ValueError):
+        conditional_fidelity([0, 1], [0], [0], [0], 2)

@@ -61,7 +61,8 @@ def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
             run.set_status(replicas=strategy.num_replicas_in_sync)
             steps = steps_for(len(labels), cfg.gan.batch_size, cfg.gan.steps_per_epoch)
             fixed_z = np.random.default_rng(0).uniform(-1, 1, (36, cfg.gan.latent_dim)).astype(np.float32)
-            fixed_labels = (np.arange(36) % len(names)).astype(np.int32)
+            # one class per grid row (6 columns), the rows cycling through the classes
+            fixed_labels = ((np.arange(36) // 6) % len(names)).astype(np.int32)
 
             def samples(gan=gan):
                 return (gan.generate(fixed_z, fixed_labels).numpy() + 1.0) / 2.0

@@ -26,7 +26,7 @@ def build_gan(gan_cfg, image_size: int, num_classes: int, seed: int):
     if gan_cfg.arch == "acgan":
         return ACGAN(num_classes=num_classes, latent_dim=gan_cfg.latent_dim, width=gan_cfg.width,
                      image_size=image_size, d_kernel_size=gan_cfg.kernel_size, dropout=gan_cfg.d_dropout,
-                     seed=seed, **tricks)
+                     seed=seed, conditioning=gan_cfg.conditioning, **tricks)
     raise ConfigError(f"unknown GAN architecture '{gan_cfg.arch}' (known: {', '.join(GAN_ARCHS)})")
 
 

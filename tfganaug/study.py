@@ -9,6 +9,13 @@ split. Every stage is a run folder of its own, so a rerun resumes where a crash 
     <study>/study.json
     <study>/seed-0/gan-dcgan  gan-acgan  synth-dcgan  synth-acgan
     <study>/seed-0/cls-none   cls-classic  cls-classic+dcgan  cls-classic+acgan
+    <study>/seed-0/cls-reference  class-fidelity.json
+
+`cls-reference` is the CNN trained on *all* real training ROIs of the seed's split (not the
+low-data subset, no augmentation); `class-fidelity.json` holds how often it gives each GAN's
+synthetic ROIs their intended class, beside how often it gives held-out real ROIs theirs
+(`metrics.classification.conditional_fidelity`): a generator whose samples do not look like
+their class scores near chance, whatever its losses say.
 """
 from __future__ import annotations
 
@@ -28,9 +35,11 @@ BUDGETS = {
               "gan": {"width": 16, "latent_dim": 8, "epochs": 2, "steps_per_epoch": 2, "batch_size": 8,
                       "sample_every_epochs": 1},
               "cls": {"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "filters": [4, 8, 8], "dense_units": 16}},
+    # demo and cpu: the cpu_dcgan / cpu_acgan presets (DiffAugment, EMA G, resize upsampling;
+    # ACGAN without D dropout, label concatenated to z): see config.PRESETS.
     "demo": {"image_size": 32, "train_per_class": 40, "seeds": [0, 1], "n_synthetic": 600,
-             "gan": {"width": 64, "epochs": 8, "steps_per_epoch": 50, "batch_size": 32, "lr": 2e-4,
-                     "augment": "classic", "sample_every_epochs": 4},
+             "gan": {"width": 96, "epochs": 6, "steps_per_epoch": 250, "batch_size": 32, "lr": 2e-4,
+                     "augment": "classic", "sample_every_epochs": 3},
              "cls": {"epochs": 10, "batch_size": 32, "steps_per_epoch": 30}},
     "cpu": {"image_size": 32, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
             "gan": {"width": 64, "epochs": 20, "steps_per_epoch": 100, "batch_size": 32, "lr": 2e-4,
@@ -64,7 +73,39 @@ def _configs(budget: str, data: str, classes, train_per_class, seed: int) -> dic
             cls.update(synthetic=f"synth-{arch}", synthetic_ratio=SYNTHETIC_RATIO)
         out[f"cls-{condition}"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
                                                     data=data_cfg, cls=cls, seed=seed)
+    out["cls-reference"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
+                                             data={**data_cfg, "train_per_class": None},
+                                             cls=dict(b["cls"], augment="none"), seed=seed)
     return out
+
+
+def class_fidelity(folder: Path, archs=("dcgan", "acgan")) -> dict:
+    """Score each synthetic set of one seed with the seed's reference CNN; writes
+    `<folder>/class-fidelity.json` and returns it."""
+    import numpy as np
+
+    from tfganaug.data.datasets import load_rois
+    from tfganaug.data.pipeline import eval_batches
+    from tfganaug.experiments import load_classifier
+    from tfganaug.metrics.classification import conditional_fidelity
+    from tfganaug.synthesize import load_synthetic
+    from tfganaug.train import RunFolder
+
+    run, cfg = RunFolder.load(folder / "cls-reference")
+    model = load_classifier(run)
+    test = load_rois(cfg.data)["test"]
+    real_pred = model.predict(eval_batches(test.images, test.labels), verbose=0).argmax(-1)
+    result = {"reference_run": str(run.path), "n_train_real": run.status().get("n_train_real"),
+              "split": "test", "class_names": list(test.class_names)}
+    for arch in archs:
+        synth = folder / f"synth-{arch}"
+        if not (synth / "manifest.json").exists():
+            continue
+        images, labels = load_synthetic(synth, test.class_names, cfg.data.image_size)
+        pred = model.predict(eval_batches(images, labels), verbose=0).argmax(-1)
+        result[arch] = conditional_fidelity(labels, pred, test.labels, real_pred, len(test.class_names))
+    atomic_write_json(folder / "class-fidelity.json", result)
+    return result
 
 
 def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, train_per_class=None,
@@ -105,6 +146,10 @@ def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, tr
             run = train_classifier(cfg, folder / f"cls-{condition}", verbose=verbose)
             _timing(folder, f"cls-{condition}", t0)
             evaluate_classifier(run.path)
+        t0 = time.time()
+        train_classifier(configs["cls-reference"], folder / "cls-reference", verbose=verbose)
+        _timing(folder, "cls-reference", t0)
+        class_fidelity(folder)
     return out
 
 

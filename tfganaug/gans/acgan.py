@@ -42,9 +42,9 @@ class ACGAN(GAN):
 
     def __init__(self, num_classes, latent_dim=100, width=1024, image_size=64, channels=1, g_kernel_size=5,
                  d_kernel_size=3, dropout=0.5, seed=0, upsample="transpose", augment=None, ema_beta=0.0,
-                 **kwargs):
+                 conditioning="multiply", **kwargs):
         super().__init__(build_generator(latent_dim, width, image_size, channels, g_kernel_size, num_classes,
-                                         upsample=upsample),
+                                         upsample=upsample, conditioning=conditioning),
                          build_discriminator(num_classes, width, image_size, channels, d_kernel_size,
                                              dropout, seed),
                          latent_dim, num_classes=num_classes, seed=seed, augment=augment, ema_beta=ema_beta,
