@@ -177,18 +177,12 @@ def _augment_fn(cfg, train: SegSet):
     if seg.augment == "standard":
         return geometric
     # histeq: half the samples get the histogram of the non-contrast reference, then standard.
-    from tfganaug.data.histeq import match_histogram, reference_histogram
+    from tfganaug.data.histeq import random_histeq_tf, reference_histogram
     reference = all_slices_of(config_lib.with_data(cfg, seg.histeq_reference).data).images  # all of it: only its histogram is used
     ref_hist = reference_histogram(reference, 256, (0.0, 1.0))
 
-    def numpy_match(image):
-        return match_histogram(image, ref_hist, (0.0, 1.0)).astype(np.float32)
-
     def histeq(image, label, seed):
-        matched = tf.numpy_function(numpy_match, [image], tf.float32, stateful=False)
-        matched = tf.ensure_shape(matched, image.shape)
-        use = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
-        return geometric(tf.where(use, matched, image), label, seed)
+        return geometric(random_histeq_tf(image, seed, ref_hist, (0.0, 1.0)), label, seed)
     return histeq
 
 
