@@ -15,7 +15,8 @@ from tfganaug.data.cases import Case
 from tfganaug.data.segsets import SegSet, load_segsets, select_slices, slices_from_cases
 from tfganaug.errors import ConfigError, InputError
 from tfganaug.export import export_run
-from tfganaug.segmentation import (evaluate_seg, load_seg_synthetic, score_segmentation, train_seg,
+from tfganaug.fsutil import slug
+from tfganaug.segmentation import (evaluate_seg, evaluation_name, load_seg_synthetic, score_segmentation, train_seg,
                                    write_seg_synthetic)
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode
 
@@ -112,6 +113,16 @@ def test_scores_against_hand_counts():
     assert a["relative_volume_error_percent"]["kidney"] == pytest.approx(-50.0)
     assert np.isnan(r["cases"]["b"]["dice"]["kidney"])  # empty in both: not scored
     assert r["per_case"]["dice"]["kidney"] == pytest.approx(2 / 3)
+
+
+def test_folder_and_file_names_keep_their_spelling():
+    """Existing study and run folders are found again: condition folders and evaluation files."""
+    assert [slug(c) for c in ("light, real+fake 0.2", "cyclegan, 3-D", "300F+100R")] == \
+        ["light__real+fake_0.2", "cyclegan__3-D", "300F+100R"]
+    assert evaluation_name() == "evaluation.json"
+    assert evaluation_name("totalseg-native", True) == "evaluation-totalseg-native-volumes.json"
+    assert evaluation_name("/data/my set.v2.npz") == "evaluation-my_set_v2_npz.json"
+    assert evaluation_name("/data/_x_") == "evaluation-_x_.json"
 
 
 def test_valid_padding_segmenter_covers_the_image_and_decodes_sigmoid():

@@ -26,8 +26,8 @@ import numpy as np
 
 from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError, RunFolderError
-from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
-from tfganaug.metrics.classification import format_ci
+from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, slug
+from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
 
@@ -155,10 +155,6 @@ def _configs(study: str, budget: str, seed: int, folder: Path) -> dict:
 NO_DERIVATIVES = {"ircadb"}  # 3D-IRCADb-01: CC BY-NC-ND, no derivatives may be redistributed
 
 
-def slug(condition: str) -> str:
-    return "".join(c if c.isalnum() or c in "+-." else "_" for c in condition).strip("_")
-
-
 def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=None, verbose=2) -> Path:
     from tfganaug.image_gans import synthesize_image_gan, train_image_gan
     from tfganaug.segmentation import evaluate_seg, train_seg
@@ -237,12 +233,11 @@ def _table(title: str, evaluations: dict, level: str, metric: str, paper_key=Non
              f"{first['n_cases']} case(s), scored on {first.get('slices_scored', 'the selected slices')}); "
              f"{level.replace('_', '-')} {metric}, mean [95% CI over seeds]", "",
              head, "|---|" + "---|" * (len(classes) + 2)]
-    from tfganaug.metrics.classification import mean_ci
     clip = metric in ("dice", "iou")
     for condition, rows in evaluations.items():
         s = summarize_seg(rows)
         cells = [_dice_cell(s[level][metric][c], clip) for c in classes]
-        mean = _dice_cell(mean_ci([_nanmean([r[level][metric][c] for c in classes]) for r in rows]), clip)
+        mean = _dice_cell(mean_ci([nan_mean([r[level][metric][c] for c in classes]) for r in rows]), clip)
         lines.append(f"| {condition} | " + " | ".join(cells) + f" | {mean} | {s['n_runs']} |")
         if paper and paper_key and condition in paper and paper_key in paper[condition]:
             p = paper[condition][paper_key]
@@ -342,7 +337,6 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
                             "abs_relative_volume_error_percent")
     else:
         lines += _table("Dice per label (per case)", main_eval, "per_case", "dice")
-        from tfganaug.metrics.classification import mean_ci
         lines += ["### BraTS regions (per case Dice, mean [95% CI over seeds])", "",
                   "| training | whole tumour | tumour core | enhancing | paper's claim |", "|---|---|---|---|---|"]
         for condition, rows in main_eval.items():
@@ -425,11 +419,6 @@ def _seeds_run(study: Path, plan: dict) -> str:
     return "; ".join(f"{c}: {v}" for c, v in found.items())
 
 
-def _nanmean(values) -> float:
-    values = np.asarray(values, np.float64)
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-
-
 def _judge(gain: dict, base: dict, paper_gain: float) -> str:
     """Reproduced / direction only / not reproduced, from the gain over the baseline and its CI."""
     if not gain["n"] or not base["n"]:
@@ -447,7 +436,6 @@ def _judge(gain: dict, base: dict, paper_gain: float) -> str:
 
 def _verdict(plan, spec, evaluations, study) -> str:
     """Plain sentences from the numbers: does the synthetic data help here, as the paper says?"""
-    from tfganaug.metrics.classification import mean_ci
 
     def stat(condition, test=None, level="per_case", key="mean_dice"):
         rows = _evaluations(study, plan, test).get(condition, [])
@@ -459,7 +447,7 @@ def _verdict(plan, spec, evaluations, study) -> str:
     out = []
     if plan["study"] == "kits":
         def iou(c):
-            return mean_ci([_nanmean(list(r["per_slice"]["iou"].values())) for r in evaluations.get(c, [])])
+            return mean_ci([nan_mean(list(r["per_slice"]["iou"].values())) for r in evaluations.get(c, [])])
         for variant in ("light", "heavy"):
             base = iou(f"{variant}, real")
             for c in plan["conditions"]:

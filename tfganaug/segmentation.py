@@ -31,10 +31,10 @@ from tfganaug import __version__, config as config_lib
 from tfganaug.data.pipeline import training_batches
 from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
 from tfganaug.errors import InputError, RunFolderError
-from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file
+from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file, slug
 from tfganaug.gans.base import seed_generator_states
-from tfganaug.metrics.classification import format_ci, nan_mean
 from tfganaug.metrics.segmentation import dice_per_class, iou_per_class, volume_error
+from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
 from tfganaug.schedules import ScaledCosineDecay
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode, is_3d, unet_args
 from tfganaug.train import RunFolder, fit_member, start_run, steps_for
@@ -411,17 +411,12 @@ def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None
 
 def evaluation_name(test_data: str | None = None, whole_volumes: bool = False) -> str:
     """File of an evaluation in the run folder: `evaluation[-<test data>][-volumes].json`."""
-    return ("evaluation" + (f"-{_slug(test_data)}" if test_data else "") + ("-volumes" if whole_volumes else "")
-            + ".json")
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(name).name)
+    suffix = f"-{slug(Path(test_data).name, keep='-', strip=False)}" if test_data else ""
+    return "evaluation" + suffix + ("-volumes" if whole_volumes else "") + ".json"
 
 
 def summarize_seg(results: list[dict]) -> dict:
     """Mean and 95% CI over runs (seeds) of every per-slice and per-case score."""
-    from tfganaug.metrics.classification import mean_ci
     out = {"n_runs": len(results), "classes": results[0]["classes"], "per_slice": {}, "per_case": {}}
     for level in ("per_slice", "per_case"):
         for metric in ("dice", "iou"):
