@@ -27,6 +27,7 @@ import numpy as np
 from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, slug
+from tfganaug.metrics.brats import BRATS_REGION_KEYS
 from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
@@ -341,10 +342,10 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
                   "| training | whole tumour | tumour core | enhancing | paper's claim |", "|---|---|---|---|---|"]
         for condition, rows in main_eval.items():
             regs = [_dice_cell(mean_ci([r["per_case"].get("brats_regions", {}).get(g, np.nan) for r in rows]))
-                    for g in ("whole_tumour", "tumour_core", "enhancing_tumour")]
+                    for g in BRATS_REGION_KEYS.values()]
             claim = spec["paper"].get(condition, {}).get("claim", "reference (100R)" if condition == "100R" else "")
             lines.append(f"| {condition} | " + " | ".join(regs) + f" | {claim} |")
-        lines.append("")
+        lines += ["", _brats_convention(main_eval), ""]
     lines += ["## Verdict", "", _verdict(plan, spec, main_eval, study), ""]
     no_derivatives = any(n in NO_DERIVATIVES for n in (b["data"]["name"], b["gan"].get("domain_b")))
     with atomic_dir(out, overwrite=True) as tmp:
@@ -408,6 +409,22 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
         lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
     no_derivatives = any(n in NO_DERIVATIVES for n in (cfg.data.name, cfg.gan.domain_b))
     return lines + ["", "" if no_derivatives else "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
+
+
+def _brats_convention(evaluations: dict) -> str:
+    """How the region table treats cases without a region (:mod:`tfganaug.metrics.brats`)."""
+    rows = [r for rs in evaluations.values() for r in rs]
+    if not all("brats_regions_absent" in r["per_case"] for r in rows):
+        return ("Some evaluations were written by an older tfganaug, which left a region absent from both reference "
+                "and prediction out of the mean (NaN) instead of scoring it 1 (the BraTS convention); re-run "
+                "`tfganaug study` (it re-evaluates every run) before comparing these rows.")
+    n_cases = rows[0]["n_cases"] if rows else 0
+    absent = rows[0]["per_case"]["brats_regions_absent"] if rows else {}
+    counts = ", ".join(f"{k.replace('_', ' ')} {absent[k]}" for k in BRATS_REGION_KEYS.values() if k in absent)
+    return ("Regions follow the BraTS convention: a region absent from both the reference and the prediction of a "
+            "case scores 1, absent from the reference only 0, and such cases stay in the per-case mean (as in the "
+            f"BraTS ranking). Test cases (of {n_cases}) whose reference lacks the region: {counts}. The per-label table "
+            "above leaves a label absent from both maps out of its mean instead, as in the other studies.")
 
 
 def _seeds_run(study: Path, plan: dict) -> str:

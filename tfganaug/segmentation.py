@@ -10,7 +10,9 @@ exact resume, divergence guard); `evaluate_seg(run)` writes `evaluation.json` wi
   stacked, Dice with s = 0; a class absent from a case in both reference and prediction
   is left out of that class's mean;
 * relative volume error per class and case, from the voxel spacing of the slices;
-* for BraTS labels: whole tumour, tumour core and enhancing tumour Dice;
+* for BraTS labels: whole tumour, tumour core and enhancing tumour Dice per case, with the
+  BraTS convention (:mod:`tfganaug.metrics.brats`: a region absent from both maps scores 1,
+  and such cases stay in the mean; `brats_regions_absent` says how many there are);
 * confidence intervals over seeds come from `tfganaug report` (mean_ci over runs).
 
 Synthetic segmentation sets (written by `tfganaug synthesize` from Pix2Pix, CycleGAN or
@@ -33,6 +35,7 @@ from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
 from tfganaug.errors import InputError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file, slug
 from tfganaug.gans.base import seed_generator_states
+from tfganaug.metrics.brats import BRATS_LABELS, BRATS_REGION_KEYS, BRATS_REGIONS, brats_regions_dice
 from tfganaug.metrics.segmentation import dice_per_class, iou_per_class, volume_error
 from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
 from tfganaug.schedules import ScaledCosineDecay
@@ -296,13 +299,8 @@ def load_segmenter(run: RunFolder) -> keras.Model:
 
 # ------------------------------------------------------------------ evaluation
 
-BRATS_REGIONS = {"whole_tumour": (1, 2, 3), "tumour_core": (1, 3), "enhancing_tumour": (3,)}
-
-
-def _region_dice(y_true, y_pred, labels) -> float:
-    a, b = np.isin(y_true, labels), np.isin(y_pred, labels)
-    total = a.sum() + b.sum()
-    return float("nan") if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+BRATS_CLASS_NAMES = ("background", *BRATS_LABELS)
+"""Class names of a data set scored with the BraTS regions (:mod:`tfganaug.metrics.brats`) too."""
 
 
 def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
@@ -324,8 +322,11 @@ def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
                "volume_true_ml": dict(zip(fg, map(float, vol["volume_true_ml"]))),
                "volume_pred_ml": dict(zip(fg, map(float, vol["volume_pred_ml"]))),
                "relative_volume_error_percent": dict(zip(fg, map(float, vol["relative_difference_percent"])))}
-        if tuple(names) == ("background", "necrosis", "edema", "enhancing"):
-            row["brats_regions"] = {r: _region_dice(t, p, lab) for r, lab in BRATS_REGIONS.items()}
+        if tuple(names) == BRATS_CLASS_NAMES:  # the BraTS convention: a region empty in both scores 1
+            regions = brats_regions_dice(t, p)
+            row["brats_regions"] = {key: regions[r] for r, key in BRATS_REGION_KEYS.items()}
+            row["brats_regions_in_reference"] = {key: bool(np.isin(t, BRATS_REGIONS[r]).any())
+                                                 for r, key in BRATS_REGION_KEYS.items()}
         cases[pid] = row
 
     def case_mean(key, name):
@@ -346,8 +347,14 @@ def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
     result["per_slice"]["mean_dice"] = nan_mean(list(result["per_slice"]["dice"].values()))
     result["per_case"]["mean_dice"] = nan_mean(list(result["per_case"]["dice"].values()))
     if any("brats_regions" in c for c in cases.values()):
-        result["per_case"]["brats_regions"] = {r: nan_mean([c["brats_regions"][r] for c in cases.values()])
-                                               for r in BRATS_REGIONS}
+        result["per_case"]["brats_regions"] = {key: nan_mean([c["brats_regions"][key] for c in cases.values()])
+                                               for key in BRATS_REGION_KEYS.values()}
+        result["per_case"]["brats_regions_absent"] = {
+            key: sum(not c["brats_regions_in_reference"][key] for c in cases.values())
+            for key in BRATS_REGION_KEYS.values()}
+        result["brats_empty_handling"] = ("BraTS regions: a region absent from both reference and prediction of a "
+                                          "case scores 1, from the reference only 0; such cases stay in the "
+                                          "per-case mean (brats_regions_absent counts them)")
     return result
 
 
@@ -427,7 +434,7 @@ def summarize_seg(results: list[dict]) -> dict:
         for c in results[0]["classes"]}
     if "brats_regions" in results[0]["per_case"]:
         out["per_case"]["brats_regions"] = {reg: mean_ci([r["per_case"]["brats_regions"][reg] for r in results])
-                                            for reg in BRATS_REGIONS}
+                                            for reg in results[0]["per_case"]["brats_regions"]}
     return out
 
 
