@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tfganaug.data.abdomen import load_totalseg_example
-from tfganaug.data.histeq import histeq_augment, histogram_mapping, match_histogram, reference_histogram
+from tfganaug.data.histeq import (histeq_augment, histogram_mapping, match_histogram, random_histeq_tf,
+                                  reference_histogram)
 from tfganaug.errors import InputError
 
 RANGE = (-200.0, 200.0)
@@ -100,6 +101,25 @@ def test_histeq_augment_blends_and_keeps_air():
     np.testing.assert_allclose(half, 0.5 * (image + full), rtol=1e-5, atol=1e-3)
     assert np.all(full[:, :10] == -1000.0)
     assert full[body].mean() == pytest.approx(image[body].mean() - 50, abs=3)
+
+
+def test_random_histeq_tf_is_histeq_augment_on_half_the_seeds():
+    """The function train-seg --augment histeq runs: per stateless seed, either the image
+    unchanged or exactly histeq_augment(image, strength 1), also in graph mode (tf.data map)."""
+    import tensorflow as tf
+    image = np.random.default_rng(11).random((8, 8, 1)).astype(np.float32)
+    ref = reference_histogram(np.random.default_rng(12).random(500) ** 2, bins=16, value_range=(0.0, 1.0))
+    want = histeq_augment(image, ref, 1.0, (0.0, 1.0))
+    assert not np.array_equal(want, image)
+    seeds = tf.constant([[s, 3] for s in range(32)], tf.int64)
+    eager = [random_histeq_tf(tf.constant(image), s, ref).numpy() for s in seeds]
+    used = [np.array_equal(o, want) for o in eager]
+    assert all(u or np.array_equal(o, image) for u, o in zip(used, eager))
+    assert 8 <= sum(used) <= 24  # p = 0.5
+    for s, u in zip(seeds, used):  # the choice is the seed's: fold_in(seed, 7) < 0.5
+        assert u == (tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(s, 7)) < 0.5)
+    graph = tf.data.Dataset.from_tensor_slices(seeds).map(lambda s: random_histeq_tf(tf.constant(image), s, ref))
+    np.testing.assert_array_equal(np.stack(list(graph.as_numpy_iterator())), np.stack(eager))
 
 
 @pytest.mark.parametrize("call, message", [

@@ -188,6 +188,8 @@ def test_study_smoke_end_to_end(tmp_path, paper, conditions):
     assert (tmp_path / "report" / "synthetic_samples.png").exists()
     if paper == "sandfort":
         assert "phantom-abdomen-native - Dice per case" in report and "*paper: cyclegan*" in report
+    if paper == "son":
+        assert "Regions follow the BraTS convention" in report and "whose reference lacks the region: whole tumour" in report
 
 
 def test_cli_train_gan_rejects_cyclegan_without_second_domain(tmp_path, capsys):

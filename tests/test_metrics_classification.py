@@ -5,13 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
 
 from tfganaug.errors import InputError
 from tfganaug.metrics.classification import (
     bootstrap_ci,
     confusion_matrix,
-    mean_ci,
     per_class_metrics,
     roc_auc_binary,
     roc_auc_ovr,
@@ -151,26 +149,6 @@ def test_ovr_auc_skips_absent_class():
 def test_ovr_auc_rejects_mismatched_shapes():
     with pytest.raises(InputError):
         roc_auc_ovr([0, 1, 1], np.ones((2, 2)))
-
-
-@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
-def test_mean_ci_matches_scipy_t_interval(confidence):
-    values = np.array([0.81, 0.84, 0.79, 0.88, 0.83])
-    low, high = stats.t.interval(confidence, df=4, loc=values.mean(), scale=stats.sem(values))
-    r = mean_ci(values, confidence)
-    assert (r["ci_low"], r["ci_high"]) == pytest.approx((low, high))
-    assert r["mean"] == pytest.approx(values.mean())
-    assert r["std"] == pytest.approx(values.std(ddof=1))
-    assert (r["n"], r["n_nan"]) == (5, 0)
-
-
-def test_mean_ci_drops_and_counts_nan_and_single_value_has_nan_bounds():
-    r = mean_ci([0.7, np.nan, 0.9, np.nan])
-    assert (r["n"], r["n_nan"]) == (2, 2)
-    assert r["mean"] == pytest.approx(0.8)
-    single = mean_ci([0.75])
-    assert single["mean"] == 0.75 and single["n"] == 1
-    assert math.isnan(single["std"]) and math.isnan(single["ci_low"]) and math.isnan(single["ci_high"])
 
 
 def accuracy(y_true, y_pred):

@@ -15,8 +15,9 @@ from tfganaug.data.cases import Case
 from tfganaug.data.segsets import SegSet, load_segsets, select_slices, slices_from_cases
 from tfganaug.errors import ConfigError, InputError
 from tfganaug.export import export_run
-from tfganaug.segmentation import (evaluate_seg, load_seg_synthetic, score_segmentation, train_seg,
-                                   write_seg_synthetic)
+from tfganaug.fsutil import slug
+from tfganaug.segmentation import (evaluate_seg, evaluation_name, format_seg_summary, load_seg_synthetic,
+                                   score_segmentation, summarize_seg, train_seg, write_seg_synthetic)
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode
 
 NAMES = ("background", "kidney", "tumour")
@@ -112,6 +113,40 @@ def test_scores_against_hand_counts():
     assert a["relative_volume_error_percent"]["kidney"] == pytest.approx(-50.0)
     assert np.isnan(r["cases"]["b"]["dice"]["kidney"])  # empty in both: not scored
     assert r["per_case"]["dice"]["kidney"] == pytest.approx(2 / 3)
+
+
+def test_brats_regions_per_case_follow_the_brats_convention():
+    """Case a: oedema 4 px found, enhancing 1 of 2 px; case b: oedema only, found exactly, so
+    tumour core and enhancing are absent from both maps there: 1 (BraTS), not left out."""
+    truth, pred = np.zeros((2, 4, 4), np.uint8), np.zeros((2, 4, 4), np.uint8)
+    truth[0, 0, :] = pred[0, 0, :] = 2
+    truth[0, 1, :2] = 3
+    pred[0, 1, 0] = 3
+    truth[1, 2, :3] = pred[1, 2, :3] = 2
+    s = SegSet(np.zeros((2, 4, 4, 1), np.float32), truth, np.array(["a", "b"]), np.array([0, 0]),
+               np.ones((2, 3)), ("background", "necrosis", "edema", "enhancing"), ("flair",), "hand")
+    r = score_segmentation(s, pred)
+    # a: WT 6 true, 5 predicted, 5 overlap -> 10/11; TC = ET: 2 true, 1 predicted, 1 overlap -> 2/3
+    assert r["cases"]["a"]["brats_regions"] == pytest.approx(
+        {"whole_tumour": 10 / 11, "tumour_core": 2 / 3, "enhancing_tumour": 2 / 3})
+    assert r["cases"]["b"]["brats_regions"] == {"whole_tumour": 1.0, "tumour_core": 1.0, "enhancing_tumour": 1.0}
+    assert r["per_case"]["brats_regions"] == pytest.approx(
+        {"whole_tumour": (10 / 11 + 1) / 2, "tumour_core": (2 / 3 + 1) / 2, "enhancing_tumour": (2 / 3 + 1) / 2})
+    assert r["per_case"]["brats_regions_absent"] == {"whole_tumour": 0, "tumour_core": 1, "enhancing_tumour": 1}
+    assert r["per_case"]["dice"]["enhancing"] == pytest.approx(2 / 3)  # per label: absent in both is left out
+    summary = summarize_seg([r, r])["per_case"]["brats_regions"]
+    assert summary["tumour_core"]["mean"] == pytest.approx(5 / 6) and summary["tumour_core"]["n"] == 2
+    assert "tumour_core" in format_seg_summary([{**r, "data": "hand", "split": "test"}])
+
+
+def test_folder_and_file_names_keep_their_spelling():
+    """Existing study and run folders are found again: condition folders and evaluation files."""
+    assert [slug(c) for c in ("light, real+fake 0.2", "cyclegan, 3-D", "300F+100R")] == \
+        ["light__real+fake_0.2", "cyclegan__3-D", "300F+100R"]
+    assert evaluation_name() == "evaluation.json"
+    assert evaluation_name("totalseg-native", True) == "evaluation-totalseg-native-volumes.json"
+    assert evaluation_name("/data/my set.v2.npz") == "evaluation-my_set_v2_npz.json"
+    assert evaluation_name("/data/_x_") == "evaluation-_x_.json"
 
 
 def test_valid_padding_segmenter_covers_the_image_and_decodes_sigmoid():

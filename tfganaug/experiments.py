@@ -182,15 +182,3 @@ def classifier_runs(folder) -> list[Path]:
     if not runs:
         raise RunFolderError(f"{folder}: expected a run folder or a folder of run folders, got neither")
     return runs
-
-
-def with_seed(cfg, seed: int):
-    values = config_lib.to_dict(cfg)
-    values["seed"] = seed
-    values["data"]["seed"] = seed
-    return config_lib.from_dict(values)
-
-
-def run_dir_for_seed(out, seed: int) -> Path:
-    return Path(out) / f"seed-{seed}"
-

@@ -125,6 +125,19 @@ def sha256_file(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def slug(text: str, keep: str = "+-.", strip: bool = True) -> str:
+    """`text` as one file or folder name: every character that is neither alphanumeric nor in
+    `keep` nor "_" becomes "_"; with `strip`, leading and trailing "_" go.
+
+    The two names tfganaug builds this way must not change, or existing study and run folders
+    would no longer be found: study conditions (``slug("light, real+fake 0.2")`` is
+    ``"light__real+fake_0.2"``) and test-data suffixes of evaluation files
+    (``slug(Path(name).name, keep="-", strip=False)``).
+    """
+    name = "".join(c if c.isalnum() or c == "_" or c in keep else "_" for c in text)
+    return name.strip("_") if strip else name
+
+
 @contextlib.contextmanager
 def atomic_dir(path: os.PathLike | str, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name; rename it to `path` only if the block succeeds.

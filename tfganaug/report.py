@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl
-from tfganaug.metrics.classification import format_ci, mean_ci
+from tfganaug.metrics.stats import format_ci, mean_ci
 
 # Frid-Adar et al. 2018 (Neurocomputing 321), 182 liver lesions, 3 classes, 3-fold CV.
 PAPER = {

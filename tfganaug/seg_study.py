@@ -26,8 +26,9 @@ import numpy as np
 
 from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError, RunFolderError
-from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
-from tfganaug.metrics.classification import format_ci
+from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, slug
+from tfganaug.metrics.brats import BRATS_REGION_KEYS
+from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
 
@@ -155,10 +156,6 @@ def _configs(study: str, budget: str, seed: int, folder: Path) -> dict:
 NO_DERIVATIVES = {"ircadb"}  # 3D-IRCADb-01: CC BY-NC-ND, no derivatives may be redistributed
 
 
-def slug(condition: str) -> str:
-    return "".join(c if c.isalnum() or c in "+-." else "_" for c in condition).strip("_")
-
-
 def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=None, verbose=2) -> Path:
     from tfganaug.image_gans import synthesize_image_gan, train_image_gan
     from tfganaug.segmentation import evaluate_seg, train_seg
@@ -237,12 +234,11 @@ def _table(title: str, evaluations: dict, level: str, metric: str, paper_key=Non
              f"{first['n_cases']} case(s), scored on {first.get('slices_scored', 'the selected slices')}); "
              f"{level.replace('_', '-')} {metric}, mean [95% CI over seeds]", "",
              head, "|---|" + "---|" * (len(classes) + 2)]
-    from tfganaug.metrics.classification import mean_ci
     clip = metric in ("dice", "iou")
     for condition, rows in evaluations.items():
         s = summarize_seg(rows)
         cells = [_dice_cell(s[level][metric][c], clip) for c in classes]
-        mean = _dice_cell(mean_ci([_nanmean([r[level][metric][c] for c in classes]) for r in rows]), clip)
+        mean = _dice_cell(mean_ci([nan_mean([r[level][metric][c] for c in classes]) for r in rows]), clip)
         lines.append(f"| {condition} | " + " | ".join(cells) + f" | {mean} | {s['n_runs']} |")
         if paper and paper_key and condition in paper and paper_key in paper[condition]:
             p = paper[condition][paper_key]
@@ -342,15 +338,14 @@ def write_seg_report(study_dir, out, notes: str = "") -> Path:
                             "abs_relative_volume_error_percent")
     else:
         lines += _table("Dice per label (per case)", main_eval, "per_case", "dice")
-        from tfganaug.metrics.classification import mean_ci
         lines += ["### BraTS regions (per case Dice, mean [95% CI over seeds])", "",
                   "| training | whole tumour | tumour core | enhancing | paper's claim |", "|---|---|---|---|---|"]
         for condition, rows in main_eval.items():
             regs = [_dice_cell(mean_ci([r["per_case"].get("brats_regions", {}).get(g, np.nan) for r in rows]))
-                    for g in ("whole_tumour", "tumour_core", "enhancing_tumour")]
+                    for g in BRATS_REGION_KEYS.values()]
             claim = spec["paper"].get(condition, {}).get("claim", "reference (100R)" if condition == "100R" else "")
             lines.append(f"| {condition} | " + " | ".join(regs) + f" | {claim} |")
-        lines.append("")
+        lines += ["", _brats_convention(main_eval), ""]
     lines += ["## Verdict", "", _verdict(plan, spec, main_eval, study), ""]
     no_derivatives = any(n in NO_DERIVATIVES for n in (b["data"]["name"], b["gan"].get("domain_b")))
     with atomic_dir(out, overwrite=True) as tmp:
@@ -416,6 +411,22 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
     return lines + ["", "" if no_derivatives else "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
 
 
+def _brats_convention(evaluations: dict) -> str:
+    """How the region table treats cases without a region (:mod:`tfganaug.metrics.brats`)."""
+    rows = [r for rs in evaluations.values() for r in rs]
+    if not all("brats_regions_absent" in r["per_case"] for r in rows):
+        return ("Some evaluations were written by an older tfganaug, which left a region absent from both reference "
+                "and prediction out of the mean (NaN) instead of scoring it 1 (the BraTS convention); re-run "
+                "`tfganaug study` (it re-evaluates every run) before comparing these rows.")
+    n_cases = rows[0]["n_cases"] if rows else 0
+    absent = rows[0]["per_case"]["brats_regions_absent"] if rows else {}
+    counts = ", ".join(f"{k.replace('_', ' ')} {absent[k]}" for k in BRATS_REGION_KEYS.values() if k in absent)
+    return ("Regions follow the BraTS convention: a region absent from both the reference and the prediction of a "
+            "case scores 1, absent from the reference only 0, and such cases stay in the per-case mean (as in the "
+            f"BraTS ranking). Test cases (of {n_cases}) whose reference lacks the region: {counts}. The per-label table "
+            "above leaves a label absent from both maps out of its mean instead, as in the other studies.")
+
+
 def _seeds_run(study: Path, plan: dict) -> str:
     """Seeds with a finished run, per condition (what the tables average over)."""
     found = {c: [s for s in plan["seeds"] if (study / f"seed-{s}" / slug(c) / "final").exists()]
@@ -423,11 +434,6 @@ def _seeds_run(study: Path, plan: dict) -> str:
     if len({tuple(v) for v in found.values()}) == 1:
         return str(next(iter(found.values())))
     return "; ".join(f"{c}: {v}" for c, v in found.items())
-
-
-def _nanmean(values) -> float:
-    values = np.asarray(values, np.float64)
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def _judge(gain: dict, base: dict, paper_gain: float) -> str:
@@ -447,7 +453,6 @@ def _judge(gain: dict, base: dict, paper_gain: float) -> str:
 
 def _verdict(plan, spec, evaluations, study) -> str:
     """Plain sentences from the numbers: does the synthetic data help here, as the paper says?"""
-    from tfganaug.metrics.classification import mean_ci
 
     def stat(condition, test=None, level="per_case", key="mean_dice"):
         rows = _evaluations(study, plan, test).get(condition, [])
@@ -459,7 +464,7 @@ def _verdict(plan, spec, evaluations, study) -> str:
     out = []
     if plan["study"] == "kits":
         def iou(c):
-            return mean_ci([_nanmean(list(r["per_slice"]["iou"].values())) for r in evaluations.get(c, [])])
+            return mean_ci([nan_mean(list(r["per_slice"]["iou"].values())) for r in evaluations.get(c, [])])
         for variant in ("light", "heavy"):
             base = iou(f"{variant}, real")
             for c in plan["conditions"]:

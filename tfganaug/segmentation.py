@@ -10,7 +10,9 @@ exact resume, divergence guard); `evaluate_seg(run)` writes `evaluation.json` wi
   stacked, Dice with s = 0; a class absent from a case in both reference and prediction
   is left out of that class's mean;
 * relative volume error per class and case, from the voxel spacing of the slices;
-* for BraTS labels: whole tumour, tumour core and enhancing tumour Dice;
+* for BraTS labels: whole tumour, tumour core and enhancing tumour Dice per case, with the
+  BraTS convention (:mod:`tfganaug.metrics.brats`: a region absent from both maps scores 1,
+  and such cases stay in the mean; `brats_regions_absent` says how many there are);
 * confidence intervals over seeds come from `tfganaug report` (mean_ci over runs).
 
 Synthetic segmentation sets (written by `tfganaug synthesize` from Pix2Pix, CycleGAN or
@@ -31,10 +33,11 @@ from tfganaug import __version__, config as config_lib
 from tfganaug.data.pipeline import training_batches
 from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
 from tfganaug.errors import InputError, RunFolderError
-from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file
+from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file, slug
 from tfganaug.gans.base import seed_generator_states
-from tfganaug.metrics.classification import format_ci, nan_mean
+from tfganaug.metrics.brats import BRATS_LABELS, BRATS_REGION_KEYS, BRATS_REGIONS, brats_regions_dice
 from tfganaug.metrics.segmentation import dice_per_class, iou_per_class, volume_error
+from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
 from tfganaug.schedules import ScaledCosineDecay
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode, is_3d, unet_args
 from tfganaug.train import RunFolder, fit_member, start_run, steps_for
@@ -177,18 +180,12 @@ def _augment_fn(cfg, train: SegSet):
     if seg.augment == "standard":
         return geometric
     # histeq: half the samples get the histogram of the non-contrast reference, then standard.
-    from tfganaug.data.histeq import match_histogram, reference_histogram
+    from tfganaug.data.histeq import random_histeq_tf, reference_histogram
     reference = all_slices_of(config_lib.with_data(cfg, seg.histeq_reference).data).images  # all of it: only its histogram is used
     ref_hist = reference_histogram(reference, 256, (0.0, 1.0))
 
-    def numpy_match(image):
-        return match_histogram(image, ref_hist, (0.0, 1.0)).astype(np.float32)
-
     def histeq(image, label, seed):
-        matched = tf.numpy_function(numpy_match, [image], tf.float32, stateful=False)
-        matched = tf.ensure_shape(matched, image.shape)
-        use = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
-        return geometric(tf.where(use, matched, image), label, seed)
+        return geometric(random_histeq_tf(image, seed, ref_hist, (0.0, 1.0)), label, seed)
     return histeq
 
 
@@ -302,13 +299,8 @@ def load_segmenter(run: RunFolder) -> keras.Model:
 
 # ------------------------------------------------------------------ evaluation
 
-BRATS_REGIONS = {"whole_tumour": (1, 2, 3), "tumour_core": (1, 3), "enhancing_tumour": (3,)}
-
-
-def _region_dice(y_true, y_pred, labels) -> float:
-    a, b = np.isin(y_true, labels), np.isin(y_pred, labels)
-    total = a.sum() + b.sum()
-    return float("nan") if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+BRATS_CLASS_NAMES = ("background", *BRATS_LABELS)
+"""Class names of a data set scored with the BraTS regions (:mod:`tfganaug.metrics.brats`) too."""
 
 
 def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
@@ -330,8 +322,11 @@ def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
                "volume_true_ml": dict(zip(fg, map(float, vol["volume_true_ml"]))),
                "volume_pred_ml": dict(zip(fg, map(float, vol["volume_pred_ml"]))),
                "relative_volume_error_percent": dict(zip(fg, map(float, vol["relative_difference_percent"])))}
-        if tuple(names) == ("background", "necrosis", "edema", "enhancing"):
-            row["brats_regions"] = {r: _region_dice(t, p, lab) for r, lab in BRATS_REGIONS.items()}
+        if tuple(names) == BRATS_CLASS_NAMES:  # the BraTS convention: a region empty in both scores 1
+            regions = brats_regions_dice(t, p)
+            row["brats_regions"] = {key: regions[r] for r, key in BRATS_REGION_KEYS.items()}
+            row["brats_regions_in_reference"] = {key: bool(np.isin(t, BRATS_REGIONS[r]).any())
+                                                 for r, key in BRATS_REGION_KEYS.items()}
         cases[pid] = row
 
     def case_mean(key, name):
@@ -352,8 +347,14 @@ def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
     result["per_slice"]["mean_dice"] = nan_mean(list(result["per_slice"]["dice"].values()))
     result["per_case"]["mean_dice"] = nan_mean(list(result["per_case"]["dice"].values()))
     if any("brats_regions" in c for c in cases.values()):
-        result["per_case"]["brats_regions"] = {r: nan_mean([c["brats_regions"][r] for c in cases.values()])
-                                               for r in BRATS_REGIONS}
+        result["per_case"]["brats_regions"] = {key: nan_mean([c["brats_regions"][key] for c in cases.values()])
+                                               for key in BRATS_REGION_KEYS.values()}
+        result["per_case"]["brats_regions_absent"] = {
+            key: sum(not c["brats_regions_in_reference"][key] for c in cases.values())
+            for key in BRATS_REGION_KEYS.values()}
+        result["brats_empty_handling"] = ("BraTS regions: a region absent from both reference and prediction of a "
+                                          "case scores 1, from the reference only 0; such cases stay in the "
+                                          "per-case mean (brats_regions_absent counts them)")
     return result
 
 
@@ -417,17 +418,12 @@ def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None
 
 def evaluation_name(test_data: str | None = None, whole_volumes: bool = False) -> str:
     """File of an evaluation in the run folder: `evaluation[-<test data>][-volumes].json`."""
-    return ("evaluation" + (f"-{_slug(test_data)}" if test_data else "") + ("-volumes" if whole_volumes else "")
-            + ".json")
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(name).name)
+    suffix = f"-{slug(Path(test_data).name, keep='-', strip=False)}" if test_data else ""
+    return "evaluation" + suffix + ("-volumes" if whole_volumes else "") + ".json"
 
 
 def summarize_seg(results: list[dict]) -> dict:
     """Mean and 95% CI over runs (seeds) of every per-slice and per-case score."""
-    from tfganaug.metrics.classification import mean_ci
     out = {"n_runs": len(results), "classes": results[0]["classes"], "per_slice": {}, "per_case": {}}
     for level in ("per_slice", "per_case"):
         for metric in ("dice", "iou"):
@@ -438,7 +434,7 @@ def summarize_seg(results: list[dict]) -> dict:
         for c in results[0]["classes"]}
     if "brats_regions" in results[0]["per_case"]:
         out["per_case"]["brats_regions"] = {reg: mean_ci([r["per_case"]["brats_regions"][reg] for r in results])
-                                            for reg in BRATS_REGIONS}
+                                            for reg in results[0]["per_case"]["brats_regions"]}
     return out
 
 

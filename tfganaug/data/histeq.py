@@ -21,8 +21,11 @@ Here the same idea on HU without 8-bit quantisation:
   (values between the masked ones interpolated, beyond them clamped).
 * :func:`histeq_augment`: ``(1 - strength) * image + strength * matched``: a contrast slice
   moved part or all of the way to the non-contrast reference.
+* :func:`random_histeq_tf`: the training augmentation (``train-seg --augment histeq``): with
+  probability 0.5, drawn from the sample's stateless seed, :func:`histeq_augment` inside
+  ``tf.numpy_function``; otherwise the image unchanged.
 
-Pure NumPy; runs once per slice while preparing data (or inside ``tf.numpy_function``).
+Pure NumPy (TensorFlow only inside :func:`random_histeq_tf`).
 """
 from __future__ import annotations
 
@@ -120,6 +123,32 @@ def histeq_augment(image_hu, ref_hist, strength: float = 1.0, value_range=HU_RAN
     out = image.copy()
     out[mask] = (1.0 - strength) * image[mask] + strength * matched[mask]
     return out
+
+
+def random_histeq_tf(image, seed, ref_hist, value_range=(0.0, 1.0), probability: float = 0.5,
+                     strength: float = 1.0):
+    """:func:`histeq_augment` on a random share of the training samples, inside a ``tf.data`` map.
+
+    ``image`` is a float32 tensor of static shape (a slice (H, W, C) or a window (D, H, W, C),
+    in ``value_range``: the windowed [0, 1] images ``train-seg`` trains on), ``seed`` the
+    sample's stateless seed (shape (2,)): the image is matched when
+    ``stateless_uniform([], fold_in(seed, 7)) < probability``, so one seed always makes the
+    same choice and the geometric augmentation that follows can use ``seed`` itself. The whole
+    image defines the mapping (no mask), as MATLAB's ``histeq`` on a slice. Returns float32.
+    """
+    import tensorflow as tf
+
+    def numpy_histeq(x):
+        return histeq_augment(x, ref_hist, strength, value_range)
+
+    image = tf.convert_to_tensor(image, tf.float32)
+
+    def matched():
+        out = tf.numpy_function(numpy_histeq, [image], tf.float32, stateful=False)
+        return tf.ensure_shape(out, image.shape)
+
+    use = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < probability
+    return tf.cond(use, matched, lambda: image)
 
 
 # --- internals ------------------------------------------------------------------------------

@@ -363,9 +363,3 @@ def all_slices_of(cfg, whole_volumes: bool = False) -> SegSet:
         sets = load_segsets(cfg, all_slices=whole_volumes)
         return concat_segsets(concat_segsets(sets["train"], sets["val"]), sets["test"])
     return slices_from_cases(source_cases(cfg.name, cfg)[0], cfg, cfg.name, all_slices=whole_volumes)
-
-
-def load_cases_for_synthesis(name: str, cfg) -> list[Case]:
-    """Label-only or image cases of a source, for `synthesize` (label maps -> CT, contrast -> native)."""
-    cases, _ = source_cases(name, cfg)
-    return cases

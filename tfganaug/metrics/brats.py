@@ -10,12 +10,23 @@ BraTS scores three nested regions rather than the labels themselves; with the la
 
 Son et al. report Dice on these regions for the U-Net trained on real and/or synthetic data.
 
-Empty regions: when a region is absent from both the reference and the prediction, Dice is
-**1.0 by default**, the convention of the BraTS evaluation (a case without enhancing tumour,
-e.g. many lower-grade gliomas, whose prediction has none either is scored as correct; with
-reference empty and prediction not, Dice is 0). Results therefore compare with published BraTS
-tables. Pass ``empty_value=np.nan`` for the nnU-Net convention used by
-:func:`tfganaug.metrics.segmentation.dice_per_class` (undefined, skipped by ``np.nanmean``).
+Empty regions, one convention: when a region is absent from both the reference and the
+prediction, its Dice is **1.0**, the convention of the BraTS evaluation (a case without
+enhancing tumour, e.g. many lower-grade gliomas, whose prediction has none either is scored as
+correct); with the reference empty and the prediction not, Dice is 0. Results therefore compare
+with published BraTS tables. ``tfganaug evaluate`` and the Son et al. report use this function
+with that default (``brats_regions`` in ``evaluation.json``).
+
+Means over cases: the per-case mean of the report keeps the cases whose reference lacks the
+region, as the BraTS ranking does; each such case counts 1 (nothing predicted) or 0 (anything
+predicted). That is debatable: it rewards predicting nothing there, and the mean then depends on
+how many such cases the test set holds. So ``evaluation.json`` records per region how many cases
+lacked it in the reference (``brats_regions_absent``), and the report prints that count.
+
+The per-label scores (``necrosis``, ``edema``, ``enhancing``) follow the same 1.0 default here;
+the per-label Dice tables of the reports come from
+:func:`tfganaug.metrics.segmentation.dice_per_class` instead, whose convention (NaN: undefined,
+left out of means) all studies share. Pass ``empty_value=np.nan`` for that convention here.
 """
 from __future__ import annotations
 
@@ -29,6 +40,9 @@ BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET"
 
 BRATS_LABELS: dict[str, int] = {"necrosis": 1, "edema": 2, "enhancing": 3}
 """Per-label scores: name -> label (names as ``tfganaug.data.brats.CLASS_NAMES``)."""
+
+BRATS_REGION_KEYS: dict[str, str] = {"WT": "whole_tumour", "TC": "tumour_core", "ET": "enhancing_tumour"}
+"""Region name -> its key in ``evaluation.json`` (``brats_regions``) and in the reports."""
 
 
 def _dice(truth: np.ndarray, pred: np.ndarray, empty_value: float) -> float:

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from tfganaug.errors import InputError
+from tfganaug.metrics.stats import check_confidence, nan_mean
 
 
 def as_label_array(y, what: str, num_classes: int) -> np.ndarray:
@@ -46,13 +47,6 @@ def safe_ratio(num, den) -> np.ndarray:
     out = np.full(np.broadcast(num, den).shape, np.nan)
     np.divide(num, den, out=out, where=den != 0)
     return out
-
-
-def nan_mean(values) -> float:
-    """Mean of the non-NaN entries; NaN (without a RuntimeWarning) if there are none."""
-    values = np.asarray(values, dtype=np.float64)
-    kept = values[~np.isnan(values)]
-    return float(kept.mean()) if kept.size else float("nan")
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -156,30 +150,6 @@ def roc_auc_ovr(y_true, probs) -> float:
     return nan_mean(roc_auc_per_class(y_true, probs))
 
 
-def _check_confidence(confidence: float) -> None:
-    if not 0 < confidence < 1:
-        raise InputError("confidence", "a number in (0, 1)", repr(confidence))
-
-
-def mean_ci(values, confidence: float = 0.95) -> dict:
-    """Mean and Student-t confidence interval over independent runs (seeds or folds).
-
-    ``mean +- t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard
-    deviation (ddof=1). NaN values are dropped and counted in ``n_nan``; with fewer than two
-    remaining values ``std`` and the bounds are NaN. Returns ``dict(mean, std, ci_low,
-    ci_high, n, n_nan, confidence)``.
-    """
-    _check_confidence(confidence)
-    values = np.asarray(values, dtype=np.float64).ravel()
-    kept = values[~np.isnan(values)]
-    n = kept.size
-    mean = float(kept.mean()) if n else float("nan")
-    std = float(kept.std(ddof=1)) if n > 1 else float("nan")
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
-            "n": int(n), "n_nan": int(values.size - n), "confidence": confidence}
-
-
 def bootstrap_ci(y_true, y_pred, metric_fn: Callable[[np.ndarray, np.ndarray], float],
                  n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
     """Percentile bootstrap interval of ``metric_fn(y_true, y_pred)`` over samples.
@@ -191,7 +161,7 @@ def bootstrap_ci(y_true, y_pred, metric_fn: Callable[[np.ndarray, np.ndarray], f
     are dropped and ``n_valid`` says how many remained. Returns ``dict(estimate, ci_low,
     ci_high, n_boot, n_valid, confidence)``.
     """
-    _check_confidence(confidence)
+    check_confidence(confidence)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_true) == 0 or len(y_true) != len(y_pred):
         raise InputError("y_true and y_pred", "non-empty arrays with one row per sample",
@@ -204,21 +174,6 @@ def bootstrap_ci(y_true, y_pred, metric_fn: Callable[[np.ndarray, np.ndarray], f
     low, high = np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (np.nan, np.nan)
     return {"estimate": float(metric_fn(y_true, y_pred)), "ci_low": float(low), "ci_high": float(high),
             "n_boot": int(n_boot), "n_valid": int(boot.size), "confidence": confidence}
-
-
-def format_ci(stat: dict | None, scale: float = 1.0, digits: int = 3, clip: tuple | None = None) -> str:
-    """A :func:`mean_ci` result as "mean [low, high]" ("mean" for one run, "n/a" for none).
-
-    `clip` bounds the t-interval where the quantity lives (e.g. (0, 1) for Dice or accuracy);
-    `scale` multiplies everything (100 for percent)."""
-    if not stat or stat["n"] == 0 or not np.isfinite(stat["mean"]):
-        return "n/a"
-    if stat["n"] < 2:
-        return f"{scale * stat['mean']:.{digits}f}"
-    low, high = stat["ci_low"], stat["ci_high"]
-    if clip is not None:
-        low, high = max(clip[0], low), min(clip[1], high)
-    return f"{scale * stat['mean']:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
 def conditional_fidelity(intended, predicted_synthetic, true_real, predicted_real, num_classes: int) -> dict:
