@@ -18,10 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 8
 
 CONFIGS = {
-    # ACGAN: both optimizers, the noise generator and six Dropout seed states must come back.
+    # ACGAN: both optimizers, the noise generator, six Dropout seed states, the EMA generator
+    # and the augmentation state (DiffAugment + ADA: p, its accumulators, its RNG) must come back.
     "train-gan": ("acgan", C.preset("cpu_acgan", data={"image_size": 16, "n_phantom_patients": 40},
                                     gan={"width": 16, "latent_dim": 8, "epochs": EPOCHS, "steps_per_epoch": 3,
-                                         "batch_size": 8, "augment": "classic", "sample_every_epochs": 1})),
+                                         "batch_size": 8, "augment": "classic", "sample_every_epochs": 1,
+                                         "d_dropout": 0.5, "diffaug": "translation,cutout,intensity",
+                                         "ada_target": 0.6, "ada_interval": 2, "ada_speed_images": 64,
+                                         "g_ema_beta": 0.9})),
     # Lesion CNN: SGD momentum, Dropout seeds and classic augmentation must come back.
     "train-cls": ("cls", C.preset("cpu_cnn", data={"image_size": 16, "n_phantom_patients": 40},
                                   cls={"epochs": EPOCHS, "steps_per_epoch": 3, "batch_size": 8,
@@ -66,6 +70,10 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, command):
 
     a, b = _variables(tmp_path / "straight", member), _variables(crashed, member)
     assert a.keys() == b.keys() and len(a) > 10
+    if command == "train-gan":  # the augmentation state and the EMA generator are in the checkpoint
+        assert any(k.startswith("diffaug_p/") for k in a) and any(k.startswith("generator_ema/") for k in a)
+        p = [v for k, v in a.items() if k.startswith("diffaug_p/")][0]
+        assert 0.0 < float(p) <= 1.0, f"ADA p never moved ({p}): the resume would not exercise it"
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # bitwise: tolerance 0
     epochs = [json.loads(line)["epoch"] for line in (crashed / "metrics.jsonl").read_text().splitlines()]
