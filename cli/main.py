@@ -351,8 +351,11 @@ def export_cmd(run_dir, out, model_version, overwrite):
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write the report here (default: OUT/report).")
+@click.option("--gan-training", type=click.Choice(["small-data", "paper"]), default="small-data", show_default=True,
+              help="frid-adar: small-data (DiffAugment, EMA G, resize upsampling: the cpu_* presets) or paper "
+                   "(the papers' training at the same budget, for before/after comparisons).")
 @click.option("--quiet", is_flag=True)
-def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_dir, quiet):
+def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_dir, gan_training, quiet):
     """A whole study: GAN(s), synthesis, task models with/without synthetic data, evaluation, report.
 
     \b
@@ -371,7 +374,7 @@ def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_
     from tfganaug.study import run_study
     from tfganaug.report import write_report
     study = run_study(out, budget=budget, data=data, classes=_csv(classes), train_per_class=train_per_class,
-                      seeds=seeds, verbose=0 if quiet else 2)
+                      seeds=seeds, verbose=0 if quiet else 2, gan_training=gan_training)
     path = write_report(study, report_dir or Path(out) / "report")
     click.echo(f"report: {path}")
 
@@ -393,6 +396,22 @@ def report_cmd(study_dir, out):
         return
     from tfganaug.report import write_report
     click.echo(f"report: {write_report(study_dir, out)}")
+
+
+@app.command("report-gan-training")
+@click.argument("paper_study", type=click.Path())
+@click.argument("small_data_study", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def report_gan_training_cmd(paper_study, small_data_study, out):
+    """Compare the papers' GAN training with the small-data training (two Frid-Adar study folders).
+
+    \b
+    Example: tfganaug study --budget demo --seeds 0,1,2 --gan-training paper --out runs/gt-paper
+             tfganaug study --budget demo --seeds 0,1,2 --out runs/gt-small
+             tfganaug report-gan-training runs/gt-paper runs/gt-small --out reports/gan-training
+    """
+    from tfganaug.gan_report import write_gan_training_report
+    click.echo(f"report: {write_gan_training_report(paper_study, small_data_study, out)}")
 
 
 @app.command("bench")

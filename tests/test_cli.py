@@ -69,6 +69,38 @@ def test_study_writes_every_stage_and_a_report(study):
 
 
 @pytest.mark.slow
+def test_class_fidelity_and_the_gan_training_report(study, tmp_path, capsys):
+    fidelity = json.loads((study / "seed-0" / "class-fidelity.json").read_text())
+    for arch in ("dcgan", "acgan"):
+        f = fidelity[arch]
+        assert f["n_synthetic"] == 30 and 0.0 <= f["synthetic_accuracy"] <= 1.0 and f["n_real"] > 50
+    assert json.loads((study / "seed-0" / "cls-reference" / "status.json").read_text())["n_train_real"] > \
+        json.loads((study / "seed-0" / "cls-classic" / "status.json").read_text())["n_train_real"]
+    report = (study / "report" / "report.md").read_text()
+    assert "## Do the synthetic ROIs look like their class?" in report and "| DCGAN | " in report
+    assert "| DiffAugment policies on D's input | none | translation,cutout | translation,cutout |" in report
+
+    paper = tmp_path / "paper"
+    code, _, err = run_cli(capsys, "study", "--budget", "smoke", "--gan-training", "paper", "--out", paper, "--quiet")
+    assert code == 0, err
+    cfg = json.loads((paper / "seed-0" / "gan-acgan" / "config.json").read_text())["gan"]
+    assert (cfg["diffaug"], cfg["g_ema_beta"], cfg["upsample"], cfg["d_dropout"], cfg["conditioning"]) == \
+        ("none", 0.0, "transpose", 0.5, "multiply")
+    out = tmp_path / "gan-training"
+    code, _, err = run_cli(capsys, "report-gan-training", paper, study, "--out", out)
+    assert code == 0, err
+    text = (out / "report.md").read_text()
+    for arch in ("DCGAN", "ACGAN"):
+        assert f"| {arch} | paper | " in text and f"| {arch} | small-data | " in text
+    with Image.open(out / "grid_acgan.png") as picture:  # 3 real + 3 + 3 synthetic rows of 16 px ROIs
+        assert picture.format == "PNG" and picture.size[1] > 9 * 16
+    # The two folders the wrong way round are refused in one line.
+    code, _, err = run_cli(capsys, "report-gan-training", study, paper, "--out", tmp_path / "wrong")
+    assert_one_line_error(code, err, "expected a study run with --gan-training paper")
+    assert not (tmp_path / "wrong").exists()
+
+
+@pytest.mark.slow
 def test_stages_run_alone_from_the_study_folders(study, tmp_path, capsys):
     code, out, err = run_cli(capsys, "evaluate", study / "seed-0" / "cls-classic")
     assert code == 0 and "macro_sensitivity" in out and "confusion matrix" in out, err

@@ -51,10 +51,16 @@ BUDGETS = {
               "gan": {"augment": "classic", "steps_per_epoch": 100}, "cls": {"steps_per_epoch": 50}},
 }
 SYNTHETIC_RATIO = 0.5
+# `gan_training="paper"`: the CPU budgets' widths and steps, but the papers' training (no
+# DiffAugment, no EMA, transposed convolutions; ACGAN with D dropout 0.5 and z x embedding):
+# the "before" of reports/gan-training. "small-data" (the default) keeps the cpu_* presets.
+GAN_TRAININGS = ("small-data", "paper")
+PAPER_TRAINING = {"diffaug": "none", "ada_target": None, "g_ema_beta": 0.0, "upsample": "transpose"}
+PAPER_TRAINING_ACGAN = {"d_dropout": 0.5, "conditioning": "multiply"}
 DEFAULT_CLASSES = {"organamnist": ["liver", "kidney-left", "spleen"]}
 
 
-def _configs(budget: str, data: str, classes, train_per_class, seed: int) -> dict:
+def _configs(budget: str, data: str, classes, train_per_class, seed: int, gan_training: str = "small-data") -> dict:
     b = BUDGETS[budget]
     data_cfg = {"name": data, "classes": classes or DEFAULT_CLASSES.get(data), "image_size": b["image_size"],
                 "train_per_class": train_per_class or b["train_per_class"], "seed": seed}
@@ -65,6 +71,8 @@ def _configs(budget: str, data: str, classes, train_per_class, seed: int) -> dic
         gan = dict(b["gan"])
         if arch == "acgan" and not paper:
             gan["lr"] = gan.get("lr", 2e-4)
+        if gan_training == "paper" and not paper:
+            gan.update(PAPER_TRAINING, **(PAPER_TRAINING_ACGAN if arch == "acgan" else {}))
         out[f"gan-{arch}"] = config_lib.preset(preset, data=data_cfg, gan=gan, seed=seed)
     for condition in CONDITIONS:
         cls = dict(b["cls"], augment="none" if condition == "none" else "classic")
@@ -73,9 +81,11 @@ def _configs(budget: str, data: str, classes, train_per_class, seed: int) -> dic
             cls.update(synthetic=f"synth-{arch}", synthetic_ratio=SYNTHETIC_RATIO)
         out[f"cls-{condition}"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
                                                     data=data_cfg, cls=cls, seed=seed)
+    # The yardstick gets three times the CNN budget: it is trained once per seed, on all real ROIs.
+    reference = dict(b["cls"], augment="none")
+    reference["epochs"] = 3 * reference.get("epochs", 150)
     out["cls-reference"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
-                                             data={**data_cfg, "train_per_class": None},
-                                             cls=dict(b["cls"], augment="none"), seed=seed)
+                                             data={**data_cfg, "train_per_class": None}, cls=reference, seed=seed)
     return out
 
 
@@ -109,17 +119,21 @@ def class_fidelity(folder: Path, archs=("dcgan", "acgan")) -> dict:
 
 
 def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, train_per_class=None,
-              seeds=None, verbose=2) -> Path:
+              seeds=None, verbose=2, gan_training: str = "small-data") -> Path:
     from tfganaug.experiments import evaluate_classifier, train_classifier, train_gan
     from tfganaug.synthesize import synthesize
 
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget '{budget}' (known: {', '.join(BUDGETS)})")
+    if gan_training not in GAN_TRAININGS:
+        raise ConfigError(f"unknown GAN training '{gan_training}' (known: {', '.join(GAN_TRAININGS)})")
     out = Path(out)
     seeds = seeds or BUDGETS[budget]["seeds"]
     plan = {"budget": budget, "budget_settings": BUDGETS[budget], "data": data, "classes": classes,
             "train_per_class": train_per_class, "seeds": seeds, "conditions": list(CONDITIONS),
             "synthetic_ratio": SYNTHETIC_RATIO}
+    if gan_training != "small-data":  # only then, so study folders from before the option still match
+        plan["gan_training"] = gan_training
     study_json = out / "study.json"
     if study_json.exists():
         import json
@@ -130,7 +144,7 @@ def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, tr
         atomic_write_json(study_json, {**plan, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     for seed in seeds:
         folder = out / f"seed-{seed}"
-        configs = _configs(budget, data, classes, train_per_class, seed)
+        configs = _configs(budget, data, classes, train_per_class, seed, gan_training)
         for arch in ("dcgan", "acgan"):
             t0 = time.time()
             train_gan(configs[f"gan-{arch}"], folder / f"gan-{arch}", verbose=verbose)
