@@ -42,7 +42,7 @@ BUDGETS = {
                      "augment": "classic", "sample_every_epochs": 3},
              "cls": {"epochs": 10, "batch_size": 32, "steps_per_epoch": 30}},
     "cpu": {"image_size": 32, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
-            "gan": {"width": 64, "epochs": 20, "steps_per_epoch": 100, "batch_size": 32, "lr": 2e-4,
+            "gan": {"width": 96, "epochs": 20, "steps_per_epoch": 100, "batch_size": 32, "lr": 2e-4,
                     "augment": "classic", "sample_every_epochs": 5},
             "cls": {"epochs": 60, "batch_size": 32, "steps_per_epoch": 30}},
     "paper": {"image_size": 64, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
