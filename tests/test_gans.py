@@ -165,3 +165,45 @@ def test_mixed_float16_trains_a_dcgan_step():
         assert all(np.isfinite(float(v)) for v in logs.values()) and all(moved)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("arch", GAN_ARCHS)
+def test_small_data_tricks_train_and_the_ema_generator_is_an_average(arch):
+    """DiffAugment + ADA on D's input, resize upsampling and an EMA generator (the cpu_* presets)."""
+    cfg = GANConfig(arch=arch, width=16, latent_dim=8, kernel_size=3 if arch == "acgan" else 5,
+                    diffaug="translation,cutout,intensity", ada_target=0.6, ada_interval=1, ada_speed_images=8,
+                    g_ema_beta=0.75, upsample="resize", conditioning="concat")
+    gan = build_gan(cfg, image_size=16, num_classes=3, seed=0)
+    gan.compile(d_optimizer=keras.optimizers.SGD(0.05), g_optimizer=keras.optimizers.SGD(0.05))
+    assert not any(isinstance(l, keras.layers.Conv2DTranspose) for l in gan.generator.layers)
+    g_ema = gan.ema["generator"]
+    assert gan.sampler() is g_ema and gan.sampler() is not gan.generator
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32)
+    y = np.arange(8, dtype=np.int32) % 3
+    old_g = [w.numpy().copy() for w in gan.generator.trainable_weights]
+    old_ema = [w.numpy().copy() for w in g_ema.trainable_weights]
+    for a, b in zip(old_g, old_ema):
+        np.testing.assert_array_equal(a, b)  # the copy starts equal to G
+    logs = gan.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0).history
+    assert "ada_p" in logs and np.isfinite(logs["d_loss"][-1])
+    new_g = [w.numpy() for w in gan.generator.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(old_g, new_g)), "G did not update"
+    for a, new, ema in zip(old_ema, new_g, g_ema.trainable_weights):  # one step: 0.75 old + 0.25 new
+        np.testing.assert_allclose(ema.numpy(), 0.75 * a + 0.25 * new, rtol=1e-5, atol=1e-7)
+    stats = [(w, e) for w, e in zip(gan.generator.weights, g_ema.weights) if not w.trainable]
+    assert stats and all(np.array_equal(w.numpy(), e.numpy()) for w, e in stats)  # BN statistics copied
+    items = gan.checkpoint_items()
+    assert {"generator_ema", "diffaug_p", "diffaug_rng"} <= set(items)
+    # Sampling goes through the EMA copy.
+    z = gan.sample_z(3)
+    labels = tf.constant([0, 1, 2], tf.int32)
+    expected = g_ema([z, labels] if arch == "acgan" else z, training=False).numpy()
+    np.testing.assert_array_equal(gan.generate(z, labels).numpy(), expected)
+
+
+def test_tricks_off_leave_the_checkpoint_as_before():
+    """Runs from before the options existed restore with assert_consumed: no new checkpoint items."""
+    gan = _tiny("acgan")
+    assert not gan.augment.active and gan.ema == {} and gan.sampler() is gan.generator
+    assert set(gan.checkpoint_items()) == {"generator", "discriminator", "d_optimizer", "g_optimizer", "noise",
+                                           "seed_states"}
