@@ -263,3 +263,19 @@ def test_memorisation_report_flags_copies():
 def test_memorisation_report_rejects_mismatched_sizes():
     with pytest.raises(InputError, match="values per sample"):
         memorisation_report(np.zeros((4, 8, 8)), np.zeros((4, 8, 9)))
+
+
+def test_mean_pairwise_distance_by_hand_and_intra_class_diversity():
+    from tfganaug.metrics.privacy import intra_class_diversity, mean_pairwise_distance
+    # three 1x2 "images": pairwise distances 1, 2, sqrt(5) -> mean (3 + sqrt 5) / 3
+    x = np.array([[[0.0, 0.0]], [[1.0, 0.0]], [[0.0, 2.0]]])[..., None]
+    assert mean_pairwise_distance(x) == pytest.approx((3 + np.sqrt(5)) / 3)
+    rng = np.random.default_rng(0)
+    real = rng.uniform(0, 1, (40, 8, 8, 1))
+    labels = np.arange(40) % 2
+    same = intra_class_diversity(real, labels, real, labels, 2)
+    assert same["per_class"] == pytest.approx([1.0, 1.0])
+    collapsed = np.tile(real[:2], (20, 1, 1, 1))  # one image per class: images and labels alternate 0, 1
+    out = intra_class_diversity(collapsed, np.tile([0, 1], 20), real, labels, 2)
+    assert out["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(intra_class_diversity(real[:1], [0], real, labels, 2)["per_class"][0])
