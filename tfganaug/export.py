@@ -285,9 +285,11 @@ def _image_gan_servable(run_dir) -> _Servable:
                 reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)},
                 info={**info, "direction": label, "value_range": {"image": [0.0, 1.0]},
                       "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast)", "b_to_a": "B -> A"}})
-        ab = direction(gan.g_ab, gan.translate_ab, "A -> B")
-        ab.extra = {"b_to_a": direction(gan.g_ba, gan.translate_ba, "B -> A")}
-        ab.models = [gan.g_ab, gan.g_ba]
+        # the EMA generators when trained with them (translate_ab/translate_ba use them too)
+        g_ab, g_ba = gan.sampler("g_ab"), gan.sampler("g_ba")
+        ab = direction(g_ab, gan.translate_ab, "A -> B")
+        ab.extra = {"b_to_a": direction(g_ba, gan.translate_ba, "B -> A")}
+        ab.models = [g_ab, g_ba]
         return ab
     z_dim = cfg.gan.latent_dim
 
@@ -302,7 +304,7 @@ def _image_gan_servable(run_dir) -> _Servable:
     images, probs = gan.generate(z, truncation_psi=psi[:, None], use_ema=True, noise_mode="const")
     probs = np.asarray(probs, np.float32)
     return _Servable(
-        models=[m for m in gan.checkpoint_items().values() if isinstance(m, keras.Model)], fn=sample,
+        models=[gan.sampler()], fn=sample,  # G_ema: the only network the signature runs
         input_specs=[tf.TensorSpec([None, z_dim], tf.float32, name="z"),
                      tf.TensorSpec([None], tf.float32, name="truncation")],
         outputs={"images": ("float32", [None, size, size, c]), "mask_probabilities": ("float32", [None, size, size, k]),
