@@ -252,7 +252,9 @@ def _image_gan_servable(run_dir) -> _Servable:
     k, c, size = len(names), len(channels), cfg.data.image_size
     rng = np.random.default_rng(2018)
     info = {"source_run": str(Path(run.path).resolve()), "kind": "gan", "arch": cfg.gan.arch, "checkpoint": ckpt,
-            "class_names": names, "channel_names": channels}
+            "class_names": names, "channel_names": channels,
+            "weights": (f"exponential moving average of the generator (beta {cfg.gan.g_ema_beta:g})" if gan.ema
+                        else "the trained generator")}
 
     def unit(x):
         return tf.clip_by_value((tf.cast(x, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
