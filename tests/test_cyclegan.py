@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfganaug.gans.augment import DiscriminatorAugment
 from tfganaug.gans.cyclegan import (CycleGAN, ImagePool, LinearDecay, build_discriminator, build_generator,
                                     patch_grid_size)
 
@@ -206,14 +207,103 @@ def test_mixed_float16_trains_with_loss_scaling():
     assert model.translate_ab(a).dtype == tf.float32
 
 
+POLICY = "translation,cutout,intensity"
+
+
+def _tiny_model(seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = CycleGAN(**TINY, pool_size=3, seed=seed, **kwargs)
+    model.compile(g_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
+                  d_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5))
+    return model
+
+
+def test_augmented_step_with_ada_and_ema():
+    """One eager step with DiffAugment + ADA (p = 0.5, so its ops run too) and EMA of both
+    generators, next to the same model without them."""
+    a, b = (tf.constant(x) for x in _domains())
+    plain = _tiny_model()
+    augment = DiscriminatorAugment(POLICY, ada_target=0.6, image_channels=1, ada_interval=2, p_init=0.5, seed=3)
+    model = _tiny_model(augment=augment, ema_beta=0.9)
+    for x, y in zip(_weights(plain), _weights(model)):
+        np.testing.assert_array_equal(x, y)  # the same start
+    before = {name: [w.numpy().copy() for w in getattr(model, name).trainable_weights]
+              for name in ("g_ab", "g_ba", "d_a", "d_b")}
+    seen, inner = [], model.d_input
+
+    def d_input(x):
+        seen.append(tuple(x.shape))
+        return inner(x)
+    model.d_input = d_input
+    logs = model.train_step((a, b))
+    plain.train_step((a, b))
+    # Everything both discriminators see went through the augmenter: two fakes in G's step,
+    # real and pooled fake for D_A and for D_B in D's step.
+    assert seen == [(2, 32, 32, 1)] * 6
+    assert {"ada_p", "ada_rt"} <= set(logs) and float(logs["ada_p"]) == 0.5  # interval 2: not moved yet
+    for name in ("d_a", "d_b"):  # both moved, and not as without augmentation
+        after = [w.numpy() for w in getattr(model, name).trainable_weights]
+        assert any(not np.array_equal(x, y) for x, y in zip(before[name], after)), name
+        assert any(not np.allclose(x, y.numpy(), atol=1e-6)
+                   for x, y in zip(after, getattr(plain, name).trainable_weights)), name
+    # ADA counts D_B's least-squares scores on the real b: 2 images x 2x2 patches.
+    assert float(model.augment.sign_count.numpy()) == 2 * patch_grid_size(32) ** 2
+    # EMA after one step: beta * old + (1 - beta) * new, for both generators.
+    for name in ("g_ab", "g_ba"):
+        for old, new, avg in zip(before[name], getattr(model, name).trainable_weights,
+                                 model.ema[name].trainable_weights, strict=True):
+            np.testing.assert_allclose(avg.numpy(), 0.9 * old + 0.1 * new.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(model.translate_ab(a).numpy(), model.ema["g_ab"](a).numpy())
+    np.testing.assert_array_equal(model.translate_ba(b).numpy(), model.ema["g_ba"](b).numpy())
+    assert model.sampler() is model.ema["g_ab"] and model.sampler("g_ba") is model.ema["g_ba"]
+    assert not np.allclose(model.translate_ab(a).numpy(), model.g_ab(a).numpy(), atol=1e-6)
+    items = model.checkpoint_items()
+    assert {"g_ab_ema", "g_ba_ema", "diffaug_p", "diffaug_rng", "diffaug_sign_sum"} <= set(items)
+    assert set(plain.checkpoint_items()) == {"g_ab", "g_ba", "d_a", "d_b", "g_optimizer", "d_optimizer",
+                                             "pool_a", "pool_b", "rng", "seed_states"}  # old layout when off
+    assert plain.sampler() is plain.g_ab and "ada_p" not in plain.train_step((a, b))
+
+
+def test_ada_signs_least_squares_scores_about_one_half():
+    """LSGAN scores have targets 0 and 1: ADA's r_t counts sign(D_B(b) - 0.5). ADA alone at p = 0
+    is the identity, so the accumulated signs are those of D_B on the real b before D's update."""
+    a, b = (tf.constant(x) for x in _domains())
+    model = _tiny_model(augment=DiscriminatorAugment(ada_target=0.6, image_channels=1, ada_interval=4))
+    scores = model.d_b(b).numpy()
+    model.train_step((a, b))
+    assert float(model.augment.sign_sum.numpy()) == np.sign(scores - 0.5).sum()
+    assert np.sign(scores - 0.5).sum() != np.sign(scores).sum()  # the offset matters here
+
+
+def test_resize_upsampling_replaces_the_fractionally_strided_convolutions():
+    paper = build_generator(channels=1, base_filters=8, n_res_blocks=1)
+    resize = build_generator(channels=1, base_filters=8, n_res_blocks=1, upsample="resize")
+    assert not any(isinstance(l, keras.layers.Conv2DTranspose) for l in resize.layers)
+    ups = [l for l in resize.layers if isinstance(l, keras.layers.UpSampling2D)]
+    assert len(ups) == 2 and all(l.interpolation == "nearest" for l in ups)
+    assert resize.count_params() == paper.count_params()
+    x = np.zeros((1, 48, 64, 1), np.float32)
+    assert resize(x).shape == paper(x).shape == (1, 48, 64, 1)  # still fully convolutional
+    with pytest.raises(ValueError, match="upsample"):
+        build_generator(upsample="bilinear")
+
+
 RESUME = textwrap.dedent("""
     import json, sys, numpy as np, tensorflow as tf, keras
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
+    from tfganaug.gans.augment import DiscriminatorAugment
     from tfganaug.gans.cyclegan import CycleGAN, LinearDecay
+    TRICKS = sys.argv[2] == "tricks"
 
     def make(seed):
-        model = CycleGAN(image_size=32, base_filters=8, n_res_blocks=1, pool_size=3, seed=seed)
+        tricks = {}
+        if TRICKS:  # DiffAugment + ADA (p = 0.5, moving every step) + EMA + resize upsampling
+            tricks = dict(augment=DiscriminatorAugment("translation,cutout,intensity", ada_target=0.6,
+                                                       image_channels=1, ada_interval=1, ada_speed_images=16,
+                                                       p_init=0.5, seed=seed),
+                          ema_beta=0.9, upsample="resize")
+        model = CycleGAN(image_size=32, base_filters=8, n_res_blocks=1, pool_size=3, seed=seed, **tricks)
         model.compile(g_optimizer=keras.optimizers.Adam(LinearDecay(1e-3, 1, 10), beta_1=0.5),
                       d_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5), run_eagerly=True)
         return model
@@ -241,10 +331,12 @@ RESUME = textwrap.dedent("""
     fresh.fit(batches(4, 8), epochs=1, verbose=0)
 
     one, two = state(original), state(fresh)
+    moved = [k for k in one if not np.array_equal(one[k], saved[k])]
     print("RESULT", json.dumps({
         "same_keys": sorted(one) == sorted(two), "n": len(one),
         "differ": [k for k in one if not np.array_equal(one[k], two[k])],
-        "moved": sum(not np.array_equal(one[k], saved[k]) for k in one),
+        "moved": len(moved), "moved_aug": sorted(k.split("/")[0] for k in moved if k.startswith("diffaug")),
+        "moved_ema": sum(k.startswith(("g_ab_ema", "g_ba_ema")) for k in moved),
         "pool_count": int(original.pool_b.count.numpy()),
         "scale": float(fresh.g_optimizer._learning_rate.scale.numpy()),
         "lr": float(fresh.g_optimizer.learning_rate)}))
@@ -252,17 +344,23 @@ RESUME = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_checkpoint_items_resume_bitwise(tmp_path):
+@pytest.mark.parametrize("tricks", ["paper", "tricks"])
+def test_checkpoint_items_resume_bitwise(tmp_path, tricks):
     """2 steps, checkpoint, 2 more steps == restore into a fresh model (other seed) and the same
     2 steps, bitwise, with op determinism on (in a subprocess: it is process-wide). Eager
     (run_eagerly) keeps it to seconds: tracing the four networks' train step costs 15-30 s on
-    this CPU; the traced path is covered by test_checkpoint_items_restore_in_graph_mode."""
-    out = subprocess.run([sys.executable, "-c", RESUME, str(tmp_path)], capture_output=True, text=True,
+    this CPU; the traced path is covered by test_checkpoint_items_restore_in_graph_mode.
+    "tricks": with DiffAugment + ADA + EMA + resize upsampling on, their state must come back too."""
+    out = subprocess.run([sys.executable, "-c", RESUME, str(tmp_path), tricks], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads([l for l in out.stdout.splitlines() if l.startswith("RESULT")][0][len("RESULT"):])
     assert result["same_keys"] and result["n"] > 100, result
     assert result["differ"] == [], result["differ"][:10]
     assert result["moved"] > 50 and result["pool_count"] == 3
+    if tricks == "tricks":  # the augmentation's random generator and p's counter, and both EMA copies, moved
+        assert {"diffaug_rng", "diffaug_step"} <= set(result["moved_aug"]) and result["moved_ema"] > 20, result
+    else:
+        assert result["moved_aug"] == [] and result["moved_ema"] == 0
     assert result["scale"] == 0.5
     assert result["lr"] == pytest.approx(1e-3 * 0.5 * 6 / 9, rel=1e-5)  # step 4 of LinearDecay(1, 10)

@@ -17,20 +17,27 @@ from tfganaug.export import INFO_FILE, export_run
 from tfganaug.image_gans import load_image_gan, synthesize_image_gan, train_image_gan
 from tfganaug.seg_study import run_seg_study, write_seg_report
 
+# The training tricks of issue 13 on (the paper presets' path, tricks off, runs in the study
+# smoke tests): DiffAugment + ADA (p moving fast) for all three, EMA generators and resize
+# upsampling for Pix2Pix and CycleGAN, so synthesis and export must use the EMA copies.
+ADA = {"diffaug": "translation,cutout,intensity", "ada_target": 0.6, "ada_interval": 1, "ada_speed_images": 16}
+TRICKS = {**ADA, "g_ema_beta": 0.9, "upsample": "resize"}
 TINY = {
     "pix2pix": ("cpu_pix2pix", {"name": "phantom-kidney", "image_size": 16, "n_phantom_patients": 4,
                                 "phantom_size": 32},
-                {"width": 4, "epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "sample_every_epochs": 1}),
+                {"width": 4, "epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "sample_every_epochs": 1, **TRICKS}),
     "cyclegan": ("cpu_cyclegan", {"name": "phantom-abdomen", "image_size": 32, "n_phantom_patients": 4,
                                   "phantom_size": 32},
                  {"domain_b": "phantom-abdomen-native", "width": 4, "n_res_blocks": 1, "epochs": 2,
-                  "steps_per_epoch": 2, "batch_size": 2, "sample_every_epochs": 1}),
+                  "steps_per_epoch": 2, "batch_size": 2, "sample_every_epochs": 1, **TRICKS}),
     "stylegan2": ("cpu_stylegan2", {"name": "phantom-brain", "image_size": 8, "n_phantom_patients": 4,
                                     "phantom_size": 16},
                   {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 32, "channel_max": 8,
                    "epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "r1_interval": 2, "pl_interval": 2,
-                   "sample_every_epochs": 1}),
+                   "sample_every_epochs": 1, **ADA}),
 }
+EMA_ITEM = {"pix2pix": ("generator", "generator_ema"), "cyclegan": ("g_ab", "g_ab_ema"),
+            "stylegan2": ("generator", "G_ema")}
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +58,30 @@ def test_runs_are_complete_with_samples_and_resumable(gan_runs, arch):
     assert len(list((run / "samples" / arch).glob("epoch_*.png"))) == 2
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["g_loss"]) for r in rows)
+    assert all(0.0 <= r["ada_p"] <= 1.0 and "ada_rt" in r for r in rows)  # ADA's p is logged
     # the same command again is a no-op on a complete run; another config is refused
     preset, data, gan = TINY[arch]
     assert train_image_gan(config.preset(preset, data=data, gan=gan), run, verbose=0).path == run
     with pytest.raises(RunFolderError, match="different configuration"):
         train_image_gan(config.preset(preset, data=data, gan={**gan, "epochs": 3}), run, verbose=0)
+
+
+@pytest.mark.parametrize("arch", list(TINY))
+def test_load_restores_the_ema_generator_it_samples_from(gan_runs, arch):
+    """load_image_gan restores the EMA copies, and sampling (gan.sampler) uses them."""
+    import tensorflow as tf
+    run, cfg, gan, ckpt, _ = load_image_gan(gan_runs[arch])
+    source, item = EMA_ITEM[arch]
+    sampler = gan.sampler(source if arch == "cyclegan" else "generator")
+    raw = gan.g_ab if arch == "cyclegan" else gan.generator
+    assert sampler is not raw
+    reader = tf.train.load_checkpoint(ckpt)
+    saved = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith(item + "/")]
+    weights = [w.numpy() for w in sampler.trainable_weights]
+    assert len(saved) >= len(weights) > 5
+    for w in weights:  # every EMA weight is one of the checkpoint's EMA tensors, bitwise
+        assert any(s.shape == w.shape and np.array_equal(s, w) for s in saved)
+    assert any(not np.array_equal(w, r.numpy()) for w, r in zip(weights, raw.trainable_weights))  # EMA lags
 
 
 def test_synthesize_pix2pix_from_perturbed_label_maps(gan_runs, tmp_path):

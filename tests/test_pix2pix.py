@@ -1,4 +1,5 @@
 """Pix2Pix (Isola et al. 2017) at tiny shapes: 32x32 label maps, base width 8."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfganaug.errors import ConfigError, InputError
+from tfganaug.gans.augment import DiscriminatorAugment
 from tfganaug.gans.pix2pix import Pix2Pix, build_generator, encoder_widths, label_to_onehot
 
 SIZE, BASE = 32, 8
@@ -155,6 +157,151 @@ def test_checkpoint_round_trip_restores_generator_and_dropout(tmp_path, trained)
     # Dropout masks continue identically too: the seed states came back.
     np.testing.assert_array_equal(other.generate(labels, training=True).numpy(),
                                   model.generate(labels, training=True).numpy())
+
+
+POLICY = "translation,cutout,intensity"
+
+
+def _counting_d_input(model):
+    """Wrap `model.d_input` so every tensor D is shown is recorded (eager steps only)."""
+    seen, inner = [], model.d_input
+
+    def d_input(x):
+        seen.append(tuple(x.shape))
+        return inner(x)
+    model.d_input = d_input
+    return seen
+
+
+def test_augmented_step_with_ada_and_ema():
+    """One eager step with DiffAugment + ADA (p = 0.5, so its ops run too) and EMA, next to the
+    same model without them (dropout off: G's forward pass is then a function of its weights)."""
+    labels, images = (tf.constant(a) for a in _pair(2))
+    plain = _model(dropout=0.0)
+    augment = DiscriminatorAugment(POLICY, ada_target=0.6, image_channels=1, ada_interval=2, ada_speed_images=8,
+                                   p_init=0.5, seed=3)
+    model = _model(dropout=0.0, augment=augment, ema_beta=0.9)
+    for a, b in zip(plain.discriminator.weights + plain.generator.weights,
+                    model.discriminator.weights + model.generator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same start
+    d_before = [w.numpy().copy() for w in model.discriminator.trainable_weights]
+    g_before = [w.numpy().copy() for w in model.generator.trainable_weights]
+    l1_before = float(tf.reduce_mean(tf.abs(images - model.generator(labels, training=True))))
+    seen = _counting_d_input(model)
+    logs = model.train_step((labels, images))
+    plain.train_step((labels, images))
+
+    # Every pair D sees went through the augmenter: real and fake in D's step, fake in G's, each
+    # as concat(image, label map).
+    assert seen == [(2, SIZE, SIZE, 1 + 3)] * 3
+    assert {"ada_p", "ada_rt"} <= set(logs) and float(logs["ada_p"]) == 0.5  # interval 2: not moved yet
+    # D learnt from augmented pairs: it moved, and not as it did without augmentation.
+    d_after = [w.numpy() for w in model.discriminator.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(d_before, d_after))
+    assert any(not np.allclose(a, b.numpy(), atol=1e-6)
+               for a, b in zip(d_after, plain.discriminator.trainable_weights))
+    # ADA accumulated the sign of D's patch logits on the real pairs: 2 pairs x (32/8)^2 patches.
+    assert float(model.augment.sign_count.numpy()) == 2 * (SIZE // 8) ** 2
+    # The L1 term compares G's output with the un-augmented real image.
+    assert float(logs["g_l1"]) == pytest.approx(l1_before, rel=1e-5)
+    # EMA after one step: beta * old + (1 - beta) * new on every trainable weight of G.
+    ema = model.ema["generator"]
+    for old, new, avg in zip(g_before, model.generator.trainable_weights, ema.trainable_weights, strict=True):
+        np.testing.assert_allclose(avg.numpy(), 0.9 * old + 0.1 * new.numpy(), rtol=1e-5, atol=1e-7)
+    assert model.generate(labels).shape == (2, SIZE, SIZE, 1)
+    np.testing.assert_array_equal(model.generate(labels).numpy(), ema(labels, training=False).numpy())
+    assert not np.allclose(model.generate(labels).numpy(), model.generator(labels, training=False).numpy(),
+                           atol=1e-6)
+    # The second step ends ADA's interval: p moved by sign(r_t - 0.6) * 2 pairs * 2 steps / 8.
+    logs = model.train_step((labels, images))
+    rt = float(logs["ada_rt"])
+    assert float(logs["ada_p"]) == pytest.approx(np.clip(0.5 + np.sign(rt - 0.6) * 0.5, 0, 1))
+    assert float(model.augment.sign_count.numpy()) == 0 and int(model.augment.step.numpy()) == 2
+    items = model.checkpoint_items()
+    assert {"generator_ema", "diffaug_p", "diffaug_rng"} <= set(items) and len(items["seed_states"]) == 0
+    with pytest.raises(ConfigError, match="image_channels=1"):
+        Pix2Pix(image_size=SIZE, base_filters=BASE, augment=DiscriminatorAugment(POLICY))
+
+
+def test_resize_upsampling_replaces_transposed_convolutions():
+    """upsample="resize": nearest 2x + 4x4 stride-1 convolution in every decoder block and the
+    output layer; the same number of weights as the paper's transposed convolutions."""
+    paper = build_generator(SIZE, 3, 1, base_filters=4)
+    resize = build_generator(SIZE, 3, 1, base_filters=4, upsample="resize")
+    assert resize.output_shape == paper.output_shape == (None, SIZE, SIZE, 1)
+    assert not any(isinstance(l, keras.layers.Conv2DTranspose) for l in resize.layers)
+    ups = [l for l in resize.layers if isinstance(l, keras.layers.UpSampling2D)]
+    assert len(ups) == int(np.log2(SIZE)) and all(l.interpolation == "nearest" for l in ups)
+    convs = [resize.get_layer(f"up{j}") for j in range(int(np.log2(SIZE)) - 1)] + [resize.get_layer("up_out")]
+    assert all(type(l) is keras.layers.Conv2D and l.strides == (1, 1) and l.kernel_size == (4, 4) for l in convs)
+    assert resize.count_params() == paper.count_params()
+    with pytest.raises(ConfigError, match="upsample"):
+        build_generator(SIZE, upsample="bilinear")
+
+
+RESUME = textwrap.dedent("""
+    import json, sys, numpy as np, tensorflow as tf, keras
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(0)
+    from tfganaug.gans.augment import DiscriminatorAugment
+    from tfganaug.gans.pix2pix import Pix2Pix, label_to_onehot
+
+    def make(seed):
+        augment = DiscriminatorAugment("translation,cutout,intensity", ada_target=0.6, image_channels=1,
+                                       ada_interval=1, ada_speed_images=16, p_init=0.5, seed=seed)
+        model = Pix2Pix(image_size=16, base_filters=4, seed=seed, augment=augment, ema_beta=0.9, upsample="resize")
+        model.compile(d_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
+                      g_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5), run_eagerly=True)
+        return model
+
+    rng = np.random.default_rng(0)
+    labels = label_to_onehot(rng.integers(0, 3, (8, 16, 16)), 3)
+    images = rng.uniform(-1, 1, (8, 16, 16, 1)).astype("float32")
+    def batches(lo, hi):
+        return tf.data.Dataset.from_tensor_slices((labels[lo:hi], images[lo:hi])).batch(2)
+    def state(model):
+        path = tf.train.Checkpoint(**model.checkpoint_items()).write(sys.argv[1] + f"/state{id(model)}")
+        reader = tf.train.load_checkpoint(path)
+        return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                if "save_counter" not in k and k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+    original = make(seed=0)
+    original.fit(batches(0, 4), epochs=1, verbose=0)
+    path = tf.train.Checkpoint(**original.checkpoint_items()).write(sys.argv[1] + "/ckpt")
+    saved = state(original)
+    original.fit(batches(4, 8), epochs=1, verbose=0)
+
+    fresh = make(seed=1)  # other weights, dropout seeds and augmentation draws: all from the checkpoint
+    tf.train.Checkpoint(**fresh.checkpoint_items()).read(path).assert_consumed()
+    fresh.fit(batches(4, 8), epochs=1, verbose=0)
+
+    one, two = state(original), state(fresh)
+    moved = [k for k in one if not np.array_equal(one[k], saved[k])]
+    print("RESULT", json.dumps({
+        "same_keys": sorted(one) == sorted(two), "n": len(one),
+        "differ": [k for k in one if not np.array_equal(one[k], two[k])],
+        "moved": len(moved), "moved_aug": sorted(k.split("/")[0] for k in moved if k.startswith("diffaug")),
+        "moved_ema": sum(k.startswith("generator_ema") for k in moved),
+        "seed_states": len(fresh.checkpoint_items()["seed_states"]),
+        "ema_lags": any(not np.allclose(a.numpy(), b.numpy())
+                        for a, b in zip(fresh.generator.trainable_weights, fresh.ema["generator"].trainable_weights))}))
+""")
+
+
+@pytest.mark.slow
+def test_checkpoint_items_resume_bitwise_with_augmentation_and_ema(tmp_path):
+    """DiffAugment + ADA + EMA (and resize upsampling): 2 steps, checkpoint, 2 more steps ==
+    restore into a fresh model (other seed) and the same 2 steps, bitwise, with op determinism
+    (in a subprocess: it is process-wide). Eager, as the CycleGAN resume test."""
+    out = subprocess.run([sys.executable, "-c", RESUME, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads([l for l in out.stdout.splitlines() if l.startswith("RESULT")][0][len("RESULT"):])
+    assert result["same_keys"] and result["n"] > 50, result
+    assert result["differ"] == [], result["differ"][:10]
+    # the augmentation state (its random generator, p's step counter) and the EMA weights moved
+    assert {"diffaug_rng", "diffaug_step"} <= set(result["moved_aug"]) and result["moved_ema"] > 10, result
+    assert result["seed_states"] == 6 and result["ema_lags"], result  # G's and the EMA copy's Dropouts
 
 
 MIRRORED = textwrap.dedent("""

@@ -3,7 +3,11 @@
 One model is traced once (module fixture, ~30 s on 2 cores) and trained 30 steps on a fixed
 batch; the other tests run eagerly.
 """
+import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -11,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfganaug.errors import ConfigError
+from tfganaug.gans.augment import DiscriminatorAugment
 from tfganaug.gans.stylegan2 import (FIR, StyleGAN2, downsample2d, ema_beta_for_half_life, minibatch_stddev,
                                      modulated_conv2d, stylegan2_optimizers, upsample2d)
 
@@ -218,3 +223,110 @@ def test_optimizers_follow_the_lazy_regularisation_correction():
     assert float(g_opt.learning_rate.numpy()) == pytest.approx(0.0025 * 4 / 5)
     assert g_opt.beta_2 == pytest.approx(0.99 ** 0.8)
     assert ema_beta_for_half_life(10_000, 32) == pytest.approx(0.5 ** (32 / 10_000))
+
+
+POLICY = "translation,cutout,intensity"
+
+
+def _augment(seed=3, **kwargs):
+    """DiffAugment + ADA at p = 1 (every ADA op on every sample: the R1 double gradient goes
+    through all of them), contrasts = the first 4 channels of D's input."""
+    return DiscriminatorAugment(POLICY, **{"ada_target": 0.6, "image_channels": 4, "ada_interval": 2, "p_init": 1.0,
+                                           "seed": seed, **kwargs})
+
+
+def test_augmented_step_reaches_every_d_input_including_r1():
+    """One eager step with R1 and path length on, DiffAugment + ADA, next to the same model
+    without augmentation."""
+    images, masks = (tf.constant(a) for a in _batch(n=4, resolution=8))
+    plain = _tiny(resolution=8, r1_interval=1, pl_interval=1, seed=0)
+    model = _tiny(resolution=8, r1_interval=1, pl_interval=1, seed=0, augment=_augment())
+    for a, b in zip(plain.discriminator.weights, model.discriminator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same start
+    d_before = _weights(model.discriminator.trainable_weights)
+    seen, inner = [], model.d_input
+
+    def d_input(x):
+        seen.append(tuple(x.shape))
+        return inner(x)
+    model.d_input = d_input
+    logs = model.train_step((images, masks))
+    plain_logs = plain.train_step((images, masks))
+    # concat(contrasts, mask) through the augmenter: real and fake in D's step, the reals of R1,
+    # the fake in G's step (the path-length regulariser does not involve D).
+    assert seen == [(4, 8, 8, 4 + 4)] * 4
+    assert {"ada_p", "ada_rt"} <= set(logs) and float(logs["ada_p"]) == 1.0  # interval 2: not moved yet
+    assert float(model.augment.sign_count.numpy()) == 4  # one logit per real sample
+    assert all(np.isfinite(float(v)) for v in logs.values()) and float(logs["r1"]) > 0
+    assert float(logs["r1"]) != float(plain_logs["r1"])
+    d_after = _weights(model.discriminator.trainable_weights)
+    assert any(not np.array_equal(a, b) for a, b in zip(d_before, d_after))
+    assert any(not np.allclose(a, b.numpy(), atol=1e-6) for a, b in zip(d_after, plain.discriminator.trainable_weights))
+    items = model.checkpoint_items()
+    assert {"diffaug_p", "diffaug_rng", "diffaug_sign_sum", "diffaug_step"} <= set(items)
+    assert not any(k.startswith("diffaug") for k in plain.checkpoint_items())  # old layout when off
+    assert model.sampler() is model.G_ema and set(model.sampling_items()) == {"generator", "G_ema"}
+    logs = model.train_step((images, masks))  # end of ADA's interval: p moves by -+ 4 x 2 / 500
+    assert float(logs["ada_p"]) == pytest.approx(np.clip(1.0 + np.sign(float(logs["ada_rt"]) - 0.6) * 8 / 500, 0, 1))
+    with pytest.raises(ConfigError, match="image_channels=4"):
+        StyleGAN2(**TINY, augment=DiscriminatorAugment(POLICY))
+
+
+RESUME = textwrap.dedent("""
+    import json, sys, numpy as np, tensorflow as tf, keras
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(0)
+    from tfganaug.gans.augment import DiscriminatorAugment
+    from tfganaug.gans.stylegan2 import StyleGAN2, stylegan2_optimizers
+
+    def make(seed):
+        augment = DiscriminatorAugment("translation,cutout,intensity", ada_target=0.6, image_channels=2,
+                                       ada_interval=1, ada_speed_images=16, p_init=0.5, seed=seed)
+        model = StyleGAN2(resolution=8, n_channels=2, num_labels=3, z_dim=8, w_dim=8, mapping_layers=1,
+                          channel_base=32, channel_max=8, r1_interval=2, pl_interval=2, ema_beta=0.9, seed=seed,
+                          augment=augment)
+        model.compile(*stylegan2_optimizers(0.0025, 2, 2), run_eagerly=True)
+        return model
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (8, 8, 8, 2)).astype("float32")
+    masks = rng.integers(0, 3, (8, 8, 8)).astype("int32")
+    def batches(lo, hi):
+        return tf.data.Dataset.from_tensor_slices((images[lo:hi], masks[lo:hi])).batch(2)
+    def state(model):
+        path = tf.train.Checkpoint(**model.checkpoint_items()).write(sys.argv[1] + f"/state{id(model)}")
+        reader = tf.train.load_checkpoint(path)
+        return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                if "save_counter" not in k and k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+    original = make(seed=0)
+    original.fit(batches(0, 6), epochs=1, verbose=0)  # 3 steps: the restored run starts on an odd step
+    path = tf.train.Checkpoint(**original.checkpoint_items()).write(sys.argv[1] + "/ckpt")
+    saved = state(original)
+    original.fit(batches(2, 8), epochs=1, verbose=0)
+
+    fresh = make(seed=1)  # other weights, noise and augmentation draws: all from the checkpoint
+    tf.train.Checkpoint(**fresh.checkpoint_items()).read(path).assert_consumed()
+    fresh.fit(batches(2, 8), epochs=1, verbose=0)
+
+    one, two = state(original), state(fresh)
+    moved = [k for k in one if not np.array_equal(one[k], saved[k])]
+    print("RESULT", json.dumps({
+        "same_keys": sorted(one) == sorted(two), "n": len(one),
+        "differ": [k for k in one if not np.array_equal(one[k], two[k])],
+        "moved": len(moved), "moved_aug": sorted(k.split("/")[0] for k in moved if k.startswith("diffaug")),
+        "p": float(fresh.augment.p.numpy())}))
+""")
+
+
+@pytest.mark.slow
+def test_checkpoint_items_resume_bitwise_with_augmentation(tmp_path):
+    """DiffAugment + ADA with lazy R1 and path length: 3 steps, checkpoint, 3 more == restore into
+    a fresh model (other seed) and the same 3 steps, bitwise, with op determinism (subprocess)."""
+    out = subprocess.run([sys.executable, "-c", RESUME, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads([l for l in out.stdout.splitlines() if l.startswith("RESULT")][0][len("RESULT"):])
+    assert result["same_keys"] and result["n"] > 50, result
+    assert result["differ"] == [], result["differ"][:10]
+    assert {"diffaug_p", "diffaug_rng", "diffaug_step"} <= set(result["moved_aug"]), result

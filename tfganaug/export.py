@@ -252,7 +252,9 @@ def _image_gan_servable(run_dir) -> _Servable:
     k, c, size = len(names), len(channels), cfg.data.image_size
     rng = np.random.default_rng(2018)
     info = {"source_run": str(Path(run.path).resolve()), "kind": "gan", "arch": cfg.gan.arch, "checkpoint": ckpt,
-            "class_names": names, "channel_names": channels}
+            "class_names": names, "channel_names": channels,
+            "weights": (f"exponential moving average of the generator (beta {cfg.gan.g_ema_beta:g})" if gan.ema
+                        else "the trained generator")}
 
     def unit(x):
         return tf.clip_by_value((tf.cast(x, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
@@ -285,9 +287,11 @@ def _image_gan_servable(run_dir) -> _Servable:
                 reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)},
                 info={**info, "direction": label, "value_range": {"image": [0.0, 1.0]},
                       "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast)", "b_to_a": "B -> A"}})
-        ab = direction(gan.g_ab, gan.translate_ab, "A -> B")
-        ab.extra = {"b_to_a": direction(gan.g_ba, gan.translate_ba, "B -> A")}
-        ab.models = [gan.g_ab, gan.g_ba]
+        # the EMA generators when trained with them (translate_ab/translate_ba use them too)
+        g_ab, g_ba = gan.sampler("g_ab"), gan.sampler("g_ba")
+        ab = direction(g_ab, gan.translate_ab, "A -> B")
+        ab.extra = {"b_to_a": direction(g_ba, gan.translate_ba, "B -> A")}
+        ab.models = [g_ab, g_ba]
         return ab
     z_dim = cfg.gan.latent_dim
 
@@ -302,7 +306,7 @@ def _image_gan_servable(run_dir) -> _Servable:
     images, probs = gan.generate(z, truncation_psi=psi[:, None], use_ema=True, noise_mode="const")
     probs = np.asarray(probs, np.float32)
     return _Servable(
-        models=[m for m in gan.checkpoint_items().values() if isinstance(m, keras.Model)], fn=sample,
+        models=[gan.sampler()], fn=sample,  # G_ema: the only network the signature runs
         input_specs=[tf.TensorSpec([None, z_dim], tf.float32, name="z"),
                      tf.TensorSpec([None], tf.float32, name="truncation")],
         outputs={"images": ("float32", [None, size, size, c]), "mask_probabilities": ("float32", [None, size, size, k]),

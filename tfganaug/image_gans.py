@@ -23,6 +23,7 @@ from tfganaug.data.pipeline import training_batches
 from tfganaug.data.segsets import SegSet, _square, all_slices_of, load_segsets, select_slices, source_cases
 from tfganaug.errors import InputError, OutputExistsError, RunFolderError
 from tfganaug.gans.base import seed_generator_states
+from tfganaug.registry import build_augment
 from tfganaug.train import RunFolder, fit_member, start_run, steps_for
 
 IMAGE_GANS = ("pix2pix", "cyclegan", "stylegan2")
@@ -34,12 +35,18 @@ def domain_slices(cfg, name: str) -> SegSet:
 
 
 def build_image_gan(cfg, num_labels: int, channels: int):
+    """The GAN of `cfg.gan.arch` with the training tricks of the config (gan.diffaug, gan.ada_*,
+    gan.g_ema_beta, gan.upsample; all off in the paper presets). D's augmenter treats the first
+    `channels` channels of D's input as images: the label map (Pix2Pix) and the mask
+    (StyleGAN2) that follow are moved by geometric ops only."""
     g = cfg.gan
     size = cfg.data.image_size
+    augment = build_augment(g, cfg.seed, image_channels=channels)
     if g.arch == "pix2pix":
         from tfganaug.gans.pix2pix import Pix2Pix
         gan = Pix2Pix(image_size=size, num_labels=num_labels, out_channels=channels, base_filters=g.width,
-                      lambda_l1=g.lambda_l1, dropout=g.g_dropout, norm=g.norm, seed=cfg.seed)
+                      lambda_l1=g.lambda_l1, dropout=g.g_dropout, norm=g.norm, seed=cfg.seed, augment=augment,
+                      ema_beta=g.g_ema_beta, upsample=g.upsample)
         gan.compile(d_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1, beta_2=g.beta_2),
                     g_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1, beta_2=g.beta_2))
         return gan
@@ -47,7 +54,7 @@ def build_image_gan(cfg, num_labels: int, channels: int):
         from tfganaug.gans.cyclegan import CycleGAN, LinearDecay
         gan = CycleGAN(image_size=size, channels=channels, base_filters=g.width, n_res_blocks=g.n_res_blocks,
                        lambda_cycle=g.lambda_cycle, lambda_identity=g.lambda_identity, pool_size=g.pool_size,
-                       seed=cfg.seed)
+                       seed=cfg.seed, augment=augment, ema_beta=g.g_ema_beta, upsample=g.upsample)
         return gan
     if g.arch == "stylegan2":
         from tfganaug.gans.stylegan2 import StyleGAN2, stylegan2_optimizers
@@ -55,7 +62,7 @@ def build_image_gan(cfg, num_labels: int, channels: int):
                         w_dim=g.w_dim, mapping_layers=g.mapping_layers, channel_base=g.channel_base,
                         channel_max=g.channel_max, r1_gamma=g.r1_gamma, r1_interval=g.r1_interval,
                         pl_weight=g.pl_weight, pl_interval=g.pl_interval, style_mixing_prob=g.style_mixing_prob,
-                        ema_beta=g.ema_beta, seed=cfg.seed)
+                        ema_beta=g.ema_beta, seed=cfg.seed, augment=augment)
         d_opt, g_opt = stylegan2_optimizers(g.lr, g.r1_interval, g.pl_interval)
         gan.compile(d_optimizer=d_opt, g_optimizer=g_opt)
         return gan
@@ -154,7 +161,9 @@ def train_image_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFol
 
 
 def load_image_gan(run_dir):
-    """(run, cfg, gan restored from its latest checkpoint, checkpoint path, status)."""
+    """(run, cfg, gan whose generators are restored from its latest checkpoint, checkpoint path,
+    status). Restored: `gan.sampling_items()`, the generators and their EMA copies (StyleGAN2:
+    G and G_ema), which is what generate / translate_ab / translate_ba use."""
     run, cfg = RunFolder.load(run_dir)
     if cfg.kind != "gan" or cfg.gan.arch not in IMAGE_GANS:
         raise RunFolderError(f"{run.path}: expected a {', '.join(IMAGE_GANS)} run, got a "
@@ -169,8 +178,7 @@ def load_image_gan(run_dir):
     latest = tf.train.latest_checkpoint(str(run.checkpoint_dir(cfg.gan.arch)))
     if latest is None:
         raise RunFolderError(f"{run.checkpoint_dir(cfg.gan.arch)}: expected a checkpoint, got none")
-    items = {k: v for k, v in gan.checkpoint_items().items() if isinstance(v, keras.Model)}
-    tf.train.Checkpoint(**items).restore(latest).expect_partial()
+    tf.train.Checkpoint(**gan.sampling_items()).restore(latest).expect_partial()
     return run, cfg, gan, latest, status
 
 

@@ -38,13 +38,33 @@ and D_B) on the fakes of the same forward pass after the image pool.
 Under tf.distribute, each replica keeps its own image pool (per-replica variables); a
 checkpoint holds replica 0's pool, which every replica gets back on restore, so resume is
 exact on one device and only approximately so (the pools) on several.
+
+Training tricks for small data sets (not in the paper; all off by default, so the paper preset
+stays the paper's; the cpu_* presets may switch them on and say so). CycleGAN follows the
+contract of `gans/base.py`:
+
+* ``augment``: one :class:`~tfganaug.gans.augment.DiscriminatorAugment` (DiffAugment and/or
+  ADA) for everything both discriminators see: real a and b and the pooled fakes in D's step,
+  the fresh fakes in G's step, each call with its own draw. The cycle and identity L1 terms
+  use the un-augmented images (augmentation is for D only). ADA's overfitting heuristic needs
+  a sign of D's output, but these are least-squares scores with targets 0 (fake) and 1 (real),
+  not logits: r_t = E[sign(D_B(b) - 0.5)], the score measured from the midpoint between the
+  two targets. It is taken from D_B's scores on real b only: domain B is the small one
+  (Sandfort et al.: 603 non-contrast against 10,681 contrast CTs), so D_B is the
+  discriminator that overfits; one p serves both discriminators.
+* ``ema_beta`` > 0: exponential moving averages of G_AB and G_BA (``self.ema["g_ab"]``,
+  ``self.ema["g_ba"]``), used by :meth:`CycleGAN.translate_ab` / :meth:`CycleGAN.translate_ba`,
+  synthesis and export (``sampler("g_ab")``).
+* ``upsample="resize"``: the two fractionally-strided 3x3 convolutions u128, u64 become a
+  nearest-neighbour 2x resize followed by a 3x3 stride-1 convolution ("same" padding;
+  Odena et al. 2016: no checkerboard artefacts). The paper keeps ``"transpose"``.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from tfganaug.gans.base import global_mean, seed_generator_states
+from tfganaug.gans.base import GAN, global_mean, seed_generator_states
 
 def INIT():
     """N(0, 0.02), a new initializer per layer (a shared unseeded one gives every kernel of one
@@ -90,10 +110,16 @@ def _residual_block(x, filters: int, index: int):
     return keras.layers.Add(name=f"R{filters}_{index}")([x, h])
 
 
+UPSAMPLING = ("transpose", "resize")
+
+
 def build_generator(channels: int = 1, base_filters: int = 64, n_res_blocks: int = 9,
-                    name: str = "generator") -> keras.Model:
+                    name: str = "generator", upsample: str = "transpose") -> keras.Model:
     """ResNet translator c7s1-64, d128, d256, n x R256, u128, u64, c7s1-C (tanh), fully
-    convolutional: it takes any image whose sides are multiples of 4."""
+    convolutional: it takes any image whose sides are multiples of 4. ``upsample="resize"``:
+    u128, u64 as nearest 2x resize + 3x3 convolution (see the module docstring)."""
+    if upsample not in UPSAMPLING:
+        raise ValueError(f"expected upsample one of {UPSAMPLING}, got {upsample!r}")
     x = keras.Input((None, None, channels), name="image")
     h = ReflectionPadding2D(3)(x)
     h = keras.layers.Conv2D(base_filters, 7, use_bias=False, kernel_initializer=INIT())(h)
@@ -105,9 +131,14 @@ def build_generator(channels: int = 1, base_filters: int = 64, n_res_blocks: int
     for i in range(n_res_blocks):
         h = _residual_block(h, base_filters * 4, i)
     for mult in (2, 1):  # u128, u64: torch ConvTranspose2d(3, stride 2, padding 1, output_padding 1)
-        h = keras.layers.Conv2DTranspose(base_filters * mult, 3, strides=2, padding="valid", use_bias=False,
-                                         kernel_initializer=INIT())(h)  # 2n + 1 ...
-        h = keras.layers.Cropping2D(((1, 0), (1, 0)))(h)  # ... minus the first row/column = 2n
+        if upsample == "transpose":
+            h = keras.layers.Conv2DTranspose(base_filters * mult, 3, strides=2, padding="valid", use_bias=False,
+                                             kernel_initializer=INIT())(h)  # 2n + 1 ...
+            h = keras.layers.Cropping2D(((1, 0), (1, 0)))(h)  # ... minus the first row/column = 2n
+        else:
+            h = keras.layers.UpSampling2D(2, interpolation="nearest")(h)
+            h = keras.layers.Conv2D(base_filters * mult, 3, padding="same", use_bias=False,
+                                    kernel_initializer=INIT())(h)
         h = keras.layers.ReLU()(_instance_norm()(h))
     h = ReflectionPadding2D(3)(h)
     h = keras.layers.Conv2D(channels, 7, kernel_initializer=INIT(), dtype="float32")(h)
@@ -287,7 +318,7 @@ def _per_example(values):
 
 # ---------------------------------------------------------------------------- model
 
-class CycleGAN(keras.Model):
+class CycleGAN(GAN):
     """Unpaired translation A <-> B; `fit()` on a dataset of (a, b) batches in [-1, 1].
 
     `image_size` is the side of the training crops (the image pools hold images of that size);
@@ -295,28 +326,40 @@ class CycleGAN(keras.Model):
     any size whose sides are multiples of 4 (e.g. full 512x512 slices after 256 crops).
     `lambda_identity` is relative to `lambda_cycle` (reference code: identity weight 0.5 x 10);
     0 skips the identity forward passes. Logged: g_loss (the weighted generator objective),
-    d_loss = d_a + d_b, and the unweighted L1 sums cycle and identity.
+    d_loss = d_a + d_b, and the unweighted L1 sums cycle and identity (and ada_p, ada_rt with
+    ADA). `augment`, `ema_beta`, `upsample`: see the module docstring (off by default).
+
+    A `base.GAN` with two generators and two discriminators: `generator` and `discriminator`
+    stay None; its own `compile` (one optimizer per pair), trackers and checkpoint items.
     """
 
     tracker_names = ("g_loss", "d_loss", "cycle", "identity", "d_a", "d_b")
 
     def __init__(self, image_size=256, channels=1, base_filters=64, n_res_blocks=9, lambda_cycle=10.0,
-                 lambda_identity=0.5, pool_size=50, seed=0, **kwargs):
-        super().__init__(**kwargs)
+                 lambda_identity=0.5, pool_size=50, seed=0, augment=None, ema_beta=0.0, upsample="transpose",
+                 **kwargs):
         if image_size % 4 or patch_grid_size(image_size) < 1:
             raise ValueError(f"image_size must be a multiple of 4 and at least 24, got {image_size}")
+        GAN.__init__(self, None, None, latent_dim=0, seed=seed, augment=augment, ema_beta=ema_beta, **kwargs)
         self.image_size, self.channels = int(image_size), int(channels)
         self.lambda_cycle, self.lambda_identity = float(lambda_cycle), float(lambda_identity)
-        self.g_ab = build_generator(channels, base_filters, n_res_blocks, name="G_AB")
-        self.g_ba = build_generator(channels, base_filters, n_res_blocks, name="G_BA")
+        self.upsample = upsample
+        self.g_ab = build_generator(channels, base_filters, n_res_blocks, name="G_AB", upsample=upsample)
+        self.g_ba = build_generator(channels, base_filters, n_res_blocks, name="G_BA", upsample=upsample)
         self.d_a = build_discriminator(channels, base_filters, name="D_A")
         self.d_b = build_discriminator(channels, base_filters, name="D_B")
         shape = (self.image_size, self.image_size, self.channels)
         self.pool_a = ImagePool(pool_size, shape, name="pool_a")  # fakes of domain A: G_BA(b)
         self.pool_b = ImagePool(pool_size, shape, name="pool_b")  # fakes of domain B: G_AB(a)
         self.rng = tf.random.Generator.from_seed(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.tracker_names}
-        self.built = True
+        self.init_ema()
+
+    def ema_sources(self) -> dict:
+        return {"g_ab": self.g_ab, "g_ba": self.g_ba}
+
+    def sampler(self, name: str = "g_ab") -> keras.Model:
+        """G_AB (default) or G_BA to translate with: its EMA copy when there is one."""
+        return super().sampler(name)
 
     @property
     def generators(self):
@@ -330,7 +373,7 @@ class CycleGAN(keras.Model):
         """One optimizer for both generators and one for both discriminators (reference code);
         None gives the paper's Adam(2e-4, beta_1=0.5) at a constant rate. Under mixed_float16
         both are wrapped in LossScaleOptimizer unless they already are."""
-        super().compile(**kwargs)
+        keras.Model.compile(self, **kwargs)  # not GAN.compile: its optimizers are per network
         if g_optimizer is None:
             g_optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5)
         if d_optimizer is None:
@@ -353,12 +396,13 @@ class CycleGAN(keras.Model):
         return [v for m in models for v in m.trainable_variables]
 
     def translate_ab(self, x, training=False):
-        """G_AB(x): domain A (e.g. contrast CT) -> domain B (non-contrast), in [-1, 1]."""
-        return self.g_ab(tf.convert_to_tensor(x, tf.float32), training=training)
+        """G_AB(x): domain A (e.g. contrast CT) -> domain B (non-contrast), in [-1, 1]; the EMA
+        copy of G_AB when there is one."""
+        return self.sampler("g_ab")(tf.convert_to_tensor(x, tf.float32), training=training)
 
     def translate_ba(self, x, training=False):
-        """G_BA(x): domain B -> domain A."""
-        return self.g_ba(tf.convert_to_tensor(x, tf.float32), training=training)
+        """G_BA(x): domain B -> domain A (the EMA copy of G_BA when there is one)."""
+        return self.sampler("g_ba")(tf.convert_to_tensor(x, tf.float32), training=training)
 
     @staticmethod
     def _scaled(optimizer, loss):
@@ -379,8 +423,8 @@ class CycleGAN(keras.Model):
             fake_a = self.g_ba(real_b, training=True)
             cycle = (global_mean(l1(self.g_ba(fake_b, training=True), real_a))
                      + global_mean(l1(self.g_ab(fake_a, training=True), real_b)))
-            adversarial = (global_mean(lsgan_g(self.d_b(fake_b, training=True)))
-                           + global_mean(lsgan_g(self.d_a(fake_a, training=True))))
+            adversarial = (global_mean(lsgan_g(self.d_b(self.d_input(fake_b), training=True)))
+                           + global_mean(lsgan_g(self.d_a(self.d_input(fake_a), training=True))))
             g_loss = adversarial + self.lambda_cycle * cycle
             if self.lambda_identity:
                 identity = (global_mean(l1(self.g_ab(real_b, training=True), real_b))
@@ -394,11 +438,17 @@ class CycleGAN(keras.Model):
         pooled_a = self.pool_a.query(tf.stop_gradient(fake_a), self.rng)
         pooled_b = self.pool_b.query(tf.stop_gradient(fake_b), self.rng)
         with tf.GradientTape() as tape:
-            d_a = global_mean(lsgan_d(self.d_a(real_a, training=True), self.d_a(pooled_a, training=True)))
-            d_b = global_mean(lsgan_d(self.d_b(real_b, training=True), self.d_b(pooled_b, training=True)))
+            d_a = global_mean(lsgan_d(self.d_a(self.d_input(real_a), training=True),
+                                      self.d_a(self.d_input(pooled_a), training=True)))
+            real_scores_b = self.d_b(self.d_input(real_b), training=True)
+            d_b = global_mean(lsgan_d(real_scores_b, self.d_b(self.d_input(pooled_b), training=True)))
             d_loss = d_a + d_b
             scaled = self._scaled(self.d_optimizer, d_loss)
         self._apply(self.d_optimizer, tape, scaled, self._variables(self.discriminators))
+        # ADA's sign heuristic on least-squares scores: the sign about 0.5, midway between the
+        # targets 0 and 1 (see the module docstring), on D_B's real scores.
+        self.augment.accumulate(tf.cast(real_scores_b, tf.float32) - 0.5)
+        self.end_step(tf.shape(real_b)[0])
         return self._update_trackers({"g_loss": g_loss, "d_loss": d_loss, "cycle": cycle,
                                       "identity": identity, "d_a": d_a, "d_b": d_b})
 
@@ -409,6 +459,7 @@ class CycleGAN(keras.Model):
         for name, value in values.items():
             self.trackers[name].update_state(tf.cast(value, tf.float32) * replicas)
         logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs.update(self.augment.logs() if self.augment.active else {})
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
@@ -416,8 +467,11 @@ class CycleGAN(keras.Model):
     def checkpoint_items(self) -> dict:
         """Everything exact resume needs besides the data position (see train.py): the four
         networks, both optimizers (with their LinearDecay scales, if any), both image pools,
-        the pool's random generator and any Keras SeedGenerator states."""
+        the pool's random generator and any Keras SeedGenerator states; with augmentation or EMA
+        on, also their state and the EMA generators (`training_items`, absent otherwise, so
+        checkpoints from before these options restore unchanged)."""
         return {"g_ab": self.g_ab, "g_ba": self.g_ba, "d_a": self.d_a, "d_b": self.d_b,
                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
                 "pool_a": self.pool_a, "pool_b": self.pool_b, "rng": self.rng,
-                "seed_states": seed_generator_states(self.g_ab, self.g_ba, self.d_a, self.d_b)}
+                "seed_states": seed_generator_states(self.g_ab, self.g_ba, self.d_a, self.d_b),
+                **self.training_items()}

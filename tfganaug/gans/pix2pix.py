@@ -33,6 +33,24 @@ Inference: :meth:`Pix2Pix.generate` is deterministic by default (dropout off). T
 dropout on at test time; ``generate(..., training=True)`` does that (with ``norm="batch"`` it
 also normalises with the test batch's statistics, as the paper does, and updates the moving
 averages).
+
+Training tricks for small data sets (not in the paper; all off by default, so the paper preset
+stays the paper's; the cpu_* presets may switch them on and say so):
+
+* ``augment`` (a :class:`~tfganaug.gans.augment.DiscriminatorAugment` built with
+  ``image_channels=out_channels``): DiffAugment policies and/or ADA on everything D sees. D
+  sees (label map, image) pairs, so each pair is augmented *jointly*: ``concat(image,
+  label map)`` goes through the augmenter (geometric ops move both, intensity ops and cutout
+  touch the image only, so the label map stays one-hot) and is split again for D; the real
+  pair and the fake pair in D's step and the fake pair in G's step each get their own draw.
+  ADA's r_t comes from D's patch logits on the augmented real pairs. The L1 term compares
+  G's output with the real image *un-augmented*: augmentation is for D only.
+* ``ema_beta`` > 0: an exponential moving average of G's weights (``self.ema["generator"]``,
+  updated after every step), used by :meth:`Pix2Pix.generate`, synthesis and export.
+* ``upsample="resize"``: every decoder block (and the output layer) is a nearest-neighbour 2x
+  ``UpSampling2D`` followed by a 4x4 stride-1 convolution ("same" padding) instead of the 4x4
+  stride-2 transposed convolution (Odena et al. 2016: no checkerboard artefacts). The paper
+  keeps the transposed convolution (``upsample="transpose"``, the default).
 """
 from __future__ import annotations
 
@@ -102,11 +120,26 @@ def encoder_widths(image_size: int, base_filters: int = 64) -> list[int]:
     return [min(base_filters * 2 ** i, 8 * base_filters) for i in range(depth)]
 
 
+UPSAMPLING = ("transpose", "resize")
+
+
+def _up(filters: int, upsample: str, name: str, **kwargs):
+    """A 2x up-sampling 4x4 convolution: stride-2 transposed (the paper) or nearest 2x resize +
+    stride-1 convolution; the convolution carries `name` either way."""
+    if upsample == "transpose":
+        return lambda h: keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", kernel_initializer=_init(),
+                                                      name=name, **kwargs)(h)
+    return lambda h: keras.layers.Conv2D(filters, 4, padding="same", kernel_initializer=_init(), name=name, **kwargs)(
+        keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(h))
+
+
 def build_generator(image_size: int = 256, num_labels: int = 3, out_channels: int = 1,
                     base_filters: int = 64, dropout: float = 0.5, norm: str = "instance", seed: int = 0,
-                    name: str = "generator") -> keras.Model:
+                    name: str = "generator", upsample: str = "transpose") -> keras.Model:
     """U-Net G(one-hot label map [B, H, W, num_labels]) -> image [B, H, W, out_channels] in [-1, 1]."""
     _check(image_size, norm)
+    if upsample not in UPSAMPLING:
+        raise ConfigError(f"Pix2Pix upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
     widths = encoder_widths(image_size, base_filters)
     labels = keras.Input((image_size, image_size, num_labels), name="label_onehot")
     h, skips = labels, []
@@ -119,15 +152,13 @@ def build_generator(image_size: int = 256, num_labels: int = 3, out_channels: in
         h = keras.layers.LeakyReLU(0.2)(h)
         skips.append(h)
     for j, filters in enumerate(reversed(widths[:-1])):
-        h = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False,
-                                         kernel_initializer=_init(), name=f"up{j}")(h)
+        h = _up(filters, upsample, f"up{j}", use_bias=False)(h)
         h = _norm(norm)(h)
         if j < 3 and dropout:
             h = keras.layers.Dropout(dropout, seed=seed + j)(h)
         h = keras.layers.ReLU()(h)
         h = keras.layers.Concatenate()([h, skips[len(widths) - 2 - j]])
-    h = keras.layers.Conv2DTranspose(out_channels, 4, strides=2, padding="same", kernel_initializer=_init(),
-                                     dtype="float32", name="up_out")(h)
+    h = _up(out_channels, upsample, "up_out", dtype="float32")(h)
     image = keras.layers.Activation("tanh", dtype="float32", name="image")(h)
     return keras.Model(labels, image, name=name)
 
@@ -157,26 +188,40 @@ class Pix2Pix(GAN):
     Train with ``fit(x=label_onehot, y=image)`` (or a dataset of such pairs): label maps float32
     ``[B, H, W, num_labels]``, images ``[B, H, W, out_channels]`` in [-1, 1]. There is no z
     (``latent_dim`` is 0): dropout in the generator is the noise, as in the paper.
+    ``augment``, ``ema_beta`` and ``upsample``: see the module docstring (off by default).
     """
 
     tracker_names = ("d_loss", "g_loss", "g_gan", "g_l1")
     _global_means = ("g_gan", "g_l1")  # averaged over the global batch like the losses
 
     def __init__(self, image_size=256, num_labels=3, out_channels=1, base_filters=64, lambda_l1=100.0,
-                 dropout=0.5, norm="instance", seed=0, **kwargs):
+                 dropout=0.5, norm="instance", seed=0, augment=None, ema_beta=0.0, upsample="transpose",
+                 **kwargs):
         super().__init__(
-            build_generator(image_size, num_labels, out_channels, base_filters, dropout, norm, seed),
+            build_generator(image_size, num_labels, out_channels, base_filters, dropout, norm, seed,
+                            upsample=upsample),
             build_discriminator(image_size, num_labels, out_channels, base_filters, norm),
-            latent_dim=0, num_classes=num_labels, seed=seed, **kwargs)
+            latent_dim=0, num_classes=num_labels, seed=seed, augment=augment, ema_beta=ema_beta, **kwargs)
+        if self.augment.active and self.augment.image_channels != int(out_channels):
+            raise ConfigError(f"Pix2Pix augment needs image_channels={out_channels} (the image channels of D's "
+                              f"(image, label map) input), got {self.augment.image_channels}")
         self.image_size, self.num_labels = int(image_size), int(num_labels)
         self.out_channels = int(out_channels)
         self.base_filters, self.dropout, self.norm = int(base_filters), float(dropout), norm
+        self.upsample = upsample
         self.lambda_l1 = float(lambda_l1)
 
     def generate(self, label_onehot, training=False):
         """Image [B, H, W, out_channels] in [-1, 1] for one-hot label maps [B, H, W, num_labels]
-        (see :func:`label_to_onehot`); ``training=True`` keeps dropout on, as the paper does."""
-        return self.generator(tf.convert_to_tensor(label_onehot, tf.float32), training=training)
+        (see :func:`label_to_onehot`), from the EMA generator when there is one;
+        ``training=True`` keeps dropout on, as the paper does."""
+        return self.sampler()(tf.convert_to_tensor(label_onehot, tf.float32), training=training)
+
+    def _d(self, label, image):
+        """D's patch logits on the (label map, image) pair, augmented jointly (see the module
+        docstring): image channels first, so the augmenter's `image_channels` are the image's."""
+        pair = self.d_input(tf.concat([tf.cast(image, tf.float32), label], axis=-1))
+        return self.discriminator([pair[..., self.out_channels:], pair[..., :self.out_channels]], training=True)
 
     def train_step(self, data):
         label, real = data[0], data[1]
@@ -187,16 +232,18 @@ class Pix2Pix(GAN):
             with g_tape.stop_recording():
                 # D step on the detached fake (the tape below never saw G's forward pass).
                 with tf.GradientTape() as d_tape:
-                    real_logits = self.discriminator([label, real], training=True)
-                    fake_logits = self.discriminator([label, fake], training=True)
+                    real_logits = self._d(label, real)
+                    fake_logits = self._d(label, fake)
                     # Per-patch cross-entropy, mean over patches, halved as in the paper.
                     d_loss = 0.5 * global_mean(non_saturating_d(real_logits, fake_logits))
                 self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
-            fake_logits = self.discriminator([label, fake], training=True)
+                self.augment.accumulate(real_logits)
+            fake_logits = self._d(label, fake)
             g_gan = global_mean(non_saturating_g(fake_logits))
-            g_l1 = global_mean(tf.abs(real - tf.cast(fake, tf.float32)))
+            g_l1 = global_mean(tf.abs(real - tf.cast(fake, tf.float32)))  # un-augmented: D alone sees augmentation
             g_loss = g_gan + self.lambda_l1 * g_l1
         self._apply(self.g_optimizer, g_tape, g_loss, self.generator.trainable_variables)
+        self.end_step(tf.shape(real)[0])
         return self._update_trackers({"d_loss": d_loss, "g_loss": g_loss, "g_gan": g_gan, "g_l1": g_l1})
 
     def _update_trackers(self, values: dict) -> dict:
@@ -208,7 +255,10 @@ class Pix2Pix(GAN):
 
     def checkpoint_items(self) -> dict:
         """G, D, both optimizers and the Dropout seed states: everything exact resume needs
-        besides the data position (there is no z generator to save)."""
+        besides the data position (there is no z generator to save); with augmentation or EMA on,
+        also their state and the EMA generator (`training_items`, absent otherwise, so checkpoints
+        from before these options restore unchanged)."""
         return {"generator": self.generator, "discriminator": self.discriminator,
                 "d_optimizer": self.d_optimizer, "g_optimizer": self.g_optimizer,
-                "seed_states": seed_generator_states(self.generator, self.discriminator)}
+                "seed_states": seed_generator_states(self.generator, self.discriminator, *self.ema.values()),
+                **self.training_items()}

@@ -52,6 +52,19 @@ correction). Under a multi-device ``tf.distribute`` strategy, an optimizer step 
 uses ``"joint"``: the regulariser's gradient (already multiplied by the interval) is added to
 the main gradient of the same minibatch, one optimizer step per minibatch.
 
+Differentiable augmentation (not in Karras et al. 2020 nor in Son et al.; off by default, so the
+paper preset stays the paper's; the cpu_* presets may switch it on and say so): ``augment``, a
+:class:`~tfganaug.gans.augment.DiscriminatorAugment` built with ``image_channels=n_channels``
+(DiffAugment policies and/or ADA, Karras et al. 2020 "Training Generative Adversarial Networks
+with Limited Data", i.e. StyleGAN2-ADA). Everything D sees goes through it: the reals
+``concat(images, one-hot masks)`` and the fakes ``concat(images, mask probabilities)`` in D's
+step, the fakes in G's step; geometric ops move the contrasts and the mask together, intensity
+ops and cutout touch the contrasts only. R1 is computed as in StyleGAN2-ADA: D on freshly
+augmented reals, the gradient taken with respect to the un-augmented reals (through the
+differentiable augmentation). ADA's r_t comes from D's logits on the augmented reals of the
+main D step; p is updated at the end of every step. The path-length regulariser does not
+involve D and is unchanged. The generator already has its EMA copy (``G_ema``, ``ema_beta``).
+
 Every layer computes in float32 whatever the global mixed-precision policy (the reference
 code's fp16 layers need its activation clamping, which is not implemented). Also not
 implemented: the truncation cut-off (psi applies to every layer) and class conditioning.
@@ -479,7 +492,7 @@ class StyleGAN2(GAN):
     def __init__(self, resolution=256, n_channels=4, num_labels=4, z_dim=512, w_dim=512, mapping_layers=8,
                  channel_base=16384, channel_max=512, r1_gamma=10.0, r1_interval=16, pl_weight=2.0, pl_interval=4,
                  style_mixing_prob=0.9, ema_beta=0.999, seed=0, *, pl_batch_shrink=2, pl_decay=0.01,
-                 w_avg_beta=0.995, mbstd_group_size=4, reg_step="auto", **kwargs):
+                 w_avg_beta=0.995, mbstd_group_size=4, reg_step="auto", augment=None, **kwargs):
         resolution = int(resolution)
         if resolution < 8 or resolution & (resolution - 1):
             raise ConfigError(f"StyleGAN2 resolution must be a power of two >= 8, got {resolution}")
@@ -499,7 +512,11 @@ class StyleGAN2(GAN):
         generator = Generator(*args, seed=seed, name="G")
         discriminator = Discriminator(resolution, n_channels + num_labels, channel_base, channel_max, seed,
                                       mbstd_group_size, name="D")
-        super().__init__(generator, discriminator, latent_dim=z_dim, num_classes=1, seed=seed, **kwargs)
+        super().__init__(generator, discriminator, latent_dim=z_dim, num_classes=1, seed=seed, augment=augment,
+                         **kwargs)
+        if self.augment.active and self.augment.image_channels != int(n_channels):
+            raise ConfigError(f"StyleGAN2 augment needs image_channels={n_channels} (the contrasts of D's "
+                              f"(images, mask) input), got {self.augment.image_channels}")
         self.G_ema = Generator(*args, seed=seed, name="G_ema")
         self._copy_weights(self.generator.weights, self.G_ema.weights)
         self.resolution, self.n_channels, self.num_labels = resolution, int(n_channels), int(num_labels)
@@ -515,6 +532,16 @@ class StyleGAN2(GAN):
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     # -- sampling -----------------------------------------------------------------------------
+
+    def sampler(self, name: str = "generator") -> keras.Model:
+        """The generator to sample from: always ``G_ema`` (StyleGAN2 keeps its own EMA copy)."""
+        if name != "generator":
+            raise KeyError(name)
+        return self.G_ema
+
+    def sampling_items(self) -> dict:
+        """The checkpoint items a sampler restores: G and G_ema (each with its w_avg)."""
+        return {"generator": self.generator, "G_ema": self.G_ema}
 
     @property
     def w_avg(self):
@@ -623,16 +650,18 @@ class StyleGAN2(GAN):
         # D: non-saturating logistic loss; lazy R1 = gamma/2 E||grad D(x)||^2 on reals, x interval.
         fake = tf.stop_gradient(self._fake(G, self._mix(G, G.mapping(self.sample_z(n)))))
         with tf.GradientTape() as tape:
-            real_logits = D(real, training=True)
-            fake_logits = D(fake, training=True)
+            real_logits = D(self.d_input(real), training=True)
+            fake_logits = D(self.d_input(fake), training=True)
             d_loss = global_mean(non_saturating_d(real_logits, fake_logits))
         d_grads = self._grads(self.d_optimizer, tape, d_loss, d_vars)
+        self.augment.accumulate(real_logits)
 
         def r1():
             x = tf.identity(real)  # a tensor of this branch's graph, so the tape can watch it
             with tf.GradientTape() as inner:
                 inner.watch(x)
-                logits_sum = tf.reduce_sum(D(x, training=True))
+                # StyleGAN2-ADA: D on augmented reals, the gradient w.r.t. the un-augmented ones.
+                logits_sum = tf.reduce_sum(D(self.d_input(x), training=True))
             grad = inner.gradient(logits_sum, x)
             penalty = tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])
             loss = global_mean(penalty * (self.r1_gamma / 2.0) * self.r1_interval)
@@ -644,7 +673,7 @@ class StyleGAN2(GAN):
         # G: non-saturating loss with style mixing; lazy path-length regularisation.
         with tf.GradientTape() as tape:
             ws = G.mapping(self.sample_z(n))
-            fake_logits_g = D(self._fake(G, self._mix(G, ws)), training=True)
+            fake_logits_g = D(self.d_input(self._fake(G, self._mix(G, ws))), training=True)
             g_loss = global_mean(non_saturating_g(fake_logits_g))
         g_grads = self._grads(self.g_optimizer, tape, g_loss, g_vars)
 
@@ -675,6 +704,8 @@ class StyleGAN2(GAN):
             e_var.assign(g_var + (e_var - g_var) * beta)
         for g_var, e_var in zip(G.non_trainable_weights, self.G_ema.non_trainable_weights, strict=True):
             e_var.assign(g_var)
+        if self.augment.active:
+            self.augment.update_p(n)  # ADA's p; not base.end_step: G_ema has its own update above
         self.step_counter.assign_add(1)
         return self._log(d_loss, g_loss, r1_penalty, do_r1, pl_penalty, do_pl, real_logits, fake_logits)
 
@@ -688,14 +719,18 @@ class StyleGAN2(GAN):
         self.trackers["d_real"].update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
         self.trackers["d_fake"].update_state(tf.reduce_mean(tf.sigmoid(fake_logits)))
         logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs.update(self.augment.logs() if self.augment.active else {})
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 
     def checkpoint_items(self) -> dict:
-        """Everything exact resume needs besides the data position (see train.py)."""
+        """Everything exact resume needs besides the data position (see train.py); with
+        augmentation on, also its state (p, its random generator, the r_t accumulators: absent
+        otherwise, so checkpoints from before the option restore unchanged)."""
         return {"generator": self.generator, "discriminator": self.discriminator, "G_ema": self.G_ema,
                 "d_optimizer": self.d_optimizer, "g_optimizer": self.g_optimizer,
                 "pl_mean": self.pl_mean, "w_avg": self.generator.w_avg, "step": self.step_counter,
                 "noise": self.noise,
-                "seed_states": seed_generator_states(self.generator, self.discriminator, self.G_ema)}
+                "seed_states": seed_generator_states(self.generator, self.discriminator, self.G_ema),
+                **self.training_items()}
