@@ -65,12 +65,20 @@ def _measures(study: Path, arch: str) -> list[dict]:
         fid = fidelity_report(real.images, fake, extractor="random_conv", kid_subset_size=100)
         diversity = intra_class_diversity(synth[0], synth[1], real.images, real.labels, len(real.class_names))
         rows.append({"seed": seed_dir.name, "ratio": cls_fid["ratio"] if cls_fid else float("nan"),
-                     "diversity": diversity["mean"],
+                     "diversity": diversity["mean"], "diversity_per_class": diversity["per_class"],
                      "synthetic_accuracy": cls_fid["synthetic_accuracy"] if cls_fid else float("nan"),
                      "real_accuracy": cls_fid["real_accuracy"] if cls_fid else float("nan"),
                      "fid": fid["fid"], "precision": fid["precision"], "recall": fid["recall"],
-                     "checkerboard": checkerboard_index(fake), "checkerboard_real": checkerboard_index(real.images)})
+                     "checkerboard": checkerboard_index(fake), "checkerboard_real": checkerboard_index(real.images),
+                     "texture": _texture(fake) / max(_texture(real.images), 1e-12)})
     return rows
+
+
+def _texture(images) -> float:
+    """Amplitude of fine texture (CT noise): std of each image minus its 1.5-pixel Gaussian blur."""
+    from scipy import ndimage
+    x = np.asarray(images, np.float64)[..., 0]
+    return float(np.std(x - ndimage.gaussian_filter(x, (0, 1.5, 1.5))))
 
 
 def _downstream(study: Path, arch: str) -> dict:
@@ -131,6 +139,12 @@ def write_gan_training_report(paper_study, small_data_study, out) -> Path:
     return out / "report.md"
 
 
+def _class_names(studies: dict) -> list[str]:
+    for path in sorted(studies["small-data"].glob("seed-*/class-fidelity.json")):
+        return json.loads(path.read_text())["class_names"]
+    return []
+
+
 def _fmt(rows: list[dict], key: str, digits: int = 2) -> str:
     return format_ci(mean_ci([r[key] for r in rows]), digits=digits, clip=(0.0, float("inf")))
 
@@ -156,6 +170,8 @@ def _markdown(plan: dict, studies: dict, measures: dict, grids: dict) -> str:
         "D sees (Zhao et al. 2020), an EMA of G's weights (beta 0.99) for sampling, nearest-resize + convolution "
         "upsampling (Odena et al. 2016); ACGAN without D dropout and with the one-hot label appended to z", "",
         "## Wall time of GAN training (seconds per seed, mean over seeds)", "",
+        "The two studies ran one after the other on a shared 2-core machine, so these times include other "
+        "load; `tfganaug bench` measures step times side by side.", "",
         "| GAN | paper training | small-data training |", "|---|---|---|"]
     for arch in ARCHS:
         cells = [format_ci(mean_ci(_seconds(studies[t], f"gan-{arch}")), digits=0) for t in TRAININGS]
@@ -171,19 +187,31 @@ def _markdown(plan: dict, studies: dict, measures: dict, grids: dict) -> str:
               "FID, precision and recall use a fixed randomly initialised conv net (`random_conv`): comparable only "
               "with each other. Checkerboard index: share of spectral power at the Nyquist frequencies (real ROIs "
               "in the last column). Mean [95% CI] over seeds.", "",
-              "| GAN | training | class ratio | diversity | synthetic acc. | real acc. | FID | precision | recall | "
-              "checkerboard | checkerboard real | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "Texture = amplitude of fine texture (std of image minus its 1.5-pixel blur), synthetic / real.", "",
+              "| GAN | training | class ratio | diversity | texture | synthetic acc. | real acc. | FID | precision | "
+              "recall | checkerboard | checkerboard real | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arch in ARCHS:
         for t in TRAININGS:
             rows = measures[(t, arch)]
             if not rows:
-                lines.append(f"| {arch.upper()} | {t} | not run | | | | | | | | | 0 |")
+                lines.append(f"| {arch.upper()} | {t} | not run | | | | | | | | | | 0 |")
                 continue
             lines.append(f"| {arch.upper()} | {t} | {_fmt(rows, 'ratio')} | {_fmt(rows, 'diversity')} | "
+                         f"{_fmt(rows, 'texture')} | "
                          f"{_fmt(rows, 'synthetic_accuracy')} | "
                          f"{_fmt(rows, 'real_accuracy')} | {_fmt(rows, 'fid', 3)} | {_fmt(rows, 'precision')} | "
                          f"{_fmt(rows, 'recall')} | {np.mean([r['checkerboard'] for r in rows]):.2e} | "
                          f"{np.mean([r['checkerboard_real'] for r in rows]):.2e} | {len(rows)} |")
+    lines += ["", "Diversity per class (mean over seeds; a class far below the others has collapsed to few "
+              "images even when the mean looks fine):", "",
+              "| GAN | training | " + " | ".join(_class_names(studies)) + " |",
+              "|---|---|" + "---|" * len(_class_names(studies))]
+    for arch in ARCHS:
+        for t in TRAININGS:
+            rows = measures[(t, arch)]
+            if rows:
+                per = np.nanmean([r["diversity_per_class"] for r in rows], axis=0)
+                lines.append(f"| {arch.upper()} | {t} | " + " | ".join(f"{v:.2f}" for v in per) + " |")
     lines += ["", "## Verdict", ""]
     for arch in ARCHS:
         before, after = measures[("paper", arch)], measures[("small-data", arch)]
@@ -191,13 +219,22 @@ def _markdown(plan: dict, studies: dict, measures: dict, grids: dict) -> str:
             continue
         r0, r1 = (float(np.mean([r["ratio"] for r in x])) for x in (before, after))
         d0, d1 = (float(np.mean([r["diversity"] for r in x])) for x in (before, after))
+        low = float(np.min(np.nanmean([r["diversity_per_class"] for r in after], axis=0)))
         target = 0.7 if plan["budget"] in ("demo", "smoke") else 0.9
         lines.append(f"- {arch.upper()}: class ratio {r0:.2f} with the paper's training, {r1:.2f} with the "
                      f"small-data training (" + (f"**meets** the {target} target" if r1 >= target else
                                                  f"**below** the {target} target: the samples are not yet as "
                                                  "recognisable as real ROIs") +
-                     f"); diversity {d0:.2f} -> {d1:.2f}" + (" (below 0.5: partly collapsed, see the grid)"
-                                                             if d1 < 0.5 else "") + ".")
+                     f"); diversity {d0:.2f} -> {d1:.2f}"
+                     + (f"; one class has collapsed to few images (diversity {low:.2f}): see the grid" if low < 0.3
+                        else "") + ".")
+        c0, c1, cr = (float(np.mean([r[k] for r in x])) for x, k in
+                      ((before, "checkerboard"), (after, "checkerboard"), (after, "checkerboard_real")))
+        t0, t1 = (float(np.mean([r["texture"] for r in x])) for x in (before, after))
+        lines.append(f"  Checkerboard index {c0:.1e} -> {c1:.1e} (real ROIs {cr:.1e}); fine texture {t0:.2f} -> "
+                     f"{t1:.2f} of the real amplitude" + ("; the synthetic ROIs are smoother than the real ones, "
+                                                          "which may be why recall in random features stays near 0"
+                                                          if t1 < 0.8 else "") + ".")
     lines += ["", "## Downstream: lesion CNN macro sensitivity, classic + GAN minus classic (points)", "",
               "| GAN | paper training | small-data training |", "|---|---|---|"]
     for arch in ARCHS:
