@@ -159,8 +159,9 @@ def bench_gan(arch: str, image_size: int, width: int, batch_size: int, steps: in
 # ------------------------------------------------------------------ paired reference rows
 def _pair_variants(gan: dict) -> list[tuple[str, dict | None]]:
     """(label, GANConfig overrides) of one CPU preset's paired rows; None marks a reference
-    (its overrides in the label's table below). Tricks off = no DiffAugment, no EMA, no ADA;
-    the networks (upsampling, conditioning, kernels, widths) stay the preset's."""
+    (`bench_reference.py`; "project layers": with `fused_resize=True`). Tricks off = no
+    DiffAugment, no EMA, no ADA; the networks (upsampling, conditioning, kernels, widths) stay
+    the preset's."""
     off = {"diffaug": "none", "g_ema_beta": 0.0, "ada_target": None}
     policy = gan.get("diffaug", "none")
     rows = [("ref keras-io", None)]
