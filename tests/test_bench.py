@@ -8,8 +8,8 @@ from pathlib import Path
 import keras
 import pytest
 
-from tfganaug.bench import (bench_classifier, bench_gan, bench_input_pipeline, bench_segmenter, format_table,
-                            write_bench_report)
+from tfganaug.bench import (bench_classifier, bench_gan, bench_gan_pairs, bench_input_pipeline, bench_segmenter,
+                            format_pair_table, format_table, write_bench_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=16, batch_size=8, steps=2, warmup=1)
@@ -21,6 +21,11 @@ def rows():
     return [bench_gan("dcgan", width=16, **TINY), bench_gan("acgan", width=16, **TINY),
             bench_gan("acgan", width=16, precision="mixed_bfloat16", **TINY),
             bench_classifier(**TINY), bench_input_pipeline(**TINY)]
+
+
+@pytest.fixture(scope="module")
+def pair_rows():
+    return bench_gan_pairs("cpu_dcgan", 16, 16, 8, steps=2, rounds=2, warmup=1)
 
 
 def _positive_finite(row, fields):
@@ -63,8 +68,10 @@ def test_cli_writes_the_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "bench.md").read_text()
     assert "--steps 2" in report
-    for name in ("dcgan", "acgan", "lesion_cnn", "unet2d", "unet3d", "3-D windows"):
-        assert name in proc.stdout and name in report
+    for name in ("dcgan", "acgan", "lesion_cnn", "unet2d", "unet3d", "3-D windows", "vs reference",
+                 "dcgan ref keras-io", "dcgan tricks off", "dcgan cpu preset + ADA 0.6", "acgan ref keras-io",
+                 "acgan DiffAugment translation,cutout", "acgan cpu preset"):
+        assert name in proc.stdout and name in report, name
     # the 3-D window chain is compared with the 3-D U-Net it feeds, not with the 2-D models
     assert "for the fastest training row (unet3d, float32)" in report
 
@@ -73,3 +80,35 @@ def test_segmenter_rows_count_slices():
     row = bench_segmenter(3, 16, 4, 2, 2, steps=2, warmup=1, patch_depth=4)
     _positive_finite(row, NUMERIC + ("params",))
     assert row["model"] == "unet3d" and row["images_per_s"] == pytest.approx(row["steps_per_s"] * 2 * 4)
+
+
+def test_paired_rows_beside_the_keras_io_reference(pair_rows):
+    """The CPU preset's step with tricks off / DiffAugment / the preset / + ADA beside the
+    keras-io-style reference, with the printed ratios (speed itself is not asserted)."""
+    assert [r["variant"] for r in pair_rows] == ["ref keras-io", "ref keras-io, project layers", "tricks off",
+                                                 "DiffAugment translation,cutout", "cpu preset", "cpu preset + ADA 0.6"]
+    for row in pair_rows:
+        assert row["kind"] == "gan_pair" and row["model"] == f"dcgan {row['variant']}"
+        _positive_finite(row, NUMERIC + ("g_params", "d_params", "vs_reference", "cpu_vs_reference",
+                                         "cpu_vs_same_layers", "cpu_seconds"))
+        assert row["steps"] == 2 * 2 and row["reference"] == "dcgan ref keras-io"
+        low, high = row["vs_reference_iqr"]
+        assert low <= row["vs_reference"] <= high
+    ref = pair_rows[0]
+    assert ref["vs_reference"] == ref["cpu_vs_reference"] == 1.0 and ref["tricks_share"] is None
+    assert pair_rows[1]["cpu_vs_same_layers"] == 1.0
+    # same networks: the references and the project's GANs have the same parameter counts
+    assert len({(r["g_params"], r["d_params"]) for r in pair_rows}) == 1
+    assert pair_rows[2]["tricks_share"] is None
+    assert all(math.isfinite(r["tricks_share"]) and r["tricks_share"] < 1 for r in pair_rows[3:])
+
+
+def test_pair_table_has_the_ratio_columns(pair_rows, rows):
+    table = format_pair_table(pair_rows)
+    header = table.splitlines()[0]
+    for column in ("vs reference", "vs reference, CPU time", "vs same-layer reference, CPU time",
+                   "tricks' share, CPU time"):
+        assert column in header
+    assert len(table.splitlines()) == 2 + len(pair_rows) and "| 1.00x (1.00–1.00) |" in table
+    both = format_table(rows + pair_rows)
+    assert table in both and format_pair_table(rows) == "" and format_table(rows) in both

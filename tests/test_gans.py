@@ -167,6 +167,7 @@ def test_mixed_float16_trains_a_dcgan_step():
         keras.mixed_precision.set_global_policy("float32")
 
 
+<<<<<<< HEAD
 @pytest.mark.parametrize("arch", GAN_ARCHS)
 def test_small_data_tricks_train_and_the_ema_generator_is_an_average(arch):
     """DiffAugment + ADA on D's input, resize upsampling and an EMA generator (the cpu_* presets)."""
@@ -207,3 +208,85 @@ def test_tricks_off_leave_the_checkpoint_as_before():
     assert not gan.augment.active and gan.ema == {} and gan.sampler() is gan.generator
     assert set(gan.checkpoint_items()) == {"generator", "discriminator", "d_optimizer", "g_optimizer", "noise",
                                            "seed_states"}
+=======
+@pytest.mark.parametrize("kernel_size", [3, 4, 5])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_resize_conv_equals_upsampling_then_conv(kernel_size, use_bias):
+    """ResizeConv2D (computed at the low resolution) is nearest 2x upsampling + a 'same'
+    convolution with the same kernel: outputs and gradients equal up to float rounding."""
+    from tfganaug.gans.dcgan import ResizeConv2D
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 5, 6, 7)), tf.float32)
+    fused = ResizeConv2D(4, kernel_size, use_bias=use_bias, bias_initializer="random_normal")
+    fused.build(x.shape)
+    plain = keras.layers.Conv2D(4, kernel_size, padding="same", use_bias=use_bias)
+    plain.build((None, 10, 12, 7))
+    plain.set_weights(fused.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        a = fused(x)
+        b = plain(keras.layers.UpSampling2D(2)(x))
+        la, lb = tf.reduce_sum(a * a), tf.reduce_sum(b * b)
+    assert a.shape == b.shape == (3, 10, 12, 4)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(la, x).numpy(), tape.gradient(lb, x).numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(tape.gradient(la, fused.kernel).numpy(), tape.gradient(lb, plain.kernel).numpy(),
+                               rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_resize_generator_restores_checkpoints_of_the_textbook_layers(num_classes, tmp_path):
+    """Runs trained with UpSampling2D + Conv2D (before ResizeConv2D) restore into today's
+    generator (same checkpoint paths) and give the same images; the .keras file reloads."""
+    from tfganaug.gans.dcgan import ResizeConv2D, build_generator
+    kw = dict(num_classes=num_classes, upsample="resize", conditioning="concat")
+    old = build_generator(8, 32, 16, fused_resize=False, **kw)
+    new = build_generator(8, 32, 16, **kw)
+    assert sum(isinstance(layer, ResizeConv2D) for layer in new.layers) == 4
+    for w in old.weights:
+        w.assign(tf.random.normal(w.shape) * 0.1 + (1.0 if "variance" in w.path else 0.0))
+    path = tf.train.Checkpoint(generator=old).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(generator=new).read(path).assert_consumed()
+    z = tf.random.uniform((4, 8), -1, 1)
+    inputs = [z, tf.constant([0, 1, 2, 0])] if num_classes else z
+    np.testing.assert_allclose(new(inputs).numpy(), old(inputs).numpy(), atol=1e-5)
+    new.save(str(tmp_path / "g.keras"))
+    again = keras.saving.load_model(str(tmp_path / "g.keras"), safe_mode=True)
+    np.testing.assert_array_equal(again(inputs).numpy(), new(inputs).numpy())
+
+
+@pytest.mark.parametrize("arch", GAN_ARCHS)
+def test_joint_d_pass_keeps_separate_real_and_fake_statistics(arch):
+    """D's one pass over concat(real, fake) with SplitBatchNormalization gives the training of
+    two separate passes (the papers'): weights, BN moving statistics and losses after three
+    SGD steps equal up to float rounding."""
+    def train(joint):
+        keras.utils.set_random_seed(0)
+        gan = build_gan(GANConfig(arch=arch, width=16, latent_dim=8, kernel_size=3 if arch == "acgan" else 5,
+                                  upsample="resize", diffaug="translation,cutout"), 16, 3, seed=0)
+        assert gan._d_joint
+        gan._d_joint = joint
+        gan.compile(d_optimizer=keras.optimizers.SGD(0.1), g_optimizer=keras.optimizers.SGD(0.1))
+        x = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32)
+        y = np.arange(8, dtype=np.int32) % 3
+        logs = gan.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), steps_per_epoch=3, verbose=0).history
+        return [w.numpy() for w in gan.discriminator.weights + gan.generator.weights], logs
+    (two, logs_two), (one, logs_one) = train(False), train(True)
+    for a, b in zip(two, one, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    for key in logs_two:
+        assert logs_one[key][-1] == pytest.approx(logs_two[key][-1], abs=1e-5)
+
+
+def test_split_batch_norm_is_plain_batch_norm_outside_batch_groups():
+    from tfganaug.gans.base import SplitBatchNormalization, batch_groups
+    x = tf.constant(np.random.default_rng(0).normal(size=(6, 4, 4, 3)), tf.float32)
+    split, plain = SplitBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    split.build(x.shape), plain.build(x.shape)
+    np.testing.assert_allclose(split(x, training=True).numpy(), plain(x, training=True).numpy(), atol=1e-6)
+    with batch_groups(2):  # each half normalised alone, moving statistics updated half by half
+        halves = tf.concat([plain(x[:3], training=True), plain(x[3:], training=True)], 0)
+        np.testing.assert_allclose(split(x, training=True).numpy(), halves.numpy(), atol=1e-5)
+        np.testing.assert_allclose(split(x, training=False).numpy(), plain(x, training=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(split.moving_mean.numpy(), plain.moving_mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(split.moving_variance.numpy(), plain.moving_variance.numpy(), atol=1e-6)
+>>>>>>> bench

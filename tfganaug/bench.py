@@ -10,6 +10,16 @@ Numbers from a shared machine are only as good as its load: every row carries th
 load average before and after its measurement, and the report prints them beside the table.
 Peak RSS is `getrusage` maxrss, the high-water mark of the whole process so far: rows run in
 order, so a row's value is an upper bound for its own configuration.
+
+Paired rows (issue 13, part 7): at each CPU GAN preset, the project's train step with the
+preset's tricks off, with DiffAugment, with the whole preset (DiffAugment + EMA) and with ADA
+on top, beside a keras-io-style reference of the same networks (`bench_reference.py`: one D
+pass over concat(real, fake)), all built in one session and timed interleaved (A B C ... then
+... C B A, `pair_rounds` times), so load changes hit every row alike. Each row carries the
+median over rounds of its time divided by the reference's in the same round, in wall time
+and in process CPU time (all threads of this process; less sensitive to other processes on
+a shared machine), and its tricks' share of the step: 1 - t(tricks off) / t(row). Printed,
+never asserted.
 """
 from __future__ import annotations
 
@@ -43,18 +53,24 @@ BENCH_PRESETS: dict[str, dict] = {
     "smoke": {"gans": [("dcgan", 16, 16, 8), ("acgan", 16, 16, 8)], "gan_steps": 2, "classifier": (16, 8),
               "cls_steps": 2, "input": (16, 8), "input_steps": 2, "warmup": 1,
               "segmenters": [(2, 16, 4, 2, 4, 1), (3, 16, 4, 2, 2, 4)], "seg_steps": 2,
-              "seg_input": (16, 2, 4), "seg_input_steps": 2},
+              "seg_input": (16, 2, 4), "seg_input_steps": 2,
+              "pairs": [("cpu_dcgan", 16, 16, 8), ("cpu_acgan", 16, 16, 8)], "pair_steps": 2, "pair_rounds": 2},
     "quick": {"gans": [(arch, 32, width, 32) for width in (32, 64) for arch in ("dcgan", "acgan")],
               "gan_steps": 20, "classifier": (32, 32), "cls_steps": 30, "input": (32, 32), "input_steps": 50,
               "warmup": 3,
               # (dims, image, base filters, depth, batch, slices per window): the study CPU budgets
               "segmenters": [(2, 64, 8, 3, 16, 1), (3, 64, 8, 3, 2, 16)], "seg_steps": 10,
-              "seg_input": (64, 2, 16), "seg_input_steps": 10},
+              "seg_input": (64, 2, 16), "seg_input_steps": 10,
+              # (CPU preset, image, width, batch): None = the preset's own (32 px, width 128, batch 32)
+              "pairs": [("cpu_dcgan", None, None, None), ("cpu_acgan", None, None, None)], "pair_steps": 8,
+              "pair_rounds": 6},
     "paper": {"gans": [("dcgan", 64, 1024, 64), ("acgan", 64, 1024, 64)],
               "gan_steps": 5, "classifier": (64, 64), "cls_steps": 20, "input": (64, 64), "input_steps": 50,
               "warmup": 2,
               "segmenters": [(2, 128, 16, 4, 8, 1), (3, 128, 8, 3, 2, 16)], "seg_steps": 5,
-              "seg_input": (128, 2, 16), "seg_input_steps": 10},
+              "seg_input": (128, 2, 16), "seg_input_steps": 10,
+              "pairs": [("cpu_dcgan", None, None, None), ("cpu_acgan", None, None, None)], "pair_steps": 8,
+              "pair_rounds": 6},
 }
 
 
@@ -138,6 +154,109 @@ def bench_gan(arch: str, image_size: int, width: int, batch_size: int, steps: in
     return _row("gan", arch, image_size=image_size, width=width, batch_size=batch_size, precision=precision,
                 steps=steps, warmup=warmup, seconds=seconds, load_before=load_before,
                 g_params=g_params, d_params=d_params, params=g_params + d_params)
+
+
+# ------------------------------------------------------------------ paired reference rows
+def _pair_variants(gan: dict) -> list[tuple[str, dict | None]]:
+    """(label, GANConfig overrides) of one CPU preset's paired rows; None marks a reference
+    (`bench_reference.py`; "project layers": with `fused_resize=True`). Tricks off = no
+    DiffAugment, no EMA, no ADA; the networks (upsampling, conditioning, kernels, widths) stay
+    the preset's."""
+    off = {"diffaug": "none", "g_ema_beta": 0.0, "ada_target": None}
+    policy = gan.get("diffaug", "none")
+    rows = [("ref keras-io", None)]
+    if gan.get("upsample") == "resize":
+        rows.append(("ref keras-io, project layers", None))
+    rows.append(("tricks off", off))
+    if policy != "none":
+        rows.append((f"DiffAugment {policy}", {**off, "diffaug": policy}))
+    rows += [("cpu preset", {"ada_target": None}), ("cpu preset + ADA 0.6", {"ada_target": 0.6})]
+    return rows
+
+
+def _paired_clock(model, dataset, steps: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds of `steps` fit steps after one untimed step."""
+    clock = _BatchClock()
+    cpu: list[float] = []
+    tick = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: cpu.append(time.process_time()))
+    model.fit(dataset, epochs=1, steps_per_epoch=1 + steps, callbacks=[clock, tick], shuffle=False, verbose=0)
+    return clock.times[steps] - clock.times[0], cpu[steps] - cpu[0]
+
+
+def _median_ratio(values, reference) -> tuple[float, float, float]:
+    """Median and quartiles of the per-round ratios values[i] / reference[i]."""
+    ratios = np.array(values) / np.array(reference)
+    return tuple(float(q) for q in np.quantile(ratios, [0.5, 0.25, 0.75]))
+
+
+def bench_gan_pairs(preset_name: str, image_size: int | None = None, width: int | None = None,
+                    batch_size: int | None = None, steps: int = 8, rounds: int = 6, precision: str = "float32",
+                    warmup: int = 3, seed: int = 0) -> list[dict]:
+    """The paired rows of one CPU GAN preset (module docstring): the references first, then the
+    project's variants, each with `vs_reference` (wall), `cpu_vs_reference`,
+    `cpu_vs_same_layers` (against the reference with the project's layers, when there is one)
+    and `tricks_share` (CPU time)."""
+    from tfganaug.bench_reference import ReferenceACGAN, ReferenceDCGAN
+    from tfganaug.registry import build_gan
+    if steps < 1 or warmup < 1 or rounds < 1:
+        raise ConfigError(f"expected steps, warmup and rounds >= 1, got {steps}, {warmup}, {rounds}")
+    spec = PRESETS[preset_name]
+    gan = dict(spec["gan"], **({"width": width} if width else {}), **({"batch_size": batch_size} if batch_size else {}))
+    image_size = image_size or spec["data"]["image_size"]
+    base_cfg = GANConfig(**gan)
+    arch, batch = base_cfg.arch, base_cfg.batch_size
+    load_before = _load1()
+    rows, models = [], {}
+    try:
+        _fresh(precision, seed)
+        for label, overrides in _pair_variants(gan):
+            if overrides is None:
+                fused = label.endswith("project layers")
+                if arch == "dcgan":
+                    model = ReferenceDCGAN(base_cfg.latent_dim, base_cfg.width, image_size, 1, base_cfg.kernel_size,
+                                           base_cfg.upsample, fused_resize=fused, seed=seed)
+                else:
+                    model = ReferenceACGAN(NUM_CLASSES, base_cfg.latent_dim, base_cfg.width, image_size, 1,
+                                           d_kernel_size=base_cfg.kernel_size, dropout=base_cfg.d_dropout,
+                                           upsample=base_cfg.upsample, conditioning=base_cfg.conditioning,
+                                           fused_resize=fused, seed=seed)
+            else:
+                model = build_gan(GANConfig(**{**gan, **overrides}), image_size, NUM_CLASSES, seed=seed)
+            model.compile(d_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1),
+                          g_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1))
+            models[label] = model
+        dataset = _synthetic_batch(image_size, batch, seed, -1.0)
+        for model in models.values():  # tracing and first-call allocations
+            model.fit(dataset, epochs=1, steps_per_epoch=warmup, shuffle=False, verbose=0)
+        wall = {label: [] for label in models}
+        cpu = {label: [] for label in models}
+        for r in range(rounds):
+            for label in (list(models) if r % 2 == 0 else list(models)[::-1]):
+                w, c = _paired_clock(models[label], dataset, steps)
+                wall[label].append(w)
+                cpu[label].append(c)
+        params = {label: (m.generator.count_params(), m.discriminator.count_params()) for label, m in models.items()}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    labels = list(models)
+    ref, same = labels[0], next((lb for lb in labels if lb.endswith("project layers")), labels[0])
+    off = next(lb for lb in labels if lb == "tricks off")
+    for label in labels:
+        ratio, low, high = _median_ratio(wall[label], wall[ref])
+        g_params, d_params = params[label]
+        row = _row("gan_pair", f"{arch} {label}", image_size=image_size, width=base_cfg.width, batch_size=batch,
+                   precision=precision, steps=steps * rounds, warmup=warmup, seconds=float(sum(wall[label])),
+                   load_before=load_before, g_params=g_params, d_params=d_params, params=g_params + d_params,
+                   preset=preset_name, variant=label, reference=f"{arch} {ref}", rounds=rounds,
+                   vs_reference=ratio, vs_reference_iqr=(low, high),
+                   cpu_vs_reference=_median_ratio(cpu[label], cpu[ref])[0],
+                   cpu_vs_same_layers=_median_ratio(cpu[label], cpu[same])[0],
+                   tricks_share=(1.0 - _median_ratio(cpu[off], cpu[label])[0]
+                                 if not label.startswith("ref") and label != off else None),
+                   cpu_seconds=float(sum(cpu[label])))
+        rows.append(row)
+    del models
+    return rows
 
 
 def bench_classifier(image_size: int, batch_size: int, steps: int, precision: str = "float32", warmup: int = 3,
@@ -272,6 +391,11 @@ def run_bench(preset: str, precision: str = "float32", *, steps: int | None = No
     for arch, image_size, width, batch_size in p["gans"]:
         for prec in precisions:
             add(bench_gan(arch, image_size, width, batch_size, steps or p["gan_steps"], prec, warmup))
+    for name, image_size, width, batch_size in p.get("pairs", []):
+        for prec in precisions:
+            for row in bench_gan_pairs(name, image_size, width, batch_size, steps or p["pair_steps"],
+                                       p["pair_rounds"], prec, warmup):
+                add(row)
     add(bench_window_input(*p["seg_input"], steps=steps or p["seg_input_steps"], warmup=warmup))
     for dims, image_size, base, depth, batch_size, patch in p["segmenters"]:
         add(bench_segmenter(dims, image_size, base, depth, batch_size, steps or p["seg_steps"], patch, "float32",
@@ -299,17 +423,47 @@ COLUMNS = ("model", "precision", "image", "width", "batch", "steps", "seconds", 
            "params G", "params D / CNN", "peak RSS MB", "load 1m before→after")
 
 
+PAIR_COLUMNS = ("model", "precision", "image", "width", "batch", "timed steps", "ms/step", "vs reference",
+                "vs reference, CPU time", "vs same-layer reference, CPU time", "tricks' share, CPU time",
+                "load 1m before→after")
+
+
+def _ratio(value) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def format_pair_table(rows: list[dict]) -> str:
+    """Markdown table of the paired rows (`kind == "gan_pair"`); '' when there are none."""
+    pairs = [r for r in rows if r["kind"] == "gan_pair"]
+    if not pairs:
+        return ""
+    lines = ["| " + " | ".join(PAIR_COLUMNS) + " |", "|" + "|".join("---" for _ in PAIR_COLUMNS) + "|"]
+    for r in pairs:
+        low, high = r["vs_reference_iqr"]
+        share = r["tricks_share"]
+        cells = (r["model"], r["precision"], f"{r['image_size']} px", _num(r["width"]), r["batch_size"],
+                 f"{r['rounds']} × {r['steps'] // r['rounds']}", f"{1000 * r['seconds'] / r['steps']:.1f}",
+                 f"{_ratio(r['vs_reference'])} ({low:.2f}–{high:.2f})", _ratio(r["cpu_vs_reference"]),
+                 _ratio(r["cpu_vs_same_layers"]), "–" if share is None else f"{100 * share:.0f}%",
+                 f"{r['load_before']:.2f}→{r['load_after']:.2f}")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict]) -> str:
-    """Markdown table; for input rows `steps` are batches and `steps/s` batches/s."""
+    """Markdown table; for input rows `steps` are batches and `steps/s` batches/s. Paired GAN
+    rows follow in their own table (`format_pair_table`)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    for r in rows:
+    for r in (r for r in rows if r["kind"] != "gan_pair"):
         d_params = r.get("d_params", r.get("params"))
         cells = (r["model"], r["precision"] or "–", f"{r['image_size']} px", _num(r["width"]), r["batch_size"],
                  r["steps"], _num(r["seconds"]), _num(r["steps_per_s"]), _num(r["images_per_s"]),
                  _params(r.get("g_params")), _params(d_params), f"{r['peak_rss_mb']:.0f}",
                  f"{r['load_before']:.2f}→{r['load_after']:.2f}")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+    pairs = format_pair_table(rows)
+    return "\n".join(lines) + (f"\n\nTrain step beside a keras-io-style reference (paired, interleaved):\n\n{pairs}"
+                               if pairs else "")
 
 
 def machine_facts() -> dict:
@@ -355,6 +509,22 @@ def _headroom(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _pair_notes(rows: list[dict]) -> list[str]:
+    if not any(r["kind"] == "gan_pair" for r in rows):
+        return []
+    return [
+        "- Paired rows (second table): each CPU GAN preset's networks in one session, every row timed "
+        "in turn, the order reversed every round. `ref keras-io`: keras-io's `dcgan_overriding_train_step` "
+        "idiom (one D pass over concat(real, fake), plain mean losses, a Mean tracker per loss) with the "
+        "textbook layers (UpSampling2D + Conv2D); `ref keras-io, project layers`: the same step with the "
+        "project's `ResizeConv2D` (same function and weights). `tricks off`: the project's step without "
+        "DiffAugment / EMA / ADA; `cpu preset`: with the preset's DiffAugment and EMA; `+ ADA 0.6`: ADA on top.",
+        "- vs reference: median over rounds of (row time / reference time in the same round), quartiles in "
+        "brackets; CPU time: the same with this process's CPU time (all its threads), steadier than wall "
+        "time when other processes share the cores. tricks' share: 1 - t(tricks off) / t(row), CPU time: "
+        "the part of the row's step spent on its augmentation (and EMA)."]
+
+
 def write_bench_report(rows: list[dict], out_dir, command: str | None = None) -> Path:
     """`<out_dir>/bench.md`: machine facts, load averages, the table and the command that made it."""
     facts = machine_facts()
@@ -379,7 +549,7 @@ def write_bench_report(rows: list[dict], out_dir, command: str | None = None) ->
         "- U-Net rows (`unet2d`, `unet3d`): the Sandfort presets as `train-seg` compiles them (Adam, Dice + CE, "
         "4 classes); width = base filters; images/s counts slices (a 3-D sample is a window of slices).",
         "- Peak RSS: the process's high-water mark so far (rows run in table order), an upper bound for a row.",
-        *_headroom(rows), ""])
+        *_pair_notes(rows), *_headroom(rows), ""])
     return atomic_write_text(Path(out_dir) / "bench.md", text)
 
 

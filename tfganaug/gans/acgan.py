@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g
-from tfganaug.gans.dcgan import INIT, _bn, build_generator
+from tfganaug.gans.dcgan import INIT, _d_bn, build_generator
 
 
 def build_discriminator(num_classes: int, width: int = 1024, image_size: int = 64, channels: int = 1,
@@ -27,7 +27,7 @@ def build_discriminator(num_classes: int, width: int = 1024, image_size: int = 6
         h = keras.layers.Conv2D(f, kernel_size, strides=2 if i % 2 == 0 else 1, padding="same",
                                 use_bias=i == 0, kernel_initializer=INIT())(h)
         if i:
-            h = _bn()(h)
+            h = _d_bn()(h)
         h = keras.layers.LeakyReLU(0.2)(h)
         if dropout:
             h = keras.layers.Dropout(dropout, seed=seed + i)(h)
@@ -63,8 +63,8 @@ class ACGAN(GAN):
         with tf.GradientTape() as tape:
             fake_labels = self.sample_labels(n)
             fake = self.generator([self.sample_z(n), fake_labels], training=True)
-            real_src, real_cls = self.discriminator(self.d_input(real), training=True)
-            fake_src, fake_cls = self.discriminator(self.d_input(fake), training=True)
+            (real_src, real_cls), (fake_src, fake_cls) = self.discriminate_pair(self.d_input(real),
+                                                                                self.d_input(fake))
             per_example = (non_saturating_d(real_src, fake_src)[:, 0]
                            + ce(labels, real_cls, from_logits=True) + ce(fake_labels, fake_cls, from_logits=True))
             d_loss = global_mean(per_example)

@@ -93,6 +93,24 @@ def _gather(x, iy, ix, zero_outside: bool):
     return tf.where(inside[..., None], out, tf.zeros_like(out)) if zero_outside else out
 
 
+def _shift_zero(x, sy, sx):
+    """out[n, i, j] = x[n, i - sy[n], j - sx[n]], 0 outside the image, as per-sample one-hot
+    selection matrices on both sides (out = S_y x S_x^T): the same values as `_gather` with
+    zero_outside (each output is 1.0 x one input plus exact zeros, for finite x) and the same
+    gradient, at about a third of the CPU time of gather_nd and its scatter gradient (32 px,
+    batch 32, forward + backward; issue 13 part 7)."""
+    h, w = tf.shape(x)[1], tf.shape(x)[2]
+
+    def one_hot(size, shift):  # m[n, i, k] = 1 where k = i - shift[n]
+        return tf.cast(tf.equal(tf.range(size)[None, :, None] - shift[:, None, None], tf.range(size)[None, None, :]),
+                       x.dtype)
+
+    my, mx = one_hot(h, sy), one_hot(w, sx)
+    if x.shape[-1] == 1:
+        return tf.matmul(tf.matmul(my, x[..., 0]), mx, transpose_b=True)[..., None]
+    return tf.einsum("nij,njwc,nkw->nikc", my, x, mx)
+
+
 def _round_size(ratio, size):
     # floor(r * size + 0.5), as Zhao et al. (tf.round would round half to even)
     return tf.cast(tf.floor(ratio * tf.cast(size, tf.float32) + 0.5), tf.int32)
@@ -216,8 +234,11 @@ class DiscriminatorAugment(tf.Module):
 
     def _translate(self, x, ratio, zero_outside):
         n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        sy, sx = self._shifts(n, h, ratio), self._shifts(n, w, ratio)  # y first: the RNG order
+        if zero_outside:
+            return _shift_zero(x, sy[:, 0, 0], sx[:, 0, 0])
         gy, gx = _grid(x)
-        return _gather(x, gy - self._shifts(n, h, ratio), gx - self._shifts(n, w, ratio), zero_outside)
+        return _gather(x, gy - sy, gx - sx, zero_outside)
 
     def _cutout_all(self, x):
         n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]

@@ -17,14 +17,19 @@ configurable so the same code runs at CPU budgets.
 Artifacts") replaces each fractionally-strided convolution by a nearest-neighbour 2x resize
 followed by a stride-1 convolution of the same kernel size: the uneven kernel overlap of a
 stride-2 transposed convolution, which prints a checkerboard into every sample, cannot
-occur. The paper preset keeps `upsample="transpose"`.
+occur. The paper preset keeps `upsample="transpose"`. It is computed by `ResizeConv2D`, the
+same function and weights at about 9/25 of the multiply-adds (at k = 5) of upsampling first.
+
+D's batch normalisation is `SplitBatchNormalization`, so D's step scores reals and fakes in
+one pass with the separate real / fake batch statistics of the paper (`GAN.discriminate_pair`).
 """
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g
+from tfganaug.gans.base import GAN, SplitBatchNormalization, global_mean, non_saturating_d, non_saturating_g
 
 def INIT():
     """N(0, 0.02), a new initializer per layer: one shared unseeded Keras initializer draws its
@@ -35,32 +40,104 @@ def INIT():
 
 def _bn():
     # synchronized=True: statistics over the global batch under tf.distribute (unsynchronised
-    # BN changed updates by up to 2x across replicas); a no-op on one device.
+    # BN changed updates by up to 2x across replicas); on one device as fast as unsynchronised
+    # (measured in the bench, issue 13 part 7).
     return keras.layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5)
+
+
+def _d_bn():
+    # D's batch normalisation: the same, but able to keep the real and the fake half of one
+    # joint D pass apart (GAN.discriminate_pair): the paper's separate-batch statistics.
+    return SplitBatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5)
 
 
 UPSAMPLING = ("transpose", "resize")
 
 
-def upsample_conv(filters: int, kernel_size: int, upsample: str, **kwargs):
-    """A 2x upsampling convolution: fractionally strided (the paper) or resize-then-convolve."""
+def _phase_taps(kernel_size: int):
+    """The 0/1 matrix (T*T*4, k*k) that maps a k x k kernel (flattened) to the four T x T phase
+    kernels, rows ordered (ey, ex, a, b), and the low-resolution padding (before, after).
+
+    Tap d of a stride-1 'same' k-kernel applied to a nearest-2x-upsampled row reads the
+    low-resolution pixel i + floor((a + d) / 2) for output pixel 2i + a, so phase a of the
+    output is a T-tap convolution of the low-resolution row whose taps are sums of the k taps."""
+    before = (kernel_size - 1) // 2  # Keras 'same' for stride 1: floor((k-1)/2) before, the rest after
+    offsets = [[(a + j - before) // 2 for j in range(kernel_size)] for a in (0, 1)]
+    low, high = min(min(o) for o in offsets), max(max(o) for o in offsets)
+    t = high - low + 1
+    taps = np.zeros((2, t, kernel_size), np.float32)  # taps[a, e, d]
+    for a in (0, 1):
+        for j, e in enumerate(offsets[a]):
+            taps[a, e - low, j] = 1.0
+    matrix = np.einsum("aed,bfg->efabdg", taps, taps).reshape(t * t * 4, kernel_size * kernel_size)
+    return matrix, t, (-low, high)
+
+
+@keras.saving.register_keras_serializable(package="tfganaug")
+class ResizeConv2D(keras.layers.Conv2D):
+    """Nearest 2x upsampling followed by a stride-1 'same' convolution, computed at the low
+    resolution: the same function as `UpSampling2D(2, "nearest")` then `Conv2D(k, padding="same")`
+    (equal up to float rounding, zero padding included) and the same weights (a k x k kernel),
+    in about (ceil(k/2) + 1)^2 / k^2 of the multiply-adds (9/25 at k = 5): each of the four
+    output phases (2i + a, 2j + b) is a small convolution of the low-resolution input whose
+    taps are sums of the k x k taps, so one convolution with 4x the output channels and a
+    depth-to-space give the upsampled result."""
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        kwargs.pop("strides", None), kwargs.pop("padding", None)
+        super().__init__(filters, kernel_size, strides=1, padding="same", **kwargs)
+        if self.kernel_size[0] != self.kernel_size[1] or self.dilation_rate != (1, 1) or self.groups != 1:
+            raise ValueError("ResizeConv2D expects a square kernel, no dilation and groups=1")
+        if self.data_format != "channels_last":
+            raise ValueError("ResizeConv2D expects channels_last")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
+
+    def call(self, inputs):
+        k, cin, cout = self.kernel_size[0], self.kernel.shape[2], self.filters
+        matrix, t, (before, after) = _phase_taps(k)
+        # phase[ey, ex, a, b, in, out] = sum_{dy,dx} taps[a, ey, dy] taps[b, ex, dx] kernel[dy, dx, in, out]
+        # (one small matmul; a 3-operand tf.einsum took longer than the convolutions on oneDNN)
+        phase = tf.matmul(tf.constant(matrix, self.kernel.dtype), tf.reshape(self.kernel, [k * k, cin * cout]))
+        phase = tf.transpose(tf.reshape(phase, [t, t, 4, cin, cout]), [0, 1, 3, 2, 4])
+        phase = tf.cast(tf.reshape(phase, [t, t, cin, 4 * cout]), inputs.dtype)
+        x = tf.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]])
+        out = tf.nn.conv2d(x, phase, strides=1, padding="VALID")
+        if self.use_bias:
+            out = out + tf.cast(tf.tile(self.bias, [4]), out.dtype)
+        out = tf.nn.depth_to_space(out, 2)  # channel (a * 2 + b) * filters + o -> pixel (2i + a, 2j + b)
+        return self.activation(out) if self.activation is not None else out
+
+
+def upsample_conv(filters: int, kernel_size: int, upsample: str, fused_resize: bool = True, **kwargs):
+    """A 2x upsampling convolution: fractionally strided (the paper) or resize-then-convolve
+    (`ResizeConv2D`; the Identity before it keeps the layer positions, hence the checkpoint
+    paths, of generators built with UpSampling2D + Conv2D before, so their runs still restore)."""
     if upsample == "transpose":
         return lambda h: keras.layers.Conv2DTranspose(filters, kernel_size, strides=2, padding="same",
                                                       kernel_initializer=INIT(), **kwargs)(h)
     if upsample != "resize":
         raise ValueError(f"expected upsample one of {UPSAMPLING}, got {upsample!r}")
-    return lambda h: keras.layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=INIT(), **kwargs)(
-        keras.layers.UpSampling2D(2, interpolation="nearest")(h))
+    if not fused_resize:  # the textbook layers (the bench's keras-io reference)
+        return lambda h: keras.layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=INIT(),
+                                             **kwargs)(keras.layers.UpSampling2D(2, interpolation="nearest")(h))
+    return lambda h: ResizeConv2D(filters, kernel_size, kernel_initializer=INIT(), **kwargs)(
+        keras.layers.Identity()(h))
 
 
 def build_generator(latent_dim: int = 100, width: int = 1024, image_size: int = 64, channels: int = 1,
                     kernel_size: int = 5, num_classes: int = 0, name: str = "generator",
-                    upsample: str = "transpose", conditioning: str = "multiply") -> keras.Model:
+                    upsample: str = "transpose", conditioning: str = "multiply",
+                    fused_resize: bool = True) -> keras.Model:
     """G(z) -> image in [-1, 1]; with `num_classes` > 0 also takes a label. Conditioning:
     "multiply" (a learned class embedding multiplies z, as in Odena et al. 2017's code) or
     "concat" (the one-hot label is appended to z, Mirza & Osindero 2014: z keeps its own
     dimensions, so it cannot be scaled away per class, which is how the multiplied form
-    collapsed to one image per class on 40 ROIs per class in our runs)."""
+    collapsed to one image per class on 40 ROIs per class in our runs). `fused_resize=False`
+    builds `upsample="resize"` from the textbook UpSampling2D + Conv2D layers instead of
+    `ResizeConv2D` (the same function and weights; used by the bench's keras-io reference)."""
     start = image_size // 16
     z = keras.Input((latent_dim,), name="z")
     inputs, h = [z], z
@@ -78,9 +155,9 @@ def build_generator(latent_dim: int = 100, width: int = 1024, image_size: int = 
     h = keras.layers.Reshape((start, start, width))(h)
     h = keras.layers.ReLU()(_bn()(h))
     for i in range(1, 4):
-        h = upsample_conv(width // 2 ** i, kernel_size, upsample, use_bias=False)(h)
+        h = upsample_conv(width // 2 ** i, kernel_size, upsample, fused_resize, use_bias=False)(h)
         h = keras.layers.ReLU()(_bn()(h))
-    h = upsample_conv(channels, kernel_size, upsample, dtype="float32")(h)
+    h = upsample_conv(channels, kernel_size, upsample, fused_resize, dtype="float32")(h)
     image = keras.layers.Activation("tanh", dtype="float32", name="image")(h)
     return keras.Model(inputs if num_classes else z, image, name=name)
 
@@ -93,7 +170,7 @@ def build_discriminator(width: int = 1024, image_size: int = 64, channels: int =
         h = keras.layers.Conv2D(filters, kernel_size, strides=2, padding="same", use_bias=i == 0,
                                 kernel_initializer=INIT())(h)
         if i:
-            h = _bn()(h)
+            h = _d_bn()(h)
         h = keras.layers.LeakyReLU(0.2)(h)
     h = keras.layers.Flatten()(h)
     logit = keras.layers.Dense(1, kernel_initializer=INIT(), dtype="float32", name="logit")(h)
@@ -117,8 +194,7 @@ class DCGAN(GAN):
         n = tf.shape(real)[0]
         with tf.GradientTape() as tape:
             fake = self.generator(self.sample_z(n), training=True)
-            real_logits = self.discriminator(self.d_input(real), training=True)
-            fake_logits = self.discriminator(self.d_input(fake), training=True)
+            real_logits, fake_logits = self.discriminate_pair(self.d_input(real), self.d_input(fake))
             d_loss = global_mean(non_saturating_d(real_logits, fake_logits))
         self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
         self.augment.accumulate(real_logits)
