@@ -167,7 +167,6 @@ def test_mixed_float16_trains_a_dcgan_step():
         keras.mixed_precision.set_global_policy("float32")
 
 
-<<<<<<< HEAD
 @pytest.mark.parametrize("arch", GAN_ARCHS)
 def test_small_data_tricks_train_and_the_ema_generator_is_an_average(arch):
     """DiffAugment + ADA on D's input, resize upsampling and an EMA generator (the cpu_* presets)."""
@@ -208,7 +207,8 @@ def test_tricks_off_leave_the_checkpoint_as_before():
     assert not gan.augment.active and gan.ema == {} and gan.sampler() is gan.generator
     assert set(gan.checkpoint_items()) == {"generator", "discriminator", "d_optimizer", "g_optimizer", "noise",
                                            "seed_states"}
-=======
+
+
 @pytest.mark.parametrize("kernel_size", [3, 4, 5])
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_resize_conv_equals_upsampling_then_conv(kernel_size, use_bias):
@@ -289,4 +289,3 @@ def test_split_batch_norm_is_plain_batch_norm_outside_batch_groups():
         np.testing.assert_allclose(split(x, training=False).numpy(), plain(x, training=False).numpy(), atol=1e-5)
     np.testing.assert_allclose(split.moving_mean.numpy(), plain.moving_mean.numpy(), atol=1e-6)
     np.testing.assert_allclose(split.moving_variance.numpy(), plain.moving_variance.numpy(), atol=1e-6)
->>>>>>> bench
