@@ -93,7 +93,8 @@ class GANConfig:
     ema_beta: float = 0.999
     beta_2: float = 0.999              # Adam beta_2 (StyleGAN2: 0.99)
     # Training tricks for 60-200 training images (gans/augment.py, gans/base.py); all off in
-    # the paper presets. The cpu_* presets and study budgets switch them on and say so.
+    # the paper presets. cpu_dcgan / cpu_acgan switch them on and say so; cpu_pix2pix,
+    # cpu_cyclegan and cpu_stylegan2 leave them off, as measured (comments at those presets).
     diffaug: str = "none"              # DiffAugment policies D sees, e.g. "translation,cutout,intensity" (Zhao et al. 2020)
     ada_target: float | None = None    # ADA (Karras et al. 2020): steer p so E[sign D(real)] ~ target (paper 0.6); None: off
     ada_interval: int = 4              # ADA: steps between p updates
@@ -206,6 +207,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "kits_pix2pix": {"kind": "gan", "data": {"name": "kits19", "image_size": 256},
                      "gan": {"arch": "pix2pix", "width": 64, "lr": 2e-4, "beta_1": 0.5, "epochs": 200,
                              "batch_size": 1, "augment": "flip", "sample_every_epochs": 10}},
+    # No DiffAugment / EMA / resize upsampling here: at the kits cpu budget (kits19 128 px, width 32,
+    # 600 steps on 16 slices of one case) translation,cutout + g_ema_beta 0.99 + resize made the CT
+    # blurrier (Laplacian std of the fakes 0.08-0.10 vs 0.11-0.12 without, real 0.13-0.15), broke the
+    # couch into a dotted line and striped the body on unseen label maps, and doubled the
+    # checkerboard index (training / other patients' label maps 1.4e-4 / 1.7e-4 vs 0.7e-4 / 0.8e-4;
+    # real slices 0.4-0.5e-4). The L1 term (lambda 100) ties G to the pairs, so an overfitting D is
+    # not what limits Pix2Pix here; the 16 training slices of one patient are.
     "cpu_pix2pix": {"kind": "gan", "data": {"name": "phantom-kidney", "image_size": 64, "n_phantom_patients": 12},
                     "gan": {"arch": "pix2pix", "width": 16, "lr": 2e-4, "beta_1": 0.5, "epochs": 20,
                             "batch_size": 8, "augment": "flip", "sample_every_epochs": 5}},
@@ -221,6 +229,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                           "gan": {"arch": "cyclegan", "domain_b": "totalseg-native", "width": 64,
                                   "n_res_blocks": 9, "lr": 2e-4, "beta_1": 0.5, "epochs": 200,
                                   "batch_size": 1, "sample_every_epochs": 10}},
+    # No DiffAugment / EMA / resize upsampling here either: on this phantom (300 steps) they removed
+    # the grain of the translations (checkerboard index 3.8e-5 vs 1.4e-4, native target 1.0e-5) but
+    # blurred them (Laplacian std 0.05 vs 0.11, target 0.10) and left the contrast-enhanced kidney
+    # brighter (mean 0.69 vs 0.61; native target 0.56, contrast source 0.92): the translation
+    # itself got worse.
     "cpu_cyclegan": {"kind": "gan", "data": {"name": "phantom-abdomen", "image_size": 64, "n_phantom_patients": 12},
                      "gan": {"arch": "cyclegan", "domain_b": "phantom-abdomen-native", "width": 16,
                              "n_res_blocks": 3, "lr": 2e-4, "beta_1": 0.5, "epochs": 10, "batch_size": 4,
@@ -255,6 +268,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                               "channel_base": 16384, "channel_max": 512, "lr": 2.5e-3, "beta_1": 0.0,
                               "beta_2": 0.99, "r1_gamma": 10.0, "epochs": 100, "batch_size": 16,
                               "augment": "flip", "sample_every_epochs": 5}},
+    # No DiffAugment / ADA here (yet): in 800 steps of the son cpu budget (brats 64 px, flair + t1ce,
+    # 160 slices) translation,cutout + ADA target 0.6 (p reached 0.17) gave blurrier brain blobs than
+    # none; neither showed anatomy yet. Not measured at the budget's full 3,000 steps, where D
+    # overfitting (and so augmentation) matters more.
     "cpu_stylegan2": {"kind": "gan", "data": {"name": "phantom-brain", "image_size": 32, "n_phantom_patients": 12,
                                               "phantom_size": 64},
                       "gan": {"arch": "stylegan2", "latent_dim": 64, "w_dim": 64, "mapping_layers": 2,
