@@ -11,7 +11,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfganaug import config as config_lib
 from tfganaug.data.datasets import load_rois
 from tfganaug.data.pipeline import eval_batches, training_batches
 from tfganaug.errors import RunFolderError
