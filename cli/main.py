@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from tfganaug.errors import TfganaugError
+from tfganaug.gans import GANS
+from tfganaug.studies import STUDIES
 
 EPILOG_GAN = """\b
 Examples:
@@ -96,7 +98,7 @@ def app():
 
 
 @app.command("train-gan", epilog=EPILOG_GAN)
-@click.option("--arch", type=click.Choice(["dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2"]), default="acgan",
+@click.option("--arch", type=click.Choice(GANS.names()), default="acgan",
               show_default=True, help="dcgan: one generator per class; acgan: one class-conditional generator "
               "(lesion ROIs); pix2pix: label map -> image; cyclegan: domain A <-> B; stylegan2: contrasts + mask.")
 @click.option("--domain-b", default=None, help="cyclegan: the second domain's data (e.g. totalseg-native); "
@@ -134,10 +136,7 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
         "precision": precision, "on_divergence": on_divergence, "distribute": distribute}, seed)
     if dry_run:
         return _print_cfg(cfg)
-    if cfg.gan.arch in ("pix2pix", "cyclegan", "stylegan2"):
-        from tfganaug.image_gans import train_image_gan as train_gan
-    else:
-        from tfganaug.experiments import train_gan
+    from tfganaug.stages.train_gan import train_gan
     run = train_gan(cfg, out, overwrite=overwrite, verbose=0 if quiet else "auto")
     click.echo(f"GAN run complete: {run.path}")
 
@@ -169,18 +168,11 @@ def synthesize_cmd(run_dir, count, out, seed, labels, perturb, source, truncatio
       tfganaug synthesize runs/cyc --from ircadb --out synth/noncontrast
       tfganaug synthesize runs/sg2 --n 5000 --truncation 1.0 --out synth/sg2
     """
-    from tfganaug.train import RunFolder
-    _, cfg = RunFolder.load(run_dir)
-    if cfg.kind == "gan" and cfg.gan.arch in ("pix2pix", "cyclegan", "stylegan2"):
-        from tfganaug.image_gans import synthesize_image_gan
-        path = synthesize_image_gan(run_dir, count, out, labels=labels, perturb=perturb, source=source,
-                                    truncation=truncation, seed=seed, overwrite=overwrite)
-    else:
-        from tfganaug.synthesize import synthesize
-        count = 1000 if count is None else count
-        path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png)
-    manifest = json.loads((Path(path) / "manifest.json").read_text())
-    click.echo(f"wrote {manifest['count']} samples to {path}")
+    from tfganaug.stages.synthesize import synthesize
+    from tfganaug.synthetic import read_manifest
+    path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png, labels=labels,
+                      perturb=perturb, source=source, truncation=truncation)
+    click.echo(f"wrote {read_manifest(path)['count']} samples to {path}")
 
 
 @app.command("train-cls")
@@ -214,7 +206,7 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
         if dry_run:
             _print_cfg(cfg)
             continue
-        from tfganaug.experiments import train_classifier
+        from tfganaug.stages.train_cls import train_classifier
         target = Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)
         run = train_classifier(cfg, target, overwrite=overwrite, verbose=0 if quiet else "auto")
         click.echo(f"classifier run complete: {run.path}")
@@ -239,19 +231,8 @@ def evaluate_cmd(run_dir, split, test_data, whole_volumes):
     Examples: tfganaug evaluate runs/cls      (a run, or a folder of seed-N runs)
               tfganaug evaluate runs/seg --test totalseg-native --whole-volumes
     """
-    from tfganaug.experiments import classifier_runs
-    from tfganaug.train import RunFolder
-    runs = classifier_runs(run_dir)
-    if RunFolder.load(runs[0])[1].kind == "seg":
-        from tfganaug.segmentation import evaluate_seg, format_seg_summary
-        click.echo(format_seg_summary([evaluate_seg(r, split, test_data, whole_volumes or None)
-                                           for r in runs]))
-        return
-    from tfganaug.experiments import evaluate_classifier
-    from tfganaug.report import summarize_evaluations, format_summary
-    results = [evaluate_classifier(r, split) for r in runs]
-    summary = summarize_evaluations(results)
-    click.echo(format_summary(summary))
+    from tfganaug.stages.evaluate import evaluate
+    click.echo(evaluate(run_dir, split, test_data, whole_volumes or None))
 
 
 @app.command("train-seg")
@@ -312,7 +293,7 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
         if dry_run:
             _print_cfg(cfg)
             continue
-        from tfganaug.segmentation import train_seg
+        from tfganaug.stages.train_seg import train_seg
         target = Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)
         run = train_seg(cfg, target, overwrite=overwrite, verbose=0 if quiet else "auto")
         click.echo(f"segmentation run complete: {run.path}")
@@ -331,13 +312,13 @@ def export_cmd(run_dir, out, model_version, overwrite):
     Example: tfganaug export runs/acgan --out saved_models/acgan
              saved_model_cli show --dir saved_models/acgan/1 --all
     """
-    from tfganaug.export import export_run
+    from tfganaug.stages.export import export_run
     path = export_run(run_dir, out, version=model_version, overwrite=overwrite)
     click.echo(f"exported to {path}")
 
 
 @app.command("study")
-@click.option("--paper", type=click.Choice(["frid-adar", "kits", "sandfort", "son"]), default="frid-adar",
+@click.option("--paper", type=click.Choice(STUDIES.names()), default="frid-adar",
               show_default=True, help="frid-adar: DCGAN/ACGAN + lesion CNN; kits: Pix2Pix + U-Net; sandfort: "
               "CycleGAN + U-Net (contrast -> non-contrast); son: StyleGAN2 + U-Net (BraTS).")
 @click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "paper"]), default="demo", show_default=True,
@@ -366,17 +347,11 @@ def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_
     Segmentation studies have budgets smoke and cpu; their data is fixed by the budget.
     Rerun the same command after a crash: finished stages are kept, unfinished ones resume.
     """
-    if paper != "frid-adar":
-        from tfganaug.seg_study import run_seg_study, write_seg_report
-        study = run_seg_study(paper, out, budget=budget, seeds=seeds, verbose=0 if quiet else 2)
-        click.echo(f"report: {write_seg_report(study, report_dir or Path(out) / 'report')}")
-        return
-    from tfganaug.study import run_study
-    from tfganaug.report import write_report
-    study = run_study(out, budget=budget, data=data, classes=_csv(classes), train_per_class=train_per_class,
-                      seeds=seeds, verbose=0 if quiet else 2, gan_training=gan_training)
-    path = write_report(study, report_dir or Path(out) / "report")
-    click.echo(f"report: {path}")
+    from tfganaug.studies import STUDIES
+    module = STUDIES.get(paper)
+    study = module.run_study(out, budget=budget, seeds=seeds, verbose=0 if quiet else 2, data=data,
+                             classes=_csv(classes), train_per_class=train_per_class, gan_training=gan_training)
+    click.echo(f"report: {module.write_report(study, report_dir or Path(out) / 'report')}")
 
 
 @app.command("report")
@@ -388,14 +363,8 @@ def report_cmd(study_dir, out):
     \b
     Example: tfganaug report runs/frid-adar --out reports/frid-adar
     """
-    plan = Path(study_dir) / "study.json"
-    if plan.exists() and "study" in json.loads(plan.read_text()):
-        from tfganaug.seg_study import write_seg_report
-        notes = Path(study_dir) / "notes.md"
-        click.echo(f"report: {write_seg_report(study_dir, out, notes.read_text() if notes.exists() else '')}")
-        return
-    from tfganaug.report import write_report
-    click.echo(f"report: {write_report(study_dir, out)}")
+    from tfganaug.studies.base import write_study_report
+    click.echo(f"report: {write_study_report(study_dir, out)}")
 
 
 @app.command("report-gan-training")
@@ -410,7 +379,7 @@ def report_gan_training_cmd(paper_study, small_data_study, out):
              tfganaug study --budget demo --seeds 0,1,2 --out runs/gt-small
              tfganaug report-gan-training runs/gt-paper runs/gt-small --out reports/gan-training
     """
-    from tfganaug.gan_report import write_gan_training_report
+    from tfganaug.studies.gan_training import write_gan_training_report
     click.echo(f"report: {write_gan_training_report(paper_study, small_data_study, out)}")
 
 

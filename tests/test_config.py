@@ -71,7 +71,7 @@ def test_a_config_json_from_before_mr_norm_stays_a_zscore_run(tmp_path):
     # The run folder compares after loading: resuming with today's preset is refused, not
     # silently continued under another normalisation; resuming from its own config.json works.
     from tfganaug.errors import RunFolderError
-    from tfganaug.train import RunFolder
+    from tfganaug.runs import RunFolder
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(values))

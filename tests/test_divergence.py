@@ -18,7 +18,7 @@ from cli.main import main
 from tfganaug import config as C
 from tfganaug.errors import DivergenceError, RunFolderError
 from tfganaug.fsutil import read_jsonl
-from tfganaug.train import RunFolder, _optimizers, fit_member
+from tfganaug.runs import RunFolder, _optimizers, fit_member
 
 
 def run_cli(capsys, *args):

@@ -24,10 +24,12 @@ from tensorflow.core.framework import tensor_pb2
 
 from tfganaug import config
 from tfganaug.errors import InputError, OutputExistsError, RunFolderError
-from tfganaug.experiments import load_classifier, load_gan_for_sampling, train_classifier, train_gan
-from tfganaug.export import (INFO_FILE, WARMUP_FILE, export_run, next_version, predict_with_rest_body,
+from tfganaug.stages.evaluate import load_classifier
+from tfganaug.stages.train_cls import train_classifier
+from tfganaug.stages.train_gan import load_gan, train_gan
+from tfganaug.stages.export import (INFO_FILE, WARMUP_FILE, export_run, next_version, predict_with_rest_body,
                              rest_request_body)
-from tfganaug.train import RunFolder
+from tfganaug.runs import RunFolder
 
 ATOL = 1e-5
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
@@ -59,7 +61,8 @@ def cases(runs):
     rng = np.random.default_rng(7)
     out = {}
     for name in ("dcgan", "acgan"):
-        _, _, names, gans = load_gan_for_sampling(runs[name])
+        _, _, status, gans = load_gan(runs[name])
+        names = status["class_names"]
         label = rng.permutation(np.arange(7) % len(names)).astype(np.int32)
         z = rng.uniform(-1, 1, (7, 8)).astype(np.float32)
         if name == "dcgan":  # one generator per class, called row by row

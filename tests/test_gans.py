@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfganaug.config import GANConfig
+from tfganaug.config import DataConfig, GANConfig, RunConfig
 from tfganaug.gans.base import seed_generator_states
-from tfganaug.registry import GAN_ARCHS, build_gan
+from tfganaug.gans import GANS
 from tfganaug.tasks.classifier import build_lesion_cnn
+
+GAN_ARCHS = ("dcgan", "acgan")
+
+
+def build_gan(gan_cfg, image_size, num_classes, seed):
+    """The GAN of `gan_cfg` as train-gan builds it (`from_config`, member 0 of run seed `seed`)."""
+    cfg = RunConfig(kind="gan", data=DataConfig(image_size=image_size), gan=gan_cfg, seed=seed)
+    return GANS.get(gan_cfg.arch).from_config(cfg, num_labels=num_classes)
 
 
 def _tiny(arch):

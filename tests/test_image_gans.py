@@ -13,9 +13,20 @@ import pytest
 from cli.main import main
 from tfganaug import config
 from tfganaug.errors import InputError, RunFolderError
-from tfganaug.export import INFO_FILE, export_run
-from tfganaug.image_gans import load_image_gan, synthesize_image_gan, train_image_gan
-from tfganaug.seg_study import run_seg_study, write_seg_report
+from tfganaug.stages.export import INFO_FILE, export_run
+from tfganaug.stages.synthesize import synthesize
+from tfganaug.stages.train_gan import load_gan, train_gan as train_image_gan
+from tfganaug.studies.segmentation import run_seg_study, write_report as write_seg_report
+
+
+def load_image_gan(run_dir):
+    """(run, cfg, gan, checkpoint, status) of an image-GAN run, restored for sampling."""
+    run, cfg, status, gans = load_gan(run_dir)
+    return run, cfg, gans[0][1], gans[0][2], status
+
+
+def synthesize_image_gan(run_dir, n, out, **options):
+    return synthesize(run_dir, n or None, out, **options)
 
 # The training tricks of issue 13 on (the paper presets' path, tricks off, runs in the study
 # smoke tests): DiffAugment + ADA (p moving fast) for all three, EMA generators and resize
@@ -97,7 +108,7 @@ def test_synthesize_pix2pix_from_perturbed_label_maps(gan_runs, tmp_path):
 
 
 def test_synthesize_cyclegan_carries_labels_over(gan_runs, tmp_path):
-    from tfganaug.image_gans import domain_slices
+    from tfganaug.stages.train_gan import domain_slices
     run, cfg, gan, _, _ = load_image_gan(gan_runs["cyclegan"])
     out = synthesize_image_gan(gan_runs["cyclegan"], 0, tmp_path / "s")
     real = domain_slices(cfg, cfg.data.name)  # copies of every case, each slice tagged with its origin
@@ -123,7 +134,8 @@ def test_cyclegan_copies_of_held_out_cases_never_reach_training(gan_runs, tmp_pa
     """A synthetic set holds copies of every case; train-seg keeps those of its own training
     split, whatever seed drew it, in 2-D and (from the NIfTI volumes) in 3-D."""
     from tfganaug.data.segsets import load_segsets
-    from tfganaug.segmentation import load_seg_synthetic, load_seg_synthetic_volumes, train_seg
+    from tfganaug.stages.train_seg import train_seg
+    from tfganaug.synthetic import load_seg_synthetic, load_seg_synthetic_volumes
     run, cfg, gan, _, _ = load_image_gan(gan_runs["cyclegan"])
     out = synthesize_image_gan(gan_runs["cyclegan"], 0, tmp_path / "s")
     with np.load(out / "images.npz") as z:

@@ -14,10 +14,12 @@ from tfganaug import config
 from tfganaug.data.cases import Case
 from tfganaug.data.segsets import SegSet, load_segsets, select_slices, slices_from_cases
 from tfganaug.errors import ConfigError, InputError
-from tfganaug.export import export_run
+from tfganaug.stages.export import export_run
 from tfganaug.fsutil import slug
-from tfganaug.segmentation import (evaluate_seg, evaluation_name, format_seg_summary, load_seg_synthetic,
-                                   score_segmentation, summarize_seg, train_seg, write_seg_synthetic)
+from tfganaug.stages.evaluate import (evaluate_seg, evaluation_name, format_seg_summary, score_segmentation,
+                                      summarize_seg)
+from tfganaug.stages.train_seg import train_seg
+from tfganaug.synthetic import load_seg_synthetic, write_seg_synthetic
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, decode
 
 NAMES = ("background", "kidney", "tumour")
@@ -234,8 +236,8 @@ def test_export_segmenter_fresh_process(seg_run, tmp_path):
             "np.save(sys.argv[2], out['probabilities'].numpy()); np.save(sys.argv[3], out['label_map'].numpy())\n")
     subprocess.run([sys.executable, "-c", code, tmp_path / "x.npy", tmp_path / "p.npy", tmp_path / "l.npy"],
                    check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    from tfganaug.segmentation import load_segmenter
-    from tfganaug.train import RunFolder
+    from tfganaug.stages.evaluate import load_segmenter
+    from tfganaug.runs import RunFolder
     want = np.asarray(load_segmenter(RunFolder(seg_run))(image), np.float32)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want, atol=1e-5)
     assert np.array_equal(np.load(tmp_path / "l.npy"), decode(want, "sigmoid").numpy())

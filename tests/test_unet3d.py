@@ -19,8 +19,9 @@ from tfganaug.data.segsets import load_segsets
 from tfganaug.data.volumes import (Volume, predict_volume, standard_augment_3d_np, standard_augment_3d_tf,
                                    volume_chunks, volumes_of, window_stack)
 from tfganaug.errors import ConfigError, InputError
-from tfganaug.export import export_run
-from tfganaug.segmentation import evaluate_seg, train_seg
+from tfganaug.stages.export import export_run
+from tfganaug.stages.evaluate import evaluate_seg
+from tfganaug.stages.train_seg import train_seg
 from tfganaug.tasks.segmenter import SegLoss
 from tfganaug.tasks.unet3d import build_unet3d
 
@@ -172,8 +173,8 @@ def test_export_3d_segmenter_serves_any_number_of_slices(run3d, tmp_path):
             "np.save(sys.argv[2], out['probabilities'].numpy())\n")
     subprocess.run([sys.executable, "-c", code, tmp_path / "x.npy", tmp_path / "p.npy"], check=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    from tfganaug.segmentation import load_segmenter
-    from tfganaug.train import RunFolder
+    from tfganaug.stages.evaluate import load_segmenter
+    from tfganaug.runs import RunFolder
     want = np.asarray(load_segmenter(RunFolder(run3d))(volume), np.float32)
     got = np.load(tmp_path / "p.npy")
     assert got.shape == (1, 7, 16, 16, 4)

@@ -20,10 +20,10 @@ import tensorflow as tf
 from cli.main import main
 from tfganaug import config as C, fsutil
 from tfganaug.errors import WriteError
-from tfganaug.experiments import train_gan
-from tfganaug.export import export_run
-from tfganaug.synthesize import synthesize
-from tfganaug.train import save_checkpoint
+from tfganaug.stages.train_gan import train_gan
+from tfganaug.stages.export import export_run
+from tfganaug.stages.synthesize import synthesize
+from tfganaug.runs import save_checkpoint
 
 REASONS = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied"}
 

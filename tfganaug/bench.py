@@ -96,6 +96,14 @@ class _BatchClock(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
+def _build_gan(gan_cfg, image_size: int, seed: int):
+    """The compiled GAN of `gan_cfg` at `image_size`, as train-gan builds it (its `from_config`)."""
+    from tfganaug.config import DataConfig, RunConfig
+    from tfganaug.gans import GANS
+    cfg = RunConfig(kind="gan", data=DataConfig(image_size=image_size), gan=gan_cfg, seed=seed)
+    return GANS.get(gan_cfg.arch).from_config(cfg, num_labels=NUM_CLASSES)
+
+
 def _fresh(precision: str, seed: int) -> None:
     """Release the previous model and set the policy (clear_session resets it to float32)."""
     if precision not in PRECISIONS:
@@ -143,10 +151,7 @@ def bench_gan(arch: str, image_size: int, width: int, batch_size: int, steps: in
     load_before = _load1()
     try:
         _fresh(precision, seed)
-        from tfganaug.registry import build_gan
-        gan = build_gan(cfg, image_size, NUM_CLASSES, seed=seed)
-        gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1),
-                    g_optimizer=keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1))
+        gan = _build_gan(cfg, image_size, seed)
         seconds = _timed_fit(gan, _synthetic_batch(image_size, batch_size, seed, -1.0), steps, warmup)
         g_params, d_params = gan.generator.count_params(), gan.discriminator.count_params()
     finally:
@@ -197,7 +202,6 @@ def bench_gan_pairs(preset_name: str, image_size: int | None = None, width: int 
     `cpu_vs_same_layers` (against the reference with the project's layers, when there is one)
     and `tricks_share` (CPU time)."""
     from tfganaug.bench_reference import ReferenceACGAN, ReferenceDCGAN
-    from tfganaug.registry import build_gan
     if steps < 1 or warmup < 1 or rounds < 1:
         raise ConfigError(f"expected steps, warmup and rounds >= 1, got {steps}, {warmup}, {rounds}")
     spec = PRESETS[preset_name]
@@ -220,10 +224,10 @@ def bench_gan_pairs(preset_name: str, image_size: int | None = None, width: int 
                                            d_kernel_size=base_cfg.kernel_size, dropout=base_cfg.d_dropout,
                                            upsample=base_cfg.upsample, conditioning=base_cfg.conditioning,
                                            fused_resize=fused, seed=seed)
+                model.compile(d_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1),
+                              g_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1))
             else:
-                model = build_gan(GANConfig(**{**gan, **overrides}), image_size, NUM_CLASSES, seed=seed)
-            model.compile(d_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1),
-                          g_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1))
+                model = _build_gan(GANConfig(**{**gan, **overrides}), image_size, seed)
             models[label] = model
         dataset = _synthetic_batch(image_size, batch, seed, -1.0)
         for model in models.values():  # tracing and first-call allocations

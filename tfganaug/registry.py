@@ -1,33 +1,47 @@
-"""Names -> builders, so configs and the CLI refer to architectures by name."""
+"""One named lookup for everything a config or the command line refers to by name (after
+stylegan2-ada-pytorch's `metrics/metric_main.py`): GAN architectures (`tfganaug.gans.GANS`),
+studies (`tfganaug.studies.STUDIES`).
+
+An entry is an object, or a "module:attribute" (or "module") string imported on first use, so the
+names (for Click choices and config validation) are known without importing TensorFlow.
+"""
 from __future__ import annotations
+
+import difflib
+import importlib
 
 from tfganaug.errors import ConfigError
 
 
-def build_augment(gan_cfg, seed: int, image_channels: int | None = None):
-    """D's input augmentation of a GAN config (identity when gan.diffaug is none and ADA off).
-    `image_channels`: how many leading channels of D's input are images (the rest are masks
-    or label maps, moved by geometric ops only)."""
-    from tfganaug.gans.augment import DiscriminatorAugment, parse_policy
-    return DiscriminatorAugment(parse_policy(gan_cfg.diffaug), ada_target=gan_cfg.ada_target,
-                                image_channels=image_channels, ada_interval=gan_cfg.ada_interval,
-                                ada_speed_images=gan_cfg.ada_speed_images, seed=seed + 7)
+class Registry:
+    """`registry.get(name)` returns the entry or raises one ConfigError line with a did-you-mean;
+    `registry.names()` lists the names in registration order."""
 
+    def __init__(self, kind: str, entries: dict | None = None):
+        self.kind = kind
+        self._entries: dict = dict(entries or {})
 
-def build_gan(gan_cfg, image_size: int, num_classes: int, seed: int):
-    """The GAN of `gan_cfg.arch`; a DCGAN is one per class, so `num_classes` is ignored there."""
-    from tfganaug.gans.acgan import ACGAN
-    from tfganaug.gans.dcgan import DCGAN
+    def register(self, name: str, entry=None):
+        """`registry.register("x", obj)`, or `@registry.register("x")` on a class or function."""
+        if entry is None:
+            return lambda obj: self.register(name, obj)
+        self._entries[name] = entry
+        return entry
 
-    tricks = dict(upsample=gan_cfg.upsample, augment=build_augment(gan_cfg, seed), ema_beta=gan_cfg.g_ema_beta)
-    if gan_cfg.arch == "dcgan":
-        return DCGAN(latent_dim=gan_cfg.latent_dim, width=gan_cfg.width, image_size=image_size,
-                     kernel_size=gan_cfg.kernel_size, seed=seed, **tricks)
-    if gan_cfg.arch == "acgan":
-        return ACGAN(num_classes=num_classes, latent_dim=gan_cfg.latent_dim, width=gan_cfg.width,
-                     image_size=image_size, d_kernel_size=gan_cfg.kernel_size, dropout=gan_cfg.d_dropout,
-                     seed=seed, conditioning=gan_cfg.conditioning, **tricks)
-    raise ConfigError(f"unknown GAN architecture '{gan_cfg.arch}' (known: {', '.join(GAN_ARCHS)})")
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
 
+    def __contains__(self, name) -> bool:
+        return name in self._entries
 
-GAN_ARCHS = ("dcgan", "acgan")
+    def get(self, name: str):
+        if name not in self._entries:
+            close = difflib.get_close_matches(str(name), self._entries, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown {self.kind} '{name}'{hint} (known: {', '.join(self._entries)})")
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, _, attribute = entry.partition(":")
+            entry = importlib.import_module(module)
+            entry = self._entries[name] = getattr(entry, attribute) if attribute else entry
+        return entry

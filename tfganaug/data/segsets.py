@@ -73,7 +73,7 @@ class SegSet:
         return sorted(set(self.patient_ids.tolist()))
 
 
-def _to_unit(image: np.ndarray, units: str, cfg) -> np.ndarray:
+def to_unit(image: np.ndarray, units: str, cfg) -> np.ndarray:
     if units == "HU":
         return ct.window_hu(image, cfg.window_width, cfg.window_level)
     if units == "grey8":
@@ -92,15 +92,15 @@ def _case_to_unit(case: Case, keep: np.ndarray, cfg) -> np.ndarray:
             raise InputError("MR case", "brain voxels (nonzero in some contrast)", "an all-zero image",
                              case.source or case.patient_id)
         window = percentile_window(case.image, brain, cfg.mr_percentiles)
-        return _square(percentile_to_unit(case.image[keep], brain[keep], window=window), 0.0)
-    return _to_unit(_square(case.image[keep], _background_value(case.units, cfg)), case.units, cfg)
+        return square_pad(percentile_to_unit(case.image[keep], brain[keep], window=window), 0.0)
+    return to_unit(square_pad(case.image[keep], background_value(case.units, cfg)), case.units, cfg)
 
 
-def _background_value(units: str, cfg) -> float:
+def background_value(units: str, cfg) -> float:
     return {"HU": -1024.0, "grey8": 0.0}.get(units, 0.0)
 
 
-def _square(array: np.ndarray, fill) -> np.ndarray:
+def square_pad(array: np.ndarray, fill) -> np.ndarray:
     """Pad (Z, H, W, ...) to (Z, S, S, ...) with `fill`, centred."""
     h, w = array.shape[1:3]
     side = max(h, w)
@@ -149,7 +149,7 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
         keep = (np.arange(case.num_slices) if all_slices else
                 select_slices(case.mask, case.num_slices, cfg.empty_slice_fraction, cfg.max_slices_per_case))
         img = _case_to_unit(case, keep, cfg)
-        msk = _square(case.mask[keep], 0)
+        msk = square_pad(case.mask[keep], 0)
         side = img.shape[1]
         if side != size:
             img = tf.image.resize(img, (size, size), "bilinear", antialias=side > size).numpy()

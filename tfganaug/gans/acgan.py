@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g
-from tfganaug.gans.dcgan import INIT, _d_bn, build_generator
+from tfganaug.gans.dcgan import INIT, d_batch_norm, build_generator
 
 
 def build_discriminator(num_classes: int, width: int = 1024, image_size: int = 64, channels: int = 1,
@@ -27,7 +27,7 @@ def build_discriminator(num_classes: int, width: int = 1024, image_size: int = 6
         h = keras.layers.Conv2D(f, kernel_size, strides=2 if i % 2 == 0 else 1, padding="same",
                                 use_bias=i == 0, kernel_initializer=INIT())(h)
         if i:
-            h = _d_bn()(h)
+            h = d_batch_norm()(h)
         h = keras.layers.LeakyReLU(0.2)(h)
         if dropout:
             h = keras.layers.Dropout(dropout, seed=seed + i)(h)
@@ -49,6 +49,18 @@ class ACGAN(GAN):
                                              dropout, seed),
                          latent_dim, num_classes=num_classes, seed=seed, augment=augment, ema_beta=ema_beta,
                          **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg, *, num_labels, channels=1, member=0, steps=1):
+        from tfganaug.gans import augment
+        seed = cfg.seed * 1000 + member
+        g = cfg.gan
+        gan = cls(num_classes=num_labels, latent_dim=g.latent_dim, width=g.width, image_size=cfg.data.image_size,
+                  d_kernel_size=g.kernel_size, dropout=g.d_dropout, seed=seed, conditioning=g.conditioning,
+                  upsample=g.upsample, augment=augment.from_config(g, seed), ema_beta=g.g_ema_beta)
+        gan.compile(d_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1),
+                    g_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1))
+        return gan
 
     def generate(self, z, labels=None, training=False):
         z = tf.convert_to_tensor(z, tf.float32)

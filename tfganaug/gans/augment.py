@@ -319,3 +319,12 @@ class DiscriminatorAugment(tf.Module):
         if "cutout" in ops:
             x = _select(on(), self._cutout_all(x), x)
         return x
+
+
+def from_config(gan_cfg, seed: int, image_channels: int | None = None) -> DiscriminatorAugment:
+    """D's input augmentation of a GAN config (identity when gan.diffaug is none and ADA off).
+    `image_channels`: how many leading channels of D's input are images (the rest are masks
+    or label maps, moved by geometric ops only)."""
+    return DiscriminatorAugment(parse_policy(gan_cfg.diffaug), ada_target=gan_cfg.ada_target,
+                                image_channels=image_channels, ada_interval=gan_cfg.ada_interval,
+                                ada_speed_images=gan_cfg.ada_speed_images, seed=seed + 7)

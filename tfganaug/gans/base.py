@@ -44,6 +44,7 @@ import contextlib
 import contextvars
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 _BATCH_GROUPS = contextvars.ContextVar("tfganaug_batch_groups", default=1)
@@ -133,6 +134,16 @@ def _float_weights(model) -> list:
     """A model's floating-point weights (trainable and statistics such as BN moving means), in
     a fixed order; integer states (Dropout seeds) are left out of the average."""
     return [w for w in model.weights if w.dtype in ("float32", "float16", "bfloat16", "float64")]
+
+
+def grid_rows(*rows) -> tuple[np.ndarray, int]:
+    """Equally long lists of (H, W) images in [0,1] -> ((n_rows*n, H, W, 1), n_rows): one grid row each."""
+    return np.concatenate([np.asarray(r, np.float32)[..., None] for r in rows], axis=0), len(rows)
+
+
+def show_indices(n: int, k: int = 6) -> np.ndarray:
+    """`k` evenly spaced training examples for the sample grids of the image GANs."""
+    return np.linspace(0, n - 1, min(k, n)).round().astype(int)
 
 
 class GAN(keras.Model):
@@ -276,3 +287,41 @@ class GAN(keras.Model):
 
     def generate(self, z, labels=None, training=False):
         raise NotImplementedError
+
+    # ------------------------------------------------------------ what the stages call
+    # stages/train_gan.py, stages/synthesize.py and stages/export.py serve all five GANs
+    # through these, with no branch on the architecture.
+    data_kind = "rois"          # what train_gan loads: "rois" | "paired" (slices + label maps) | "unpaired"
+    synthesises_from = "labels"  # what synthesize draws from: "labels" | "label_maps" | "source" | "noise"
+
+    @classmethod
+    def from_config(cls, cfg, *, num_labels: int, channels: int = 1, member: int = 0, steps: int = 1) -> "GAN":
+        """The compiled GAN of run config `cfg`: `num_labels` classes (ROI GANs) or label-map
+        classes, `channels` image channels, `member` the index of its run-folder member,
+        `steps` training steps per epoch (for schedules)."""
+        raise NotImplementedError
+
+    @classmethod
+    def members(cls, arch: str, class_names) -> list[str]:
+        """The run-folder members one train-gan run trains: one GAN, named after its arch."""
+        return [arch]
+
+    @classmethod
+    def member_data(cls, images, labels, index: int):
+        """The training examples of member `index` (all of them, but one DCGAN per class)."""
+        return images, labels
+
+    def train_inputs(self, batches):
+        """The stream of (images, labels or label maps) batches as `train_step` takes it."""
+        return batches
+
+    def grid_fn(self, class_names, train=None):
+        """A function that draws the sample grid of the run folder, (N, H, W, C) in [0, 1]
+        (or with its number of rows): ROI GANs a fixed z, one class per row of 6."""
+        fixed_z = np.random.default_rng(0).uniform(-1, 1, (36, self.latent_dim)).astype(np.float32)
+        fixed_labels = ((np.arange(36) // 6) % len(class_names)).astype(np.int32)
+        return lambda: (self.generate(fixed_z, fixed_labels).numpy() + 1.0) / 2.0
+
+    def final_models(self, member: str) -> dict:
+        """name -> Keras model saved as final/<name>.keras (the sampling generator)."""
+        return {member: self.sampler()}

@@ -64,7 +64,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfganaug.gans.base import GAN, global_mean, seed_generator_states
+from tfganaug.gans.base import GAN, global_mean, grid_rows, seed_generator_states, show_indices
 
 def INIT():
     """N(0, 0.02), a new initializer per layer (a shared unseeded one gives every kernel of one
@@ -286,16 +286,6 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule, tf.Module):
                 "total_steps": self.total_steps, "scale": float(self.scale.numpy()), "name": self.name}
 
 
-def paper_optimizers(steps_per_epoch: int, learning_rate: float = 2e-4, constant_epochs: int = 100,
-                     decay_epochs: int = 100) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
-    """(g_optimizer, d_optimizer) as in the paper: Adam(beta_1=0.5), each with its own LinearDecay
-    (the paper trains with batch 1, so an epoch is one step per training image)."""
-    def adam():
-        return keras.optimizers.Adam(LinearDecay.from_epochs(learning_rate, steps_per_epoch, constant_epochs,
-                                                             decay_epochs), beta_1=0.5)
-    return adam(), adam()
-
-
 def lsgan_d(real_scores, fake_scores):
     """Per-example least-squares D loss 0.5 [(D(y) - 1)^2 + D(G(x))^2], mean over patches."""
     return 0.5 * (_per_example(tf.square(real_scores - 1.0)) + _per_example(tf.square(fake_scores)))
@@ -353,6 +343,46 @@ class CycleGAN(GAN):
         self.pool_b = ImagePool(pool_size, shape, name="pool_b")  # fakes of domain B: G_AB(a)
         self.rng = tf.random.Generator.from_seed(seed)
         self.init_ema()
+
+    data_kind = "unpaired"
+    synthesises_from = "source"
+
+    @classmethod
+    def from_config(cls, cfg, *, num_labels, channels=1, member=0, steps=1):
+        """With the paper's schedule: constant learning rate, then linear decay to 0 from
+        gan.decay_start_epoch (default: half the epochs), `steps` per epoch."""
+        from tfganaug.gans import augment
+        g = cfg.gan
+        gan = cls(image_size=cfg.data.image_size, channels=channels, base_filters=g.width,
+                  n_res_blocks=g.n_res_blocks, lambda_cycle=g.lambda_cycle, lambda_identity=g.lambda_identity,
+                  pool_size=g.pool_size, seed=cfg.seed, augment=augment.from_config(g, cfg.seed, image_channels=channels),
+                  ema_beta=g.g_ema_beta, upsample=g.upsample)
+        total = max(2, g.epochs * steps)
+        start = g.decay_start_epoch if g.decay_start_epoch is not None else g.epochs // 2
+        decay_start = min(total - 1, start * steps)
+
+        def adam():
+            return keras.optimizers.Adam(LinearDecay(g.lr, decay_start, total), beta_1=g.beta_1, beta_2=g.beta_2)
+        gan.compile(g_optimizer=adam(), d_optimizer=adam())
+        return gan
+
+    def train_inputs(self, batches):
+        """(domain A batches, domain B batches) of (images, labels) -> (a, b) pairs."""
+        a, b = batches
+        return tf.data.Dataset.zip(a, b).map(lambda a, b: (a[0], b[0]))
+
+    def grid_fn(self, class_names, train=None):
+        """Rows: domain A slices, G_AB of them, G_BA(G_AB) (the cycle)."""
+        show = show_indices(len(train))
+
+        def grid():
+            fake = (self.translate_ab(train.images[show] * 2 - 1).numpy() + 1) / 2
+            back = (self.translate_ba(fake * 2 - 1).numpy() + 1) / 2
+            return grid_rows(train.images[show, ..., 0], fake[..., 0], back[..., 0])
+        return grid
+
+    def final_models(self, member):
+        return {}  # sampled from the checkpoint
 
     def ema_sources(self) -> dict:
         return {"g_ab": self.g_ab, "g_ba": self.g_ba}

@@ -45,7 +45,7 @@ def _bn():
     return keras.layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5)
 
 
-def _d_bn():
+def d_batch_norm():
     # D's batch normalisation: the same, but able to keep the real and the fake half of one
     # joint D pass apart (GAN.discriminate_pair): the paper's separate-batch statistics.
     return SplitBatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5)
@@ -170,7 +170,7 @@ def build_discriminator(width: int = 1024, image_size: int = 64, channels: int =
         h = keras.layers.Conv2D(filters, kernel_size, strides=2, padding="same", use_bias=i == 0,
                                 kernel_initializer=INIT())(h)
         if i:
-            h = _d_bn()(h)
+            h = d_batch_norm()(h)
         h = keras.layers.LeakyReLU(0.2)(h)
     h = keras.layers.Flatten()(h)
     logit = keras.layers.Dense(1, kernel_initializer=INIT(), dtype="float32", name="logit")(h)
@@ -178,13 +178,33 @@ def build_discriminator(width: int = 1024, image_size: int = 64, channels: int =
 
 
 class DCGAN(GAN):
-    """Unconditional DCGAN: one is trained per lesion class (see train.py)."""
+    """Unconditional DCGAN: one is trained per lesion class (`members`)."""
 
     def __init__(self, latent_dim=100, width=1024, image_size=64, channels=1, kernel_size=5, seed=0,
                  upsample="transpose", augment=None, ema_beta=0.0, **kwargs):
         super().__init__(build_generator(latent_dim, width, image_size, channels, kernel_size, upsample=upsample),
                          build_discriminator(width, image_size, channels, kernel_size),
                          latent_dim, num_classes=1, seed=seed, augment=augment, ema_beta=ema_beta, **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg, *, num_labels, channels=1, member=0, steps=1):
+        from tfganaug.gans import augment
+        seed = cfg.seed * 1000 + member
+        g = cfg.gan
+        gan = cls(latent_dim=g.latent_dim, width=g.width, image_size=cfg.data.image_size, kernel_size=g.kernel_size,
+                  seed=seed, upsample=g.upsample, augment=augment.from_config(g, seed), ema_beta=g.g_ema_beta)
+        gan.compile(d_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1),
+                    g_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1))
+        return gan
+
+    @classmethod
+    def members(cls, arch, class_names):
+        return list(class_names)  # one DCGAN per class, named after it
+
+    @classmethod
+    def member_data(cls, images, labels, index):
+        keep = labels == index
+        return images[keep], np.zeros(int(keep.sum()), np.int32)
 
     def generate(self, z, labels=None, training=False):
         return self.sampler()(z, training=training)

@@ -61,7 +61,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug.errors import ConfigError, InputError
-from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g, seed_generator_states
+from tfganaug.gans.base import (GAN, global_mean, grid_rows, non_saturating_d, non_saturating_g, seed_generator_states,
+                                show_indices)
 
 NORMS = ("instance", "batch")
 
@@ -210,6 +211,37 @@ class Pix2Pix(GAN):
         self.base_filters, self.dropout, self.norm = int(base_filters), float(dropout), norm
         self.upsample = upsample
         self.lambda_l1 = float(lambda_l1)
+
+    data_kind = "paired"
+    synthesises_from = "label_maps"
+
+    @classmethod
+    def from_config(cls, cfg, *, num_labels, channels=1, member=0, steps=1):
+        from tfganaug.gans import augment
+        g = cfg.gan
+        gan = cls(image_size=cfg.data.image_size, num_labels=num_labels, out_channels=channels, base_filters=g.width,
+                  lambda_l1=g.lambda_l1, dropout=g.g_dropout, norm=g.norm, seed=cfg.seed,
+                  augment=augment.from_config(g, cfg.seed, image_channels=channels), ema_beta=g.g_ema_beta,
+                  upsample=g.upsample)
+        gan.compile(d_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1, beta_2=g.beta_2),
+                    g_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1, beta_2=g.beta_2))
+        return gan
+
+    def train_inputs(self, batches):
+        k = self.num_labels
+        return batches.map(lambda x, m: (tf.one_hot(m, k), x))
+
+    def grid_fn(self, class_names, train=None):
+        """Rows: the label maps, G's CT for them, the real CT."""
+        show, k = show_indices(len(train)), self.num_labels
+
+        def grid():
+            fake = (self.generate(tf.one_hot(train.masks[show].astype(np.int32), k)).numpy() + 1) / 2
+            return grid_rows(train.masks[show] / max(1, k - 1), fake[..., 0], train.images[show, ..., 0])
+        return grid
+
+    def final_models(self, member):
+        return {}  # sampled from the checkpoint
 
     def generate(self, label_onehot, training=False):
         """Image [B, H, W, out_channels] in [-1, 1] for one-hot label maps [B, H, W, num_labels]

@@ -78,7 +78,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug.errors import ConfigError
-from tfganaug.gans.base import GAN, global_mean, non_saturating_d, non_saturating_g, seed_generator_states
+from tfganaug.gans.base import GAN, global_mean, grid_rows, non_saturating_d, non_saturating_g, seed_generator_states
 
 SQRT2 = math.sqrt(2.0)
 FIR = np.outer([1.0, 3.0, 3.0, 1.0], [1.0, 3.0, 3.0, 1.0]) / 64.0
@@ -530,6 +530,39 @@ class StyleGAN2(GAN):
         self.pl_mean = tf.Variable(0.0, trainable=False, name="pl_mean", aggregation=tf.VariableAggregation.MEAN)
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    # -- what the stages call (gans/base.py) -------------------------------------------------
+
+    data_kind = "paired"
+    synthesises_from = "noise"
+
+    @classmethod
+    def from_config(cls, cfg, *, num_labels, channels=1, member=0, steps=1):
+        from tfganaug.gans import augment
+        g = cfg.gan
+        gan = cls(resolution=cfg.data.image_size, n_channels=channels, num_labels=num_labels, z_dim=g.latent_dim,
+                  w_dim=g.w_dim, mapping_layers=g.mapping_layers, channel_base=g.channel_base,
+                  channel_max=g.channel_max, r1_gamma=g.r1_gamma, r1_interval=g.r1_interval, pl_weight=g.pl_weight,
+                  pl_interval=g.pl_interval, style_mixing_prob=g.style_mixing_prob, ema_beta=g.ema_beta,
+                  seed=cfg.seed, augment=augment.from_config(g, cfg.seed, image_channels=channels))
+        d_opt, g_opt = stylegan2_optimizers(g.lr, g.r1_interval, g.pl_interval)
+        gan.compile(d_optimizer=d_opt, g_optimizer=g_opt)
+        return gan
+
+    def grid_fn(self, class_names, train=None):
+        """Rows: each contrast of G_ema's samples for 6 fixed z, then their masks."""
+        fixed_z = np.random.default_rng(0).standard_normal((6, self.z_dim)).astype(np.float32)
+        k = self.num_labels
+
+        def grid():
+            images, probs = self.generate(fixed_z, truncation_psi=1.0, noise_mode="const")
+            images = np.clip((np.asarray(images) + 1) / 2, 0, 1)
+            mask = np.asarray(probs).argmax(-1) / max(1, k - 1)
+            return grid_rows(*[images[..., c] for c in range(images.shape[-1])], mask)
+        return grid
+
+    def final_models(self, member):
+        return {}  # sampled from the checkpoint
 
     # -- sampling -----------------------------------------------------------------------------
 

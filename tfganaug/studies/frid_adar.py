@@ -1,45 +1,190 @@
-"""Reports from real runs: tables with the paper's published figure beside ours, and figures.
+"""Frid-Adar et al. 2018 (Neurocomputing 321): GAN-based synthetic liver-lesion ROIs (DCGAN
+per class, ACGAN) as augmentation for a small lesion CNN. Start here for `tfganaug study
+--paper frid-adar`.
 
-Numbers come only from the run folders read here (evaluation.json, metrics.jsonl,
-synthetic sets); the paper's figures are quoted from ../shared/seeds and always labelled
-as the paper's. Where ours falls short, the verdict says so.
+Implemented by: gans/dcgan.py, gans/acgan.py (the GANs; DiffAugment/ADA in gans/augment.py),
+tasks/classifier.py (the lesion CNN), data/datasets.py + data/phantom.py (phantom lesion
+ROIs, OrganAMNIST, user ROI sets), data/augment.py (the paper's classic augmentation),
+stages/ (train_gan, synthesize, train_cls, evaluate), metrics/classification.py.
+Paper notes: ../shared/seeds (hyper-parameters in config.PRESETS frid_adar_*).
+
+For every seed: the training ROIs are subsampled (low-data regime) with that seed; one
+DCGAN per class and one ACGAN are trained on exactly those ROIs (never on evaluation
+data); each is sampled into a synthetic set; then the lesion CNN is trained four ways --
+no augmentation, classic, classic + DCGAN, classic + ACGAN -- and scored on the held-out
+split. Every stage is a run folder of its own, so a rerun resumes where a crash stopped.
+
+    <study>/study.json
+    <study>/seed-0/gan-dcgan  gan-acgan  synth-dcgan  synth-acgan
+    <study>/seed-0/cls-none   cls-classic  cls-classic+dcgan  cls-classic+acgan
+    <study>/seed-0/cls-reference  class-fidelity.json
+
+`cls-reference` is the CNN trained on *all* real training ROIs of the seed's split (not the
+low-data subset, no augmentation); `class-fidelity.json` holds how often it gives each GAN's
+synthetic ROIs their intended class, beside how often it gives held-out real ROIs theirs
+(`metrics.classification.conditional_fidelity`): a generator whose samples do not look like
+their class scores near chance, whatever its losses say.
 """
+
 from __future__ import annotations
 
 import json
-import platform
+import time
 from pathlib import Path
 
 import numpy as np
 
-from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl
+from tfganaug import config as config_lib
+from tfganaug.errors import ConfigError, RunFolderError
+from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from tfganaug.metrics.stats import format_ci, mean_ci
+from tfganaug.stages.evaluate import percent, summarize_evaluations
+from tfganaug.studies.base import copy_configs, machine, open_study, summed_timings, timing
 
 # Frid-Adar et al. 2018 (Neurocomputing 321), 182 liver lesions, 3 classes, 3-fold CV.
 PAPER = {
     "classic": {"macro_sensitivity": 0.786, "macro_specificity": 0.884},
     "classic+dcgan": {"macro_sensitivity": 0.857, "macro_specificity": 0.924},
 }
-METRICS = ("macro_sensitivity", "macro_specificity", "accuracy")
 
 
-def _percent(stat: dict) -> str:
-    """Mean [95% CI] in %; the t-interval is clipped to [0, 100], where a proportion lives."""
-    return format_ci(stat, scale=100.0, digits=1, clip=(0.0, 1.0))
+CONDITIONS = ("none", "classic", "classic+dcgan", "classic+acgan")
+
+# Each budget names the data size, the model widths and the epochs; reports print it.
+BUDGETS = {
+    # smoke: checks the plumbing in seconds; its numbers mean nothing.
+    "smoke": {"image_size": 16, "train_per_class": 6, "seeds": [0, 1], "n_synthetic": 30,
+              "gan": {"width": 16, "latent_dim": 8, "epochs": 2, "steps_per_epoch": 2, "batch_size": 8,
+                      "sample_every_epochs": 1},
+              "cls": {"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "filters": [4, 8, 8], "dense_units": 16}},
+    # demo and cpu: the cpu_dcgan / cpu_acgan presets (DiffAugment, EMA G, resize upsampling;
+    # ACGAN without D dropout, label concatenated to z): see config.PRESETS.
+    "demo": {"image_size": 32, "train_per_class": 40, "seeds": [0, 1], "n_synthetic": 600,
+             "gan": {"width": 96, "epochs": 6, "steps_per_epoch": 250, "batch_size": 32, "lr": 2e-4,
+                     "augment": "classic", "sample_every_epochs": 3},
+             "cls": {"epochs": 10, "batch_size": 32, "steps_per_epoch": 30}},
+    "cpu": {"image_size": 32, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
+            "gan": {"width": 96, "epochs": 20, "steps_per_epoch": 100, "batch_size": 32, "lr": 2e-4,
+                    "augment": "classic", "sample_every_epochs": 5},
+            "cls": {"epochs": 60, "batch_size": 32, "steps_per_epoch": 30}},
+    "paper": {"image_size": 64, "train_per_class": 60, "seeds": [0, 1, 2], "n_synthetic": 3000,
+              # The paper's epochs ran over a many-fold classically augmented set (N copies per ROI,
+              # N not given); an epoch here is a fixed number of steps over augmented ROIs instead.
+              "gan": {"augment": "classic", "steps_per_epoch": 100}, "cls": {"steps_per_epoch": 50}},
+}
+SYNTHETIC_RATIO = 0.5
+# `gan_training="paper"`: the CPU budgets' widths and steps, but the papers' training (no
+# DiffAugment, no EMA, transposed convolutions; ACGAN with D dropout 0.5 and z x embedding):
+# the "before" of reports/gan-training. "small-data" (the default) keeps the cpu_* presets.
+GAN_TRAININGS = ("small-data", "paper")
+PAPER_TRAINING = {"diffaug": "none", "ada_target": None, "g_ema_beta": 0.0, "upsample": "transpose"}
+PAPER_TRAINING_ACGAN = {"d_dropout": 0.5, "conditioning": "multiply"}
+DEFAULT_CLASSES = {"organamnist": ["liver", "kidney-left", "spleen"]}
 
 
-def summarize_evaluations(results: list[dict]) -> dict:
-    """Mean and 95% Student-t CI over seed runs of every headline and per-class metric."""
-    out = {"n_runs": len(results), "seeds": [r.get("seed") for r in results],
-           "class_names": results[0]["class_names"] if results else []}
-    for m in METRICS:
-        out[m] = mean_ci([r[m] for r in results])
-    out["per_class"] = {name: {k: mean_ci([r["per_class"][name][k] for r in results])
-                               for k in ("sensitivity", "specificity")}
-                        for name in out["class_names"]}
-    out["confusion_matrix"] = np.sum([r["confusion_matrix"] for r in results], axis=0).tolist()
+def _configs(budget: str, data: str, classes, train_per_class, seed: int, gan_training: str = "small-data") -> dict:
+    b = BUDGETS[budget]
+    data_cfg = {"name": data, "classes": classes or DEFAULT_CLASSES.get(data), "image_size": b["image_size"],
+                "train_per_class": train_per_class or b["train_per_class"], "seed": seed}
+    paper = budget == "paper"
+    out = {}
+    for arch in ("dcgan", "acgan"):
+        preset = f"frid_adar_{arch}" if paper else f"cpu_{arch}"
+        gan = dict(b["gan"])
+        if arch == "acgan" and not paper:
+            gan["lr"] = gan.get("lr", 2e-4)
+        if gan_training == "paper" and not paper:
+            gan.update(PAPER_TRAINING, **(PAPER_TRAINING_ACGAN if arch == "acgan" else {}))
+        out[f"gan-{arch}"] = config_lib.preset(preset, data=data_cfg, gan=gan, seed=seed)
+    for condition in CONDITIONS:
+        cls = dict(b["cls"], augment="none" if condition == "none" else "classic")
+        if "+" in condition:
+            arch = condition.split("+")[1]
+            cls.update(synthetic=f"synth-{arch}", synthetic_ratio=SYNTHETIC_RATIO)
+        out[f"cls-{condition}"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
+                                                    data=data_cfg, cls=cls, seed=seed)
+    # The yardstick gets three times the CNN budget: it is trained once per seed, on all real ROIs.
+    reference = dict(b["cls"], augment="none")
+    reference["epochs"] = 3 * reference.get("epochs", 150)
+    out["cls-reference"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
+                                             data={**data_cfg, "train_per_class": None}, cls=reference, seed=seed)
     return out
 
+
+def class_fidelity(folder: Path, archs=("dcgan", "acgan")) -> dict:
+    """Score each synthetic set of one seed with the seed's reference CNN; writes
+    `<folder>/class-fidelity.json` and returns it."""
+
+    from tfganaug.data.datasets import load_rois
+    from tfganaug.data.pipeline import eval_batches
+    from tfganaug.stages.evaluate import load_classifier
+    from tfganaug.metrics.classification import conditional_fidelity
+    from tfganaug.runs import RunFolder
+    from tfganaug.synthetic import load_synthetic
+
+    run, cfg = RunFolder.load(folder / "cls-reference")
+    model = load_classifier(run)
+    test = load_rois(cfg.data)["test"]
+    real_pred = model.predict(eval_batches(test.images, test.labels), verbose=0).argmax(-1)
+    result = {"reference_run": str(run.path), "n_train_real": run.status().get("n_train_real"),
+              "split": "test", "class_names": list(test.class_names)}
+    for arch in archs:
+        synth = folder / f"synth-{arch}"
+        if not (synth / "manifest.json").exists():
+            continue
+        images, labels = load_synthetic(synth, test.class_names, cfg.data.image_size)
+        pred = model.predict(eval_batches(images, labels), verbose=0).argmax(-1)
+        result[arch] = conditional_fidelity(labels, pred, test.labels, real_pred, len(test.class_names))
+    atomic_write_json(folder / "class-fidelity.json", result)
+    return result
+
+
+def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, train_per_class=None,
+              seeds=None, verbose=2, gan_training: str = "small-data") -> Path:
+    from tfganaug.stages.evaluate import evaluate_classifier
+    from tfganaug.stages.synthesize import synthesize
+    from tfganaug.stages.train_cls import train_classifier
+    from tfganaug.stages.train_gan import train_gan
+
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget '{budget}' (known: {', '.join(BUDGETS)})")
+    if gan_training not in GAN_TRAININGS:
+        raise ConfigError(f"unknown GAN training '{gan_training}' (known: {', '.join(GAN_TRAININGS)})")
+    out = Path(out)
+    seeds = seeds or BUDGETS[budget]["seeds"]
+    plan = {"budget": budget, "budget_settings": BUDGETS[budget], "data": data, "classes": classes,
+            "train_per_class": train_per_class, "seeds": seeds, "conditions": list(CONDITIONS),
+            "synthetic_ratio": SYNTHETIC_RATIO}
+    if gan_training != "small-data":  # only then, so study folders from before the option still match
+        plan["gan_training"] = gan_training
+    open_study(out, plan)
+    for seed in seeds:
+        folder = out / f"seed-{seed}"
+        configs = _configs(budget, data, classes, train_per_class, seed, gan_training)
+        for arch in ("dcgan", "acgan"):
+            t0 = time.time()
+            train_gan(configs[f"gan-{arch}"], folder / f"gan-{arch}", verbose=verbose)
+            timing(folder, f"gan-{arch}", t0)
+            synth = folder / f"synth-{arch}"
+            if not (synth / "manifest.json").exists():
+                synthesize(folder / f"gan-{arch}", BUDGETS[budget]["n_synthetic"], synth, seed=seed)
+        for condition in CONDITIONS:
+            cfg = configs[f"cls-{condition}"]
+            if cfg.cls.synthetic:
+                cfg.cls.synthetic = str(folder / cfg.cls.synthetic)
+            t0 = time.time()
+            run = train_classifier(cfg, folder / f"cls-{condition}", verbose=verbose)
+            timing(folder, f"cls-{condition}", t0)
+            evaluate_classifier(run.path)
+        t0 = time.time()
+        train_classifier(configs["cls-reference"], folder / "cls-reference", verbose=verbose)
+        timing(folder, "cls-reference", t0)
+        class_fidelity(folder)
+    return out
+
+
+
+# ------------------------------------------------------------------ report
 
 def _late_gain(study: Path, condition: str) -> dict:
     """Validation-accuracy change over the last quarter of epochs, over seeds: a CNN still
@@ -53,23 +198,9 @@ def _late_gain(study: Path, condition: str) -> dict:
     return mean_ci(gains)
 
 
-def format_summary(summary: dict) -> str:
-    lines = [f"runs: {summary['n_runs']} (seeds {summary['seeds']}); mean [95% CI] in %"]
-    for m in METRICS:
-        lines.append(f"  {m:<18} {_percent(summary[m])}")
-    lines.append("  per class            sensitivity            specificity")
-    for name, stats in summary["per_class"].items():
-        lines.append(f"  {name:<18} {_percent(stats['sensitivity']):<22} {_percent(stats['specificity'])}")
-    lines.append("  confusion matrix (rows true, columns predicted; summed over runs):")
-    for name, row in zip(summary["class_names"], summary["confusion_matrix"]):
-        lines.append(f"  {name:<18} {row}")
-    return "\n".join(lines)
-
-
 def _load_study(study: Path) -> tuple[dict, dict[str, list[dict]]]:
     plan_path = study / "study.json"
     if not plan_path.exists():
-        from tfganaug.errors import RunFolderError
         raise RunFolderError(f"{study}: expected a study folder with study.json (from `tfganaug study`), got none")
     plan = json.loads(plan_path.read_text())
     evaluations = {}
@@ -86,7 +217,7 @@ def _fidelity(study: Path, plan: dict) -> dict:
     from tfganaug.data.datasets import load_rois
     from tfganaug.metrics.fidelity import fidelity_report
     from tfganaug.metrics.privacy import nearest_real_distances
-    from tfganaug.synthesize import load_synthetic
+    from tfganaug.synthetic import load_synthetic
 
     rows = {}
     for arch in ("dcgan", "acgan"):
@@ -203,22 +334,14 @@ def write_report(study_dir, out) -> Path:
     summaries = {c: summarize_evaluations(r) for c, r in evaluations.items()}
     fidelity = _fidelity(study, plan)
     fidelity["class"] = [json.loads(p.read_text()) for p in sorted(study.glob("seed-*/class-fidelity.json"))]
-    timings = {}
-    for t in study.glob("seed-*/timings.jsonl"):
-        for row in read_jsonl(t):
-            timings[row["stage"]] = timings.get(row["stage"], 0.0) + row["seconds"]
+    timings = summed_timings(study.glob("seed-*/timings.jsonl"))
     out = Path(out)
     with atomic_dir(out, overwrite=True) as tmp:
         figures = _figures(study, plan, tmp)
         text = _markdown(plan, summaries, fidelity, timings, figures, study)
         atomic_write_text(tmp / "report.md", text)
-        env = study / "seed-{}".format(plan["seeds"][0]) / "cls-classic" / "env.json"
-        (tmp / "config").mkdir()
-        (tmp / "config" / "study.json").write_text((study / "study.json").read_text())
-        for cfg in sorted(study.glob(f"seed-{plan['seeds'][0]}/*/config.json")):
-            (tmp / "config" / f"{cfg.parent.name}.json").write_text(cfg.read_text())
-        if env.exists():
-            (tmp / "config" / "env.json").write_text(env.read_text())
+        first = study / f"seed-{plan['seeds'][0]}"
+        copy_configs(tmp, study, sorted(first.glob("*/config.json")), {"env.json": first / "cls-classic" / "env.json"})
     return out / "report.md"
 
 
@@ -277,7 +400,7 @@ def _class_fidelity_lines(rows: list[dict], plan: dict | None = None) -> list[st
         real = mean_ci([f["real_accuracy"] for f in found])
         ratio = mean_ci([f["ratio"] for f in found])
         per = np.nanmean([f["per_class_synthetic"] for f in found], axis=0)
-        lines.append(f"| {arch.upper()} | {_percent(syn)} | {_percent(real)} | "
+        lines.append(f"| {arch.upper()} | {percent(syn)} | {percent(real)} | "
                      f"{format_ci(ratio, digits=2, clip=(0.0, float('inf')))} | "
                      + ", ".join(f"{100 * v:.0f}%" for v in per) + f" | {len(found)} |")
     lines += ["", f"(reference CNN trained on {rows[0].get('n_train_real')} real ROIs for seed "
@@ -315,7 +438,7 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
         f"synthetic share {plan['synthetic_ratio']:.0%} of each batch",
         f"- Seeds: {plan['seeds']} (each seed re-draws the training subset, retrains both GANs and all CNNs); "
         "CI = 95% Student-t interval over seeds (the paper used 3-fold cross-validation)",
-        f"- Machine: {platform.machine()} CPU, {_cpu_count()} cores, no GPU; wall time per stage summed over seeds: "
+        f"- Machine: {machine()}; wall time per stage summed over seeds: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(timings.items())), "",
         "## Classification (macro one-vs-rest sensitivity and specificity, %, mean [95% CI] over seeds)", "",
         "| training data | paper sens. | paper spec. | our sens. | our spec. | our accuracy | runs |",
@@ -327,8 +450,8 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
         paper_sens = f"{100 * p['macro_sensitivity']:.1f}" if p else "not reported"
         paper_spec = f"{100 * p['macro_specificity']:.1f}" if p else "not reported"
         if s:
-            lines.append(f"| {condition} | {paper_sens} | {paper_spec} | {_percent(s['macro_sensitivity'])} | "
-                         f"{_percent(s['macro_specificity'])} | {_percent(s['accuracy'])} | {s['n_runs']} |")
+            lines.append(f"| {condition} | {paper_sens} | {paper_spec} | {percent(s['macro_sensitivity'])} | "
+                         f"{percent(s['macro_specificity'])} | {percent(s['accuracy'])} | {s['n_runs']} |")
         else:
             lines.append(f"| {condition} | {paper_sens} | {paper_spec} | not run | | | 0 |")
     lines += ["", "The paper's figures are for its own 182 liver lesions at 64 px with full-size networks; "
@@ -347,7 +470,7 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
               "| training data | " + " | ".join(summaries[next(iter(summaries))]["class_names"]) + " |",
               "|---|" + "---|" * len(summaries[next(iter(summaries))]["class_names"])]
     for condition, s in summaries.items():
-        cells = [f"{_percent(v['sensitivity'])} / {_percent(v['specificity'])}" for v in s["per_class"].values()]
+        cells = [f"{percent(v['sensitivity'])} / {percent(v['specificity'])}" for v in s["per_class"].values()]
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     lines += ["", "Confusion matrices (rows true, columns predicted), summed over seeds:", ""]
     for condition, s in summaries.items():
@@ -385,8 +508,3 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
               + f" --seeds {','.join(map(str, plan['seeds']))} --out <study> --report <report>", "```", "",
               "The resolved configuration of every run of the first seed is in `config/`.", ""]
     return "\n".join(lines)
-
-
-def _cpu_count() -> int:
-    import os
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

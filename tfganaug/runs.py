@@ -34,8 +34,8 @@ import tensorflow as tf
 
 from tfganaug import __version__, config as config_lib
 from tfganaug.errors import DivergenceError, OutputExistsError, RunFolderError
-from tfganaug.fsutil import (FolderLock, append_jsonl, atomic_write_json, atomic_write_text, read_jsonl,
-                             write_error)
+from tfganaug.fsutil import (FolderLock, append_jsonl, atomic_write_json, atomic_write_text, atomic_write_with,
+                             read_jsonl, write_error)
 from tfganaug.viz import save_grid
 
 
@@ -309,6 +309,12 @@ def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, mak
             start = int(epoch_var.numpy())
             append_jsonl(run.path / "metrics.jsonl", {"member": member, "event": "rollback", "epoch": diverged,
                                                       "restored_epoch": start, "lr_scale": scale})
+
+
+def save_keras(model, path: Path) -> None:
+    """A final model as `.keras`, written atomically (Keras needs the extension)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_with(path, model.save, suffix=".keras")
 
 
 def steps_for(n_examples: int, batch_size: int, override: int | None) -> int:

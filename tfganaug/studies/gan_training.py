@@ -6,7 +6,7 @@ Reads two Frid-Adar study folders of the same budget, data and seeds, one run wi
 with the label concatenated to z: see `config.PRESETS["cpu_dcgan"]`), and writes, for DCGAN
 and ACGAN: the wall time of training, sample grids beside the real grid, how often a CNN
 trained on all real training ROIs gives the synthetic ROIs their intended class
-(`study.class_fidelity`), FID / precision / recall in a random-feature space, the
+(`frid_adar.class_fidelity`), FID / precision / recall in a random-feature space, the
 checkerboard index, and the downstream effect on the lesion CNN. Every number comes from the
 two folders; nothing is typed in.
 """

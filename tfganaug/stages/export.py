@@ -54,7 +54,7 @@ def export_run(run_dir, out, version: int | None = None, overwrite: bool = False
     none). An existing version folder is refused unless `overwrite`; it is then replaced only
     once the new one is complete, and a failed export leaves `out` as it was.
     """
-    from tfganaug.train import RunFolder
+    from tfganaug.runs import RunFolder
 
     run, cfg = RunFolder.load(run_dir)
     out = Path(out)
@@ -70,10 +70,10 @@ def export_run(run_dir, out, version: int | None = None, overwrite: bool = False
         with atomic_dir(target, overwrite=overwrite) as tmp:
             # Models are restored inside the block: whatever fails (a missing checkpoint, a full
             # disk, a verification mismatch) removes the temporary folder with it.
-            if cfg.kind == "gan" and cfg.gan.arch in ("pix2pix", "cyclegan", "stylegan2"):
-                servable = _image_gan_servable(run_dir)
-            elif cfg.kind == "gan":
-                servable = _gan_servable(run_dir)
+            if cfg.kind == "gan":
+                from tfganaug.gans import GANS
+                rois = GANS.get(cfg.gan.arch).synthesises_from == "labels"
+                servable = _gan_servable(run_dir) if rois else _image_gan_servable(run_dir)
             elif cfg.kind == "seg":
                 servable = _segmenter_servable(run, cfg)
             else:
@@ -108,9 +108,10 @@ class _Servable:
 
 
 def _gan_servable(run_dir) -> _Servable:
-    from tfganaug.experiments import load_gan_for_sampling
+    from tfganaug.stages.train_gan import load_gan
 
-    run, cfg, names, gans = load_gan_for_sampling(run_dir)
+    run, cfg, status, gans = load_gan(run_dir)
+    names = tuple(status["class_names"])
     num_classes = len(names)
     generators = [gan.sampler() for _, gan, _ in gans]  # the EMA generators when trained with them
     conditional = cfg.gan.arch != "dcgan"
@@ -156,7 +157,7 @@ def _gan_servable(run_dir) -> _Servable:
 
 
 def _keras_images(gans, z, label, conditional) -> np.ndarray:
-    """The generators' answer computed the way `synthesize.sample_images` computes it."""
+    """The generators' answer computed the way `stages.synthesize.sample_images` computes it."""
     if conditional:
         raw = gans[0][1].generate(z, label).numpy()
     else:
@@ -168,7 +169,7 @@ def _keras_images(gans, z, label, conditional) -> np.ndarray:
 
 
 def _classifier_servable(run, cfg) -> _Servable:
-    from tfganaug.experiments import load_classifier
+    from tfganaug.stages.evaluate import load_classifier
 
     model = load_classifier(run)
     names = list(run.status().get("class_names") or [])
@@ -199,7 +200,7 @@ def _classifier_servable(run, cfg) -> _Servable:
 
 
 def _segmenter_servable(run, cfg) -> _Servable:
-    from tfganaug.segmentation import load_segmenter
+    from tfganaug.stages.evaluate import load_segmenter
     from tfganaug.tasks.segmenter import decode
 
     model = load_segmenter(run)
@@ -245,9 +246,10 @@ def _mr_preprocessing(data_cfg) -> str:
 
 
 def _image_gan_servable(run_dir) -> _Servable:
-    from tfganaug.image_gans import load_image_gan
+    from tfganaug.stages.train_gan import load_gan
 
-    run, cfg, gan, ckpt, status = load_image_gan(run_dir)
+    run, cfg, status, gans = load_gan(run_dir)
+    _, gan, ckpt = gans[0]
     names, channels = list(status["class_names"]), list(status["channel_names"])
     k, c, size = len(names), len(channels), cfg.data.image_size
     rng = np.random.default_rng(2018)

@@ -1,0 +1,78 @@
+"""What every study shares: the study.json guard, stage timings and the report skeleton
+(machine line, summed wall times, the resolved configs copied beside the report)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from tfganaug.errors import RunFolderError
+from tfganaug.fsutil import append_jsonl, atomic_write_json, read_jsonl
+
+
+def open_study(out: Path, plan: dict, fixed=None, merge=()) -> dict:
+    """Write or check `<out>/study.json`: a folder holding a study whose `fixed` settings (default:
+    all of `plan`) differ is refused; the lists named in `merge` (seeds, conditions) grow by what
+    `plan` adds. Returns the plan in force."""
+    study_json = Path(out) / "study.json"
+    fixed = list(plan) if fixed is None else list(fixed)
+    if study_json.exists():
+        previous = json.loads(study_json.read_text())
+        if {k: previous.get(k) for k in fixed} != {k: plan[k] for k in fixed}:
+            raise RunFolderError(f"{out}: holds a study with other settings ({study_json}); choose another --out")
+        grown = {k: list(dict.fromkeys(previous[k] + plan[k])) for k in merge}
+        grown = {k: sorted(v) if k == "seeds" else v for k, v in grown.items()}
+        if any(grown[k] != previous[k] for k in merge):
+            atomic_write_json(study_json, {**previous, **grown})
+        return {**plan, **grown}
+    atomic_write_json(study_json, {**plan, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return plan
+
+
+def timing(folder: Path, stage: str, t0: float) -> None:
+    """Log a stage's wall time, unless a rerun found it complete and did nothing."""
+    if any(r.get("stage") == stage for r in read_jsonl(folder / "timings.jsonl")):
+        return
+    append_jsonl(folder / "timings.jsonl", {"stage": stage, "seconds": round(time.time() - t0, 2)})
+
+
+def summed_timings(paths) -> dict[str, float]:
+    """Wall seconds per stage, summed over the given timings.jsonl files (e.g. over seeds)."""
+    timings: dict[str, float] = {}
+    for path in paths:
+        for row in read_jsonl(path):
+            timings[row["stage"]] = timings.get(row["stage"], 0.0) + row["seconds"]
+    return timings
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def machine() -> str:
+    return f"{platform.machine()} CPU, {cpu_count()} cores, no GPU"
+
+
+def copy_configs(report_dir: Path, study: Path, run_configs, extra: dict | None = None) -> None:
+    """`<report>/config/`: study.json, the config.json of each run in `run_configs` (named after its
+    run folder) and the `extra` {name: file} that exist (e.g. env.json)."""
+    folder = Path(report_dir) / "config"
+    folder.mkdir()
+    (folder / "study.json").write_text((study / "study.json").read_text())
+    for cfg in run_configs:
+        (folder / f"{cfg.parent.name}.json").write_text(cfg.read_text())
+    for name, path in (extra or {}).items():
+        if path.exists():
+            (folder / name).write_text(path.read_text())
+
+
+def write_study_report(study_dir, out) -> Path:
+    """The report of whichever study the folder holds (its study.json names it; Frid-Adar
+    folders from before the name was recorded have none)."""
+    from tfganaug.studies import STUDIES
+    plan = Path(study_dir) / "study.json"
+    if not plan.exists():
+        raise RunFolderError(f"{study_dir}: expected a study folder with study.json (from `tfganaug study`), got none")
+    return STUDIES.get(json.loads(plan.read_text()).get("study", "frid-adar")).write_report(study_dir, out)

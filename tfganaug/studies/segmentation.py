@@ -1,0 +1,308 @@
+"""What the three segmentation studies (kits_capstone, sandfort, son) share: the runner and
+the report. Each paper's file holds its `STUDY` spec (title, presets, budgets, conditions,
+published figures, headline metric) and its `results` tables and `verdict`.
+
+Layout (every stage a run folder of its own; a rerun resumes where a crash stopped)::
+
+    <study>/study.json  gan/  synth/  seed-0/<condition>/  seed-1/...
+
+The GAN is trained once (seed 0) and shared by all seeds: the confidence intervals cover
+the segmentation networks' training variance, not the GAN's (stated in the reports).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfganaug import config as config_lib
+from tfganaug.errors import ConfigError
+from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl, slug
+from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
+from tfganaug.studies.base import copy_configs, machine, open_study, summed_timings, timing
+
+SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
+NO_DERIVATIVES = {"ircadb"}  # 3D-IRCADb-01: CC BY-NC-ND, no derivatives may be redistributed
+
+
+def paper(name: str):
+    """The study module of `name` (kits, sandfort, son)."""
+    from tfganaug.studies import STUDIES
+    return STUDIES.get(name)
+
+
+def spec_of(name: str) -> dict:
+    return paper(name).STUDY
+
+
+def dice_cell(stat: dict, clip: bool = True) -> str:
+    """mean [95% CI]; overlap scores live in [0, 1], so their t-interval is clipped there."""
+    return format_ci(stat, clip=(0.0, 1.0) if clip else None)
+
+
+def _configs(study: str, budget: str, seed: int, folder: Path) -> dict:
+    spec = spec_of(study)
+    b = spec["budgets"][budget]
+    out = {"gan": config_lib.preset(spec["gan_preset"], data=b["data"], gan=b["gan"], seed=0)}
+    for name, condition in spec["conditions"].items():
+        seg = dict(b["seg"])
+        cond = dict(condition)
+        if cond.pop("base_filters_x", None) and "base_filters" in seg:
+            seg["base_filters"] = seg["base_filters"] * 2
+        epochs_x = cond.pop("epochs_x", None)
+        if epochs_x and "epochs" in seg:
+            seg["epochs"] = max(1, round(seg["epochs"] * epochs_x))
+        seg.update(cond)
+        if cond.get("synthetic_ratio") or "F" in cond.get("setting", ""):
+            seg["synthetic"] = str(folder / "synth")
+        if cond.get("augment") == "histeq":
+            seg["histeq_reference"] = b["histeq_reference"]
+        out[name] = config_lib.preset(spec["seg_preset"], data={**b["data"], "seed": seed}, seg=seg, seed=seed)
+    return out
+
+
+def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=None, verbose=2) -> Path:
+    from tfganaug.stages.evaluate import evaluate_seg
+    from tfganaug.stages.synthesize import synthesize
+    from tfganaug.stages.train_gan import train_gan
+    from tfganaug.stages.train_seg import train_seg
+
+    spec = spec_of(study)
+    if budget not in spec["budgets"]:
+        raise ConfigError(f"study {study}: unknown budget '{budget}' (known: {', '.join(spec['budgets'])})")
+    b = spec["budgets"][budget]
+    out = Path(out)
+    seeds = seeds or b["seeds"]
+    conditions = conditions or list(spec["conditions"])
+    plan = {"study": study, "budget": budget, "budget_settings": b, "seeds": seeds, "conditions": conditions}
+    plan = open_study(out, plan, fixed=("study", "budget", "budget_settings"), merge=("seeds", "conditions"))
+    configs = _configs(study, budget, 0, out)
+    t0 = time.time()
+    train_gan(configs["gan"], out / "gan", verbose=verbose)
+    timing(out, "gan", t0)
+    if not (out / "synth" / "manifest.json").exists():
+        s = b["synth"]
+        synthesize(out / "gan", s.get("n") or None, out / "synth", labels=s.get("labels", "train"),
+                   perturb=s.get("perturb"), seed=0)
+    for seed in seeds:
+        configs = _configs(study, budget, seed, out)
+        for condition in conditions:
+            folder = out / f"seed-{seed}" / slug(condition)
+            t0 = time.time()
+            train_seg(configs[condition], folder, verbose=verbose)
+            timing(out / f"seed-{seed}", slug(condition), t0)
+            whole = _whole_volumes(plan, condition) or None
+            evaluate_seg(folder, whole_volumes=whole)
+            for test in b.get("tests", []):
+                evaluate_seg(folder, test_data=test, whole_volumes=whole)
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+def _whole_volumes(plan: dict, condition: str) -> bool:
+    """Scored on whole volumes: the budget says so, or the condition's U-Net is 3-D."""
+    spec = spec_of(plan["study"])
+    return bool(spec["budgets"][plan["budget"]].get("whole_volumes")
+                or spec["conditions"].get(condition, {}).get("unet") in config_lib.UNET_3D)
+
+
+def evaluations(study: Path, plan: dict, test: str | None = None) -> dict[str, list[dict]]:
+    """Per condition, the evaluations of every seed on the run's own test split or on `test` data."""
+    from tfganaug.stages.evaluate import evaluation_name
+    out = {}
+    for condition in plan["conditions"]:
+        name = evaluation_name(test, _whole_volumes(plan, condition))
+        rows = [json.loads(p.read_text()) for p in sorted(study.glob(f"seed-*/{slug(condition)}/{name}"))]
+        if rows:
+            out[condition] = rows
+    return out
+
+
+def table(title: str, evaluations: dict, level: str, metric: str, paper_key=None, paper=None) -> list[str]:
+    from tfganaug.stages.evaluate import summarize_seg
+    if not evaluations:
+        return []
+    first = next(iter(evaluations.values()))[0]
+    classes = first["classes"]
+    head = f"| training | " + " | ".join(classes) + " | mean | runs |"
+    lines = [f"### {title}", "", f"{first['data']} ({first['split']}: {first['n_slices']} slices, "
+             f"{first['n_cases']} case(s), scored on {first.get('slices_scored', 'the selected slices')}); "
+             f"{level.replace('_', '-')} {metric}, mean [95% CI over seeds]", "",
+             head, "|---|" + "---|" * (len(classes) + 2)]
+    clip = metric in ("dice", "iou")
+    for condition, rows in evaluations.items():
+        s = summarize_seg(rows)
+        cells = [dice_cell(s[level][metric][c], clip) for c in classes]
+        mean = dice_cell(mean_ci([nan_mean([r[level][metric][c] for c in classes]) for r in rows]), clip)
+        lines.append(f"| {condition} | " + " | ".join(cells) + f" | {mean} | {s['n_runs']} |")
+        if paper and paper_key and condition in paper and paper_key in paper[condition]:
+            p = paper[condition][paper_key]
+            pcells = [f"{p[c]:.2f}" if isinstance(p, dict) and c in p else "" for c in classes]
+            pmean = f"{p:.2f}" if not isinstance(p, dict) else ""
+            lines.append(f"| *paper: {condition}* | " + " | ".join(pcells) + f" | {pmean} | |")
+    return lines + [""]
+
+
+def _figures(study: Path, plan: dict, out: Path) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tfganaug.viz import save_figure, save_grid
+
+    names = []
+    samples = sorted((study / "gan" / "samples").glob("*/epoch_*.png"))
+    if samples:
+        (out / "gan_samples_last_epoch.png").write_bytes(samples[-1].read_bytes())
+        names.append("gan_samples_last_epoch.png")
+    npz = study / "synth" / "images.npz"
+    if npz.exists():
+        with np.load(npz, allow_pickle=False) as z:
+            images, masks, k = z["images"][:8], z["masks"][:8], len(z["class_names"])
+        rows = [images[..., c] for c in range(images.shape[-1])] + [masks / max(1, k - 1)]
+        save_grid(np.concatenate(rows)[..., None], out / "synthetic_samples.png", rows=len(rows))
+        names.append("synthetic_samples.png")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    rows = [r for r in read_jsonl(study / "gan" / "metrics.jsonl") if "event" not in r]
+    for key in sorted({k for r in rows for k in r if k.endswith("loss")}):
+        axes[0].plot([r["epoch"] for r in rows], [r[key] for r in rows], label=key)
+    axes[0].set_title("GAN losses")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_yscale("symlog")
+    axes[0].legend(fontsize=7)
+    seed = plan["seeds"][0]
+    for condition in plan["conditions"]:
+        rows = [r for r in read_jsonl(study / f"seed-{seed}" / slug(condition) / "metrics.jsonl") if "event" not in r]
+        if rows:
+            axes[1].plot([r["epoch"] for r in rows], [r.get("val_loss", np.nan) for r in rows], label=condition)
+    axes[1].set_title(f"U-Net validation loss (seed {seed})")
+    axes[1].set_xlabel("epoch")
+    axes[1].legend(fontsize=7)
+    save_figure(fig, out / "training_curves.png")
+    plt.close(fig)
+    names.append("training_curves.png")
+    return names
+
+
+def write_report(study_dir, out, notes: str | None = None) -> Path:
+    """`<out>/report.md` + figures + configs from a segmentation study folder; `notes` (default:
+    the study folder's notes.md, if any) go under "Where this setting differs from the paper"."""
+    study = Path(study_dir)
+    if notes is None:
+        notes = (study / "notes.md").read_text() if (study / "notes.md").exists() else ""
+    plan = json.loads((study / "study.json").read_text())
+    spec = spec_of(plan["study"])
+    b = plan["budget_settings"]
+    level, metric = spec["headline"]
+    timings = summed_timings([study / "timings.jsonl", *study.glob("seed-*/timings.jsonl")])
+    gan_status = json.loads((study / "gan" / "status.json").read_text())
+    synth = json.loads((study / "synth" / "manifest.json").read_text())
+    seg_status = next(iter(sorted(study.glob("seed-*/*/status.json"))), None)
+    seg_status = json.loads(seg_status.read_text()) if seg_status else {}
+    lines = [f"# {spec['title']}", "",
+             f"Generated by `tfganaug report` from `{study}`; every number below comes from its runs.", "",
+             "## What was run", "",
+             f"- Study `{plan['study']}`, budget **{plan['budget']}** (a labelled CPU budget, not the paper's): "
+             f"data `{b['data']['name']}` at {b['data']['image_size']} px; GAN settings {json.dumps(b['gan'])}; "
+             f"U-Net settings {json.dumps(b['seg'])}.",
+             f"- GAN trained once (seed 0) on {gan_status.get('n_train')} slices"
+             + (f" (domain B: {gan_status.get('n_train_b')} slices)" if gan_status.get("n_train_b") else "")
+             + f"; synthetic set: {synth['count']} samples ({json.dumps({k: synth[k] for k in synth if k in ('label_source', 'perturbed', 'source', 'truncation_psi')})}).",
+             f"- U-Net training set: {seg_status.get('n_train_real')} real slices from "
+             f"{seg_status.get('n_train_patients')} patient(s) (first seed; the synthetic share per condition is in "
+             "the tables' row names).",
+             f"- Seeds run: {_seeds_run(study, plan)}: each U-Net condition retrained per seed; the GAN and the "
+             "synthetic set are shared, so the CIs cover U-Net training variance only.",
+             f"- Machine: {machine()}; wall time: "
+             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(timings.items())), ""]
+    if notes:
+        lines += ["## Where this setting differs from the paper", "", notes, ""]
+    lines += ["## Results", ""]
+    main_eval = evaluations(study, plan)
+    lines += paper(plan["study"]).results(study, plan, main_eval)
+    lines += ["## Verdict", "", paper(plan["study"]).verdict(study, plan, main_eval), ""]
+    no_derivatives = any(n in NO_DERIVATIVES for n in (b["data"]["name"], b["gan"].get("domain_b")))
+    with atomic_dir(out, overwrite=True) as tmp:
+        lines += _synthetic_section(study, tmp)
+        lines += ["## Figures", ""]
+        for f in _figures(study, plan, tmp):
+            if no_derivatives and f != "training_curves.png":
+                (tmp / f).unlink()
+                continue
+            lines.append(f"![{f}]({f})")
+        if no_derivatives:
+            for f in ("real_vs_synthetic.png",):
+                (tmp / f).unlink(missing_ok=True)
+            lines += ["", "Figures that show pixels of " + ", ".join(sorted(NO_DERIVATIVES)) + " (real or translated "
+                      "slices) are written by `tfganaug report` on your machine but left out here: the data's licence "
+                      "(CC BY-NC-ND) forbids redistributing derivatives."]
+        seeds = ",".join(map(str, plan["seeds"]))
+        lines += ["", "## Reproduce", "", "```",
+                  f"tfganaug study --paper {plan['study']} --budget {plan['budget']} --seeds {seeds} --out <study>",
+                  f"tfganaug report <study> --out <report>", "```", "",
+                  "The resolved configuration of the GAN and of every condition of the first seed is in `config/`.", ""]
+        atomic_write_text(tmp / "report.md", "\n".join(lines))
+        copy_configs(tmp, study, sorted(study.glob(f"seed-{plan['seeds'][0]}/*/config.json")),
+                     {"gan.json": study / "gan" / "config.json", "env.json": study / "gan" / "env.json"})
+    return Path(out) / "report.md"
+
+
+def _synthetic_section(study: Path, out: Path) -> list[str]:
+    """Real vs synthetic slices side by side, and the checkerboard index of each set."""
+    from tfganaug.config import load
+    from tfganaug.data.segsets import load_segsets
+    from tfganaug.stages.train_gan import domain_slices
+    from tfganaug.metrics.artefacts import checkerboard_index
+    from tfganaug.viz import save_grid
+
+    cfg = load(study / "gan" / "config.json")
+    with np.load(study / "synth" / "images.npz", allow_pickle=False) as z:
+        fake = z["images"]
+    real = load_segsets(cfg.data)["train"].images
+    sets = {"real training slices (" + cfg.data.name + ")": real, "synthetic": fake}
+    rows = [real[:6], fake[:6]]
+    if cfg.gan.arch == "cyclegan":
+        other = domain_slices(cfg, cfg.gan.domain_b).images
+        sets[f"real target domain ({cfg.gan.domain_b})"] = other
+        rows.append(other[np.linspace(0, len(other) - 1, 6).round().astype(int)])
+    n = min(len(r) for r in rows)
+    save_grid(np.concatenate([r[:n, ..., :1] for r in rows]), out / "real_vs_synthetic.png", rows=len(rows))
+    lines = ["## Synthetic slices", "",
+             "Rows of `real_vs_synthetic.png`: " + " / ".join(sets) + (" (the synthetic row is the CycleGAN "
+             "translation of the real row above it)" if cfg.gan.arch == "cyclegan" else "") + ".", "",
+             "Checkerboard index (Odena et al. 2016): share of spectral power at the Nyquist frequencies, where "
+             "transposed convolutions leave their period-2 pattern; a synthetic set well above the real sets has "
+             "checkerboard artefacts (first channel, all slices).", "",
+             "| set | slices | checkerboard index |", "|---|---|---|"]
+    for name, images in sets.items():
+        lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
+    no_derivatives = any(n in NO_DERIVATIVES for n in (cfg.data.name, cfg.gan.domain_b))
+    return lines + ["", "" if no_derivatives else "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
+
+
+def _seeds_run(study: Path, plan: dict) -> str:
+    """Seeds with a finished run, per condition (what the tables average over)."""
+    found = {c: [s for s in plan["seeds"] if (study / f"seed-{s}" / slug(c) / "final").exists()]
+             for c in plan["conditions"]}
+    if len({tuple(v) for v in found.values()}) == 1:
+        return str(next(iter(found.values())))
+    return "; ".join(f"{c}: {v}" for c, v in found.items())
+
+
+def judge(gain: dict, base: dict, paper_gain: float) -> str:
+    """Reproduced / direction only / not reproduced, from the gain over the baseline and its CI."""
+    if not gain["n"] or not base["n"]:
+        return "not run"
+    diff = gain["mean"] - base["mean"]
+    separated = gain["ci_low"] > base["ci_high"]
+    if separated and diff >= 0.5 * paper_gain:
+        return "**reproduced** (gain at least half the paper's, CIs separated)"
+    if separated:
+        return "**direction only** (a gain with separated CIs, but less than half the paper's)"
+    if diff > 0:
+        return "**not reproduced** (the difference is within the seed spread: CIs overlap)"
+    return "**not reproduced** (no gain at this budget and on this data)"
+
+
