@@ -25,6 +25,7 @@ voxel; NIfTI in RAS is mirrored in x and y with respect to that view.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -38,10 +39,9 @@ import pydicom
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from PIL import Image
 
+from tfganaug.data.archives import Decoding, open_zip, read_member
+from tfganaug.data.npz import MAX_ARRAY_BYTES, Member, npz_keys, read_npy, read_npz
 from tfganaug.errors import InputError
-
-MAX_ARRAY_BYTES = 2**31
-"""Largest float32 array a reader will allocate; larger header claims are refused unread."""
 
 ZYX_ORIENTATION = ("S", "P", "L")
 """Axis codes of :func:`to_zyx` output: the DICOM order of an axial CT series."""
@@ -58,20 +58,7 @@ _DECODE_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError
 _PIL_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F", "RGB"}
 
 
-class _Decoding:
-    """Turn a library's exception on malformed bytes into one InputError line, chained."""
-
-    def __init__(self, path, what: str):
-        self.path, self.what = path, what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, InputError) or not isinstance(exc, _DECODE_ERRORS):
-            return False
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise InputError(self.what, "a readable file", reason, self.path) from exc
+_Decoding = functools.partial(Decoding, errors=_DECODE_ERRORS)
 
 
 def _check_size(shape, itemsize: int, path, what: str) -> None:
@@ -237,7 +224,8 @@ def _read_dicom_folder(path: Path) -> tuple[np.ndarray, dict]:
 
 
 def _read_dicom_zip(path: Path, member: str | None) -> tuple[np.ndarray, dict]:
-    with _Decoding(path, "zip of a DICOM series"), zipfile.ZipFile(path) as archive:
+    what = "zip of a DICOM series"
+    with _Decoding(path, what), open_zip(path, what) as archive:
         infos = [i for i in archive.infolist() if not i.is_dir()]
         folders = sorted({i.filename.rpartition("/")[0] for i in infos})
         if member is None and len(folders) > 1:
@@ -247,10 +235,11 @@ def _read_dicom_zip(path: Path, member: str | None) -> tuple[np.ndarray, dict]:
         if member is not None and not infos:
             raise InputError("zip member", f"one of the folders {folders}", repr(member), path)
         unpacked = sum(i.file_size for i in infos)
-        if unpacked > MAX_ARRAY_BYTES:  # a zip bomb, or far more than one series
-            raise InputError("zip of a DICOM series", f"at most {MAX_ARRAY_BYTES} bytes unpacked",
-                             f"{unpacked} bytes", path)
-        slices = _parse_dicoms(((i.filename, io.BytesIO(archive.read(i))) for i in infos), path)
+        if unpacked > MAX_ARRAY_BYTES:  # far more than one series
+            raise InputError(what, f"a series of at most {MAX_ARRAY_BYTES} bytes unpacked",
+                             f"{unpacked} bytes in {len(infos)} members", path)
+        slices = _parse_dicoms(((i.filename, io.BytesIO(read_member(archive, i, what))) for i in infos),
+                               path)
     array, meta = _dicom_volume(slices, path)
     return array, {**meta, "member": member}
 
@@ -368,41 +357,20 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, dict]:
                    "dtype": str(array.dtype), "spacing_mm": None, "mode": im.mode}
 
 
-def _check_numeric(array: np.ndarray, path) -> np.ndarray:
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or \
-            np.issubdtype(array.dtype, np.complexfloating):
-        raise InputError("array", "real numbers", f"dtype {array.dtype}", path)
-    return array
-
-
-def _check_npy_header(f, path, what: str) -> None:
-    """Check the shape an .npy header claims; ``np.load`` would allocate it before reading."""
-    version = np.lib.format.read_magic(f)
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
-    shape, _, dtype = read_header(f)
-    _check_size(shape, dtype.itemsize, path, what)
-
-
 def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
-    with _Decoding(path, "NumPy array"):
-        with open(path, "rb") as f:
-            _check_npy_header(f, path, "NumPy array")
-        array = _check_numeric(np.load(path, allow_pickle=False), path)
+    with _Decoding(path, "NumPy array"), open(path, "rb") as f:
+        array = read_npy(f, os.fstat(f.fileno()).st_size, Member(), path, "NumPy array")
     return array, {"format": "npy", "source": str(path), "axes": None, "shape": array.shape,
                    "dtype": str(array.dtype), "spacing_mm": None}
 
 
 def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
-    with _Decoding(path, "NumPy archive"), np.load(path, allow_pickle=False) as archive:
-        keys = list(archive.files)
-        if key is None and len(keys) != 1:
-            raise InputError("key", f"one of {keys} (pass key=)", "no key", path)
-        key = keys[0] if key is None else key
-        if key not in keys:
-            raise InputError("key", f"one of {keys}", repr(key), path)
-        with archive.zip.open(key + ".npy") as f:
-            _check_npy_header(f, path, "NumPy archive")
-        array = _check_numeric(archive[key], path)
+    keys = npz_keys(path, "NumPy archive")
+    if key is None and len(keys) != 1:
+        raise InputError("key", f"one of {keys} (pass key=)", "no key", path)
+    key = keys[0] if key is None else key
+    if key not in keys:
+        raise InputError("key", f"one of {keys}", repr(key), path)
+    array = read_npz(path, {key: Member()}, "NumPy archive")[key]
     return array, {"format": "npz", "source": str(path), "axes": None, "shape": array.shape,
                    "dtype": str(array.dtype), "spacing_mm": None, "key": key, "keys": keys}
