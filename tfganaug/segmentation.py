@@ -32,6 +32,7 @@ import tensorflow as tf
 from tfganaug import __version__, config as config_lib
 from tfganaug.data.pipeline import training_batches
 from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
+from tfganaug.data.synthetic import read_synthetic_pairs
 from tfganaug.errors import InputError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file, slug
 from tfganaug.gans.base import seed_generator_states
@@ -104,14 +105,14 @@ def load_seg_synthetic(folder, like: SegSet, image_size: int) -> tuple[np.ndarra
     split never brings copies of another split's validation or test cases into training.
     """
     _seg_synthetic_manifest(folder, like, image_size)
-    with np.load(Path(folder) / "images.npz", allow_pickle=False) as z:
-        images, masks = z["images"].astype(np.float32), z["masks"].astype(np.int32)
-        if "patient_ids" in z:
-            keep = _same_patients(z["patient_ids"].astype(str), z["slice_index"], like)
-            if not len(keep):
-                raise InputError("synthetic set", f"copies of the training cases {like.patients()[:4]}",
-                                 f"cases {sorted(set(z['patient_ids'].astype(str).tolist()))[:4]}", folder)
-            images, masks = images[keep], masks[keep]
+    z = read_synthetic_pairs(folder)
+    images, masks = z["images"].astype(np.float32), z["masks"].astype(np.int32)
+    if "patient_ids" in z:
+        keep = _same_patients(z["patient_ids"].astype(str), z["slice_index"], like)
+        if not len(keep):
+            raise InputError("synthetic set", f"copies of the training cases {like.patients()[:4]}",
+                             f"cases {sorted(set(z['patient_ids'].astype(str).tolist()))[:4]}", folder)
+        images, masks = images[keep], masks[keep]
     return images, masks
 
 

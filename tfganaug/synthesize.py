@@ -12,13 +12,13 @@ manifest is complete; `load_synthetic` checks the checksum before using it.
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from tfganaug import __version__
+from tfganaug.data.synthetic import read_manifest_json, read_synthetic_rois
 from tfganaug.errors import InputError, OutputExistsError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file
 from tfganaug.viz import png_bytes
@@ -86,7 +86,7 @@ def read_synthetic_manifest(folder, kind: str, expect: dict) -> dict:
     if not manifest_path.exists():
         raise InputError("a synthetic set", "a folder written by `tfganaug synthesize` (with manifest.json)",
                          "no manifest.json" if folder.exists() else "no such folder", folder)
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest_json(manifest_path)
     kinds = {"classification": "ROIs with class labels (a dcgan/acgan set)",
              "segmentation": "image + label-map pairs (from a pix2pix, cyclegan or stylegan2 run)"}
     got = manifest.get("kind", "classification")
@@ -107,5 +107,4 @@ def load_synthetic(folder, class_names, image_size: int):
     read_synthetic_manifest(folder, "classification", {
         "class_names": ("classes", list(class_names), f"the training classes {list(class_names)}"),
         "image_size": ("image size", image_size, f"{image_size} px (data.image_size)")})
-    with np.load(Path(folder) / "images.npz", allow_pickle=False) as z:
-        return z["images"].astype(np.float32), z["labels"].astype(np.int32)
+    return read_synthetic_rois(folder)
