@@ -74,8 +74,18 @@ def read_image(path: str | os.PathLike, *, member: str | None = None,
     """Read an image or volume as finite float32 plus its metadata (see the module docstring).
 
     ``member`` picks the folder inside a ``.zip`` (e.g. ``"liver"`` in IRCADb's
-    ``MASKS_DICOM.zip``); ``key`` picks the array in a ``.npz``.
+    ``MASKS_DICOM.zip``); ``key`` picks the array in a ``.npz``. A NIfTI or DICOM image of
+    one value throughout (a rescale slope of 0, an empty export) is refused; a label map of
+    one value is not (:func:`read_segmentation`).
     """
+    out, meta = _read_finite(path, member, key)
+    if meta["format"] in ("nifti", "dicom") and out.min() == out.max():
+        raise InputError("image", "more than one intensity value",
+                         f"every voxel {float(out.flat[0]):g} (shape {out.shape})", path)
+    return out, meta
+
+
+def _read_finite(path, member, key) -> tuple[np.ndarray, dict]:
     array, meta = _read_raw(Path(path), member, key)
     if array.size == 0:
         raise InputError("image", "at least one voxel", f"shape {array.shape}", path)
@@ -96,7 +106,7 @@ def read_segmentation(path: str | os.PathLike, like_meta: dict | None = None,
     NIfTI mask lines up with its DICOM series) and must then agree in shape, spacing
     (1e-3 relative) and orientation.
     """
-    array, meta = read_image(path, member=member, key=key)
+    array, meta = _read_finite(path, member, key)
     if meta.get("axes") == "yxc":
         raise InputError("label map", "a single-channel image",
                          f"colour image of shape {array.shape} (map colours to labels first)", path)
@@ -187,9 +197,11 @@ def _looks_like_dicom(path: Path) -> bool:
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
     with _Decoding(path, "NIfTI image"):
+        _check_nifti_scaling(path)
         img = nib.load(path)
         shape, dtype = tuple(int(n) for n in img.shape), img.get_data_dtype()
         scaled = (img.dataobj.slope, img.dataobj.inter) != (1.0, 0.0)  # then values are float64
+    _check_voxel_dtype(dtype, path, "NIfTI image")
     if len(shape) > 4:
         raise InputError("NIfTI image", "at most 4 dimensions", f"shape {shape}", path)
     _check_size(shape, 8 if scaled else dtype.itemsize, path, "NIfTI image")
@@ -206,6 +218,40 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
                    "affine": canonical.affine.tolist(),
                    "orientation": nib.aff2axcodes(canonical.affine),
                    "original_orientation": original}
+
+
+def _check_nifti_scaling(path: Path) -> None:
+    """Refuse an infinite scl_slope, or a finite one with a NaN/Inf scl_inter.
+
+    A slope of 0 or NaN means "not scaled" (the NIfTI standard; nibabel writes NaN), which
+    nibabel would also assume for an infinite one, silently reading unscaled values.
+    """
+    with nib.openers.ImageOpener(path) as f:
+        block = f.read(nib.Nifti2Header.template_dtype.itemsize)
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(block) < size:
+            continue
+        header = klass(block[:size], check=False)
+        if int(header["sizeof_hdr"]) != size:
+            continue
+        slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+        if np.isinf(slope) or (np.isfinite(slope) and slope != 0 and not np.isfinite(inter)):
+            raise InputError("NIfTI scaling", "a finite scl_slope and scl_inter (or slope 0/NaN: "
+                             "unscaled)", f"scl_slope {slope}, scl_inter {inter}", path)
+        return
+
+
+def _check_voxel_dtype(dtype: np.dtype, path, what: str) -> None:
+    if dtype.kind == "c":
+        raise InputError(what, "real voxel values (complex data is not supported)",
+                         f"complex dtype {dtype}", path)
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        if dtype.names and set(dtype.names) <= set("RGBA"):
+            got = f"{''.join(dtype.names)} colour voxels ({dtype})"
+        else:
+            got = f"{'structured ' if dtype.fields else ''}dtype {dtype}"
+        raise InputError(what, "one real number per voxel (int, uint or float)", got, path)
 
 
 # --- DICOM -----------------------------------------------------------------------------
@@ -274,7 +320,10 @@ def _dicom_volume(slices: list, path) -> tuple[np.ndarray, dict]:
         shapes = sorted({(int(ds.Rows), int(ds.Columns)) for ds in slices})
         if len(shapes) > 1:
             raise InputError("DICOM series", "slices of one shape", f"shapes {shapes}", path)
-        _check_size((len(slices),) + shapes[0], 4, path, "DICOM series")
+        # frames and samples per pixel multiply what pixel_array allocates for each file
+        n_planes = sum(int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("SamplesPerPixel", 1) or 1)
+                       for ds in slices)
+        _check_size((n_planes,) + shapes[0], 4, path, "DICOM series")
         slices, positions = _sort_slices(slices, path)
         array = np.stack([_slice_hu(ds, path) for ds in slices])
     return array, _dicom_meta(slices, positions, array, path)
@@ -300,12 +349,21 @@ def _sort_slices(slices: list, path) -> tuple[list, np.ndarray | None]:
 
 def _slice_hu(ds, path) -> np.ndarray:
     """Stored values -> modality units (Hounsfield units for CT) via RescaleSlope/Intercept."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise InputError("DICOM slice", "one greyscale sample per pixel",
+                         f"{samples} samples per pixel ({ds.get('PhotometricInterpretation', '?')})", path)
     pixels = ds.pixel_array
+    _check_voxel_dtype(pixels.dtype, path, "DICOM slice")
     if pixels.ndim != 2:
         raise InputError("DICOM slice", "one greyscale 2-D frame per file",
                          f"pixel array of shape {pixels.shape}", path)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope, intercept = (ds.get(key) for key in ("RescaleSlope", "RescaleIntercept"))
+    slope = 1.0 if slope in (None, "") else float(slope)  # absent: stored values are the units
+    intercept = 0.0 if intercept in (None, "") else float(intercept)
+    if not (np.isfinite(slope) and slope != 0 and np.isfinite(intercept)):
+        raise InputError("DICOM rescale", "a finite non-zero RescaleSlope and a finite RescaleIntercept",
+                         f"slope {slope:g}, intercept {intercept:g}", path)
     if slope == 1 and intercept == 0:
         return pixels
     return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
