@@ -94,7 +94,7 @@ def test_user_npz_and_png_tree(tmp_path):
 
 def test_user_data_errors_name_the_file(tmp_path):
     np.savez(tmp_path / "bad.npz", pictures=np.zeros((3, 8, 8)))
-    with pytest.raises(InputError, match=r"bad.npz: expected an ROI archive as keys 'images' and 'labels'"):
+    with pytest.raises(InputError, match=r"bad.npz: expected an ROI archive as arrays 'images', 'labels', got no images, labels"):
         load_rois(DataConfig(name=str(tmp_path / "bad.npz")))
     np.savez(tmp_path / "nan.npz", images=np.full((4, 8, 8), np.nan), labels=np.zeros(4, int))
     with pytest.raises(InputError, match="finite values"):

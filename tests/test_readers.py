@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
@@ -301,6 +301,7 @@ def test_npy_round_trip(array):
        st.tuples(*[st.sampled_from([-1, 1])] * 3), st.tuples(*[st.sampled_from([0.5, 0.8, 2.5, 3.0])] * 3))
 def test_nifti_round_trip_reorients_to_ras(array, signs, spacing):
     """30 examples: values, spacing and the flips that bring any axis-aligned affine to RAS."""
+    assume(array.min() != array.max())  # a volume of one value is refused (test_hostile_inputs)
     affine = np.diag([s * d for s, d in zip(signs, spacing)] + [1.0])
     with tempfile.TemporaryDirectory() as folder:
         nib.save(nib.Nifti1Image(array, affine), Path(folder) / "a.nii.gz")

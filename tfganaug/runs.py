@@ -134,6 +134,10 @@ class RunFolder:
         if not path.exists():
             raise RunFolderError(f"{self.path}: expected a finished {what} run with {path}, got none "
                                  f"(rerun its {command} command to finish it)")
+        # The custom layers, losses and schedules a saved model may name, registered before loading
+        # (whatever this process imported so far).
+        from tfganaug import schedules  # noqa: F401
+        from tfganaug.tasks import classifier, losses, segmenter  # noqa: F401
         return keras.saving.load_model(path, safe_mode=True)
 
 

@@ -22,16 +22,73 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from tfganaug import __version__
+from tfganaug.data.npz import INTEGER, NUMERIC, TEXT, Member, read_npz
 from tfganaug.data.segsets import SegSet
 from tfganaug.errors import InputError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, sha256_file
 from tfganaug.viz import png_bytes
 
+
+# ------------------------------------------------------------------ checked reading of a set's files
+# A synthetic set comes back from the user as a folder, so its files are input like any other.
+
+MAX_MANIFEST_BYTES = 16 * 2**20
+"""Largest manifest.json read (one lists a few hundred volumes in a few kB)."""
+
+CLASSIFICATION_ARRAYS = {"images": Member(NUMERIC, (3, 4)), "labels": Member(INTEGER, (1,)),
+                         "class_names": Member(TEXT, (1,), required=False, per_item=False)}
+"""images float32 (N, H, W, 1) in [0, 1], labels (N,), class names."""
+
+SEGMENTATION_ARRAYS = {"images": Member(NUMERIC, (4,)), "masks": Member(INTEGER, (3,)),
+                       "patient_ids": Member(TEXT, (1,), required=False),
+                       "slice_index": Member(INTEGER, (1,), required=False),
+                       "class_names": Member(TEXT, (1,), required=False, per_item=False),
+                       "channel_names": Member(TEXT, (1,), required=False, per_item=False)}
+"""images float32 (N, H, W, C) in [0, 1], label maps (N, H, W), the source slice of each."""
+
+
+def read_manifest_json(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``; anything else (cut, not JSON, a list) is an InputError."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise InputError("a manifest", f"a JSON file of at most {MAX_MANIFEST_BYTES} bytes", f"{size} bytes", path)
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise InputError("a manifest", "a readable JSON object", reason, path) from exc
+    if not isinstance(manifest, dict):
+        raise InputError("a manifest", "a JSON object", f"a JSON {type(manifest).__name__}", path)
+    return manifest
+
+
+def read_synthetic_rois(folder) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32, labels int32) of a classification set's images.npz."""
+    arrays = read_npz(Path(folder) / "images.npz", CLASSIFICATION_ARRAYS, "a synthetic ROI set")
+    return arrays["images"].astype(np.float32), arrays["labels"].astype(np.int32)
+
+
+def read_synthetic_pairs(folder) -> dict[str, np.ndarray]:
+    """The arrays of a segmentation set's images.npz (see :data:`SEGMENTATION_ARRAYS`)."""
+    path = Path(folder) / "images.npz"
+    arrays = read_npz(path, SEGMENTATION_ARRAYS, "a synthetic segmentation set")
+    if arrays["images"].shape[:3] != arrays["masks"].shape:
+        raise InputError("a synthetic segmentation set", "images (N, H, W, C) and masks (N, H, W) of one size",
+                         f"{arrays['images'].shape} and {arrays['masks'].shape}", path)
+    if ("patient_ids" in arrays) != ("slice_index" in arrays):
+        raise InputError("a synthetic segmentation set", "patient_ids and slice_index together",
+                         f"only {'patient_ids' if 'patient_ids' in arrays else 'slice_index'}", path)
+    return arrays
+
+
+# ------------------------------------------------------------------ writing and loading sets
 
 def write_roi_synthetic(out, images: np.ndarray, labels: np.ndarray, class_names, info: dict,
                         overwrite: bool = False, png: bool = True) -> Path:
@@ -55,8 +112,9 @@ def write_roi_synthetic(out, images: np.ndarray, labels: np.ndarray, class_names
 
 
 def read_manifest(folder) -> dict:
-    """The manifest.json of a synthetic set as written (unchecked: see read_synthetic_manifest)."""
-    return json.loads((Path(folder) / "manifest.json").read_text())
+    """The manifest.json of a synthetic set, read as a JSON object (not checked against its
+    images: see read_synthetic_manifest)."""
+    return read_manifest_json(Path(folder) / "manifest.json")
 
 
 def read_synthetic_manifest(folder, kind: str, expect: dict) -> dict:
@@ -68,7 +126,7 @@ def read_synthetic_manifest(folder, kind: str, expect: dict) -> dict:
     if not manifest_path.exists():
         raise InputError("a synthetic set", "a folder written by `tfganaug synthesize` (with manifest.json)",
                          "no manifest.json" if folder.exists() else "no such folder", folder)
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest_json(manifest_path)
     kinds = {"classification": "ROIs with class labels (a dcgan/acgan set)",
              "segmentation": "image + label-map pairs (from a pix2pix, cyclegan or stylegan2 run)"}
     got = manifest.get("kind", "classification")
@@ -89,8 +147,7 @@ def load_synthetic(folder, class_names, image_size: int):
     read_synthetic_manifest(folder, "classification", {
         "class_names": ("classes", list(class_names), f"the training classes {list(class_names)}"),
         "image_size": ("image size", image_size, f"{image_size} px (data.image_size)")})
-    with np.load(Path(folder) / "images.npz", allow_pickle=False) as z:
-        return z["images"].astype(np.float32), z["labels"].astype(np.int32)
+    return read_synthetic_rois(folder)
 
 
 def write_seg_synthetic(out, images: np.ndarray, masks: np.ndarray, class_names, channel_names,
@@ -150,14 +207,14 @@ def load_seg_synthetic(folder, like: SegSet, image_size: int) -> tuple[np.ndarra
     split never brings copies of another split's validation or test cases into training.
     """
     _seg_synthetic_manifest(folder, like, image_size)
-    with np.load(Path(folder) / "images.npz", allow_pickle=False) as z:
-        images, masks = z["images"].astype(np.float32), z["masks"].astype(np.int32)
-        if "patient_ids" in z:
-            keep = _same_patients(z["patient_ids"].astype(str), z["slice_index"], like)
-            if not len(keep):
-                raise InputError("synthetic set", f"copies of the training cases {like.patients()[:4]}",
-                                 f"cases {sorted(set(z['patient_ids'].astype(str).tolist()))[:4]}", folder)
-            images, masks = images[keep], masks[keep]
+    z = read_synthetic_pairs(folder)
+    images, masks = z["images"].astype(np.float32), z["masks"].astype(np.int32)
+    if "patient_ids" in z:
+        keep = _same_patients(z["patient_ids"].astype(str), z["slice_index"], like)
+        if not len(keep):
+            raise InputError("synthetic set", f"copies of the training cases {like.patients()[:4]}",
+                             f"cases {sorted(set(z['patient_ids'].astype(str).tolist()))[:4]}", folder)
+        images, masks = images[keep], masks[keep]
     return images, masks
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import io
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from scipy import ndimage
 
+from tfganaug.data.archives import open_zip, read_member
 from tfganaug.data.cases import Case
 from tfganaug.data.readers import read_image, read_segmentation, to_zyx
 from tfganaug.errors import InputError
@@ -124,12 +124,8 @@ def _mask_folders(masks_path: Path) -> set[str]:
     """Names of the structure folders in ``MASKS_DICOM(.zip)`` (last path component)."""
     if masks_path.is_dir():
         return {p.name for p in masks_path.iterdir() if p.is_dir()}
-    try:
-        with zipfile.ZipFile(masks_path) as archive:
-            names = [i.filename for i in archive.infolist() if not i.is_dir()]
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise InputError("IRCADb organ masks", "a readable zip", f"{type(exc).__name__}: {exc}",
-                         masks_path) from exc
+    with open_zip(masks_path, "IRCADb organ masks") as archive:
+        names = [i.filename for i in archive.infolist() if not i.is_dir()]
     return {n.rpartition("/")[0].rpartition("/")[2] for n in names if "/" in n}
 
 
@@ -141,10 +137,10 @@ def _dicom_patient_name(image_path: Path) -> str:
                 if f.is_file():
                     yield f
         else:
-            with zipfile.ZipFile(image_path) as archive:
+            with open_zip(image_path, "IRCADb CT") as archive:
                 for info in archive.infolist():
                     if not info.is_dir():
-                        yield io.BytesIO(archive.read(info))
+                        yield io.BytesIO(read_member(archive, info, "IRCADb CT"))
 
     try:
         for source in headers():
@@ -153,7 +149,7 @@ def _dicom_patient_name(image_path: Path) -> str:
             except (OSError, ValueError, pydicom.errors.InvalidDicomError):
                 continue
             return str(ds.get("PatientName", "")).strip()
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, InputError):
         return ""
     return ""
 

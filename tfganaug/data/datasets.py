@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tfganaug.data import ct, phantom
+from tfganaug.data.npz import INTEGER, NUMERIC, TEXT, Member, read_npz
 from tfganaug.errors import InputError
 
 ORGANAMNIST_CLASSES = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",
@@ -134,8 +135,11 @@ def _organamnist(cfg, root: Path):
     if not path.exists():
         raise InputError("OrganAMNIST", f"the file {path} (set TFGANAUG_DATA to the shared data folder)",
                          "no such file", path)
-    with np.load(path, allow_pickle=False) as z:
-        parts = {s: (z[f"{s}_images"], z[f"{s}_labels"].ravel().astype(np.int32)) for s in ("train", "val")}
+    parts = {}
+    for s in ("train", "val"):
+        z = read_npz(path, {f"{s}_images": Member(NUMERIC, (3,)), f"{s}_labels": Member(INTEGER, (1, 2))},
+                     "OrganAMNIST")
+        parts[s] = (z[f"{s}_images"], z[f"{s}_labels"].ravel().astype(np.int32))
     out = {}
     for split, (x, y) in parts.items():
         x, y, names = _select_classes(x, y, ORGANAMNIST_CLASSES, cfg.classes, path)
@@ -146,24 +150,21 @@ def _organamnist(cfg, root: Path):
     return out
 
 
+ROI_ARRAYS = {"images": Member(NUMERIC, (3, 4)), "labels": Member(INTEGER, (1, 2)),
+              "patient_ids": Member(TEXT, (1,), required=False),
+              "class_names": Member(TEXT, (1,), required=False, per_item=False)}
+"""The arrays of a user's ROI archive: images (N,H,W[,1]), labels (N,), patient ids (N,), names."""
+
+
 def _read_user_npz(path: Path):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if not {"images", "labels"} <= keys:
-                raise InputError("an ROI archive", "keys 'images' and 'labels'", f"keys {sorted(keys)}", path)
-            images, labels = z["images"], z["labels"].ravel()
-            pids = z["patient_ids"].astype(str) if "patient_ids" in keys else None
-            names = tuple(str(n) for n in z["class_names"]) if "class_names" in keys else None
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError("an ROI archive", "a readable .npz without object arrays", f"{type(exc).__name__}: {exc}",
-                         path) from exc
-    if len(images) != len(labels):
+    z = read_npz(path, ROI_ARRAYS, "an ROI archive")
+    images, labels = z["images"], z["labels"].ravel()
+    pids = z["patient_ids"].astype(str) if "patient_ids" in z else None
+    names = tuple(str(n) for n in z["class_names"]) if "class_names" in z else None
+    if len(labels) != len(images):
         raise InputError("labels", f"one per image ({len(images)})", f"{len(labels)} labels", path)
-    if not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
-        raise InputError("labels", "non-negative integers", f"dtype {labels.dtype}, min {labels.min()}", path)
+    if (labels < 0).any():
+        raise InputError("labels", "non-negative integers", f"min {labels.min()}", path)
     labels = labels.astype(np.int32)
     names = names or tuple(f"class{c}" for c in range(int(labels.max()) + 1))
     if labels.max() >= len(names):

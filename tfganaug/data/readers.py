@@ -25,6 +25,7 @@ voxel; NIfTI in RAS is mirrored in x and y with respect to that view.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -38,10 +39,9 @@ import pydicom
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from PIL import Image
 
+from tfganaug.data.archives import Decoding, open_zip, read_member
+from tfganaug.data.npz import MAX_ARRAY_BYTES, Member, npz_keys, read_npy, read_npz
 from tfganaug.errors import InputError
-
-MAX_ARRAY_BYTES = 2**31
-"""Largest float32 array a reader will allocate; larger header claims are refused unread."""
 
 ZYX_ORIENTATION = ("S", "P", "L")
 """Axis codes of :func:`to_zyx` output: the DICOM order of an axial CT series."""
@@ -58,20 +58,7 @@ _DECODE_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError
 _PIL_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F", "RGB"}
 
 
-class _Decoding:
-    """Turn a library's exception on malformed bytes into one InputError line, chained."""
-
-    def __init__(self, path, what: str):
-        self.path, self.what = path, what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, InputError) or not isinstance(exc, _DECODE_ERRORS):
-            return False
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise InputError(self.what, "a readable file", reason, self.path) from exc
+_Decoding = functools.partial(Decoding, errors=_DECODE_ERRORS)
 
 
 def _check_size(shape, itemsize: int, path, what: str) -> None:
@@ -87,8 +74,18 @@ def read_image(path: str | os.PathLike, *, member: str | None = None,
     """Read an image or volume as finite float32 plus its metadata (see the module docstring).
 
     ``member`` picks the folder inside a ``.zip`` (e.g. ``"liver"`` in IRCADb's
-    ``MASKS_DICOM.zip``); ``key`` picks the array in a ``.npz``.
+    ``MASKS_DICOM.zip``); ``key`` picks the array in a ``.npz``. A NIfTI or DICOM image of
+    one value throughout (a rescale slope of 0, an empty export) is refused; a label map of
+    one value is not (:func:`read_segmentation`).
     """
+    out, meta = _read_finite(path, member, key)
+    if meta["format"] in ("nifti", "dicom") and out.min() == out.max():
+        raise InputError("image", "more than one intensity value",
+                         f"every voxel {float(out.flat[0]):g} (shape {out.shape})", path)
+    return out, meta
+
+
+def _read_finite(path, member, key) -> tuple[np.ndarray, dict]:
     array, meta = _read_raw(Path(path), member, key)
     if array.size == 0:
         raise InputError("image", "at least one voxel", f"shape {array.shape}", path)
@@ -109,7 +106,7 @@ def read_segmentation(path: str | os.PathLike, like_meta: dict | None = None,
     NIfTI mask lines up with its DICOM series) and must then agree in shape, spacing
     (1e-3 relative) and orientation.
     """
-    array, meta = read_image(path, member=member, key=key)
+    array, meta = _read_finite(path, member, key)
     if meta.get("axes") == "yxc":
         raise InputError("label map", "a single-channel image",
                          f"colour image of shape {array.shape} (map colours to labels first)", path)
@@ -200,9 +197,11 @@ def _looks_like_dicom(path: Path) -> bool:
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
     with _Decoding(path, "NIfTI image"):
+        _check_nifti_scaling(path)
         img = nib.load(path)
         shape, dtype = tuple(int(n) for n in img.shape), img.get_data_dtype()
         scaled = (img.dataobj.slope, img.dataobj.inter) != (1.0, 0.0)  # then values are float64
+    _check_voxel_dtype(dtype, path, "NIfTI image")
     if len(shape) > 4:
         raise InputError("NIfTI image", "at most 4 dimensions", f"shape {shape}", path)
     _check_size(shape, 8 if scaled else dtype.itemsize, path, "NIfTI image")
@@ -221,6 +220,40 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
                    "original_orientation": original}
 
 
+def _check_nifti_scaling(path: Path) -> None:
+    """Refuse an infinite scl_slope, or a finite one with a NaN/Inf scl_inter.
+
+    A slope of 0 or NaN means "not scaled" (the NIfTI standard; nibabel writes NaN), which
+    nibabel would also assume for an infinite one, silently reading unscaled values.
+    """
+    with nib.openers.ImageOpener(path) as f:
+        block = f.read(nib.Nifti2Header.template_dtype.itemsize)
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(block) < size:
+            continue
+        header = klass(block[:size], check=False)
+        if int(header["sizeof_hdr"]) != size:
+            continue
+        slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+        if np.isinf(slope) or (np.isfinite(slope) and slope != 0 and not np.isfinite(inter)):
+            raise InputError("NIfTI scaling", "a finite scl_slope and scl_inter (or slope 0/NaN: "
+                             "unscaled)", f"scl_slope {slope}, scl_inter {inter}", path)
+        return
+
+
+def _check_voxel_dtype(dtype: np.dtype, path, what: str) -> None:
+    if dtype.kind == "c":
+        raise InputError(what, "real voxel values (complex data is not supported)",
+                         f"complex dtype {dtype}", path)
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        if dtype.names and set(dtype.names) <= set("RGBA"):
+            got = f"{''.join(dtype.names)} colour voxels ({dtype})"
+        else:
+            got = f"{'structured ' if dtype.fields else ''}dtype {dtype}"
+        raise InputError(what, "one real number per voxel (int, uint or float)", got, path)
+
+
 # --- DICOM -----------------------------------------------------------------------------
 
 def _read_dicom_file(path: Path) -> tuple[np.ndarray, dict]:
@@ -237,7 +270,8 @@ def _read_dicom_folder(path: Path) -> tuple[np.ndarray, dict]:
 
 
 def _read_dicom_zip(path: Path, member: str | None) -> tuple[np.ndarray, dict]:
-    with _Decoding(path, "zip of a DICOM series"), zipfile.ZipFile(path) as archive:
+    what = "zip of a DICOM series"
+    with _Decoding(path, what), open_zip(path, what) as archive:
         infos = [i for i in archive.infolist() if not i.is_dir()]
         folders = sorted({i.filename.rpartition("/")[0] for i in infos})
         if member is None and len(folders) > 1:
@@ -247,10 +281,11 @@ def _read_dicom_zip(path: Path, member: str | None) -> tuple[np.ndarray, dict]:
         if member is not None and not infos:
             raise InputError("zip member", f"one of the folders {folders}", repr(member), path)
         unpacked = sum(i.file_size for i in infos)
-        if unpacked > MAX_ARRAY_BYTES:  # a zip bomb, or far more than one series
-            raise InputError("zip of a DICOM series", f"at most {MAX_ARRAY_BYTES} bytes unpacked",
-                             f"{unpacked} bytes", path)
-        slices = _parse_dicoms(((i.filename, io.BytesIO(archive.read(i))) for i in infos), path)
+        if unpacked > MAX_ARRAY_BYTES:  # far more than one series
+            raise InputError(what, f"a series of at most {MAX_ARRAY_BYTES} bytes unpacked",
+                             f"{unpacked} bytes in {len(infos)} members", path)
+        slices = _parse_dicoms(((i.filename, io.BytesIO(read_member(archive, i, what))) for i in infos),
+                               path)
     array, meta = _dicom_volume(slices, path)
     return array, {**meta, "member": member}
 
@@ -285,7 +320,10 @@ def _dicom_volume(slices: list, path) -> tuple[np.ndarray, dict]:
         shapes = sorted({(int(ds.Rows), int(ds.Columns)) for ds in slices})
         if len(shapes) > 1:
             raise InputError("DICOM series", "slices of one shape", f"shapes {shapes}", path)
-        _check_size((len(slices),) + shapes[0], 4, path, "DICOM series")
+        # frames and samples per pixel multiply what pixel_array allocates for each file
+        n_planes = sum(int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("SamplesPerPixel", 1) or 1)
+                       for ds in slices)
+        _check_size((n_planes,) + shapes[0], 4, path, "DICOM series")
         slices, positions = _sort_slices(slices, path)
         array = np.stack([_slice_hu(ds, path) for ds in slices])
     return array, _dicom_meta(slices, positions, array, path)
@@ -311,12 +349,21 @@ def _sort_slices(slices: list, path) -> tuple[list, np.ndarray | None]:
 
 def _slice_hu(ds, path) -> np.ndarray:
     """Stored values -> modality units (Hounsfield units for CT) via RescaleSlope/Intercept."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise InputError("DICOM slice", "one greyscale sample per pixel",
+                         f"{samples} samples per pixel ({ds.get('PhotometricInterpretation', '?')})", path)
     pixels = ds.pixel_array
+    _check_voxel_dtype(pixels.dtype, path, "DICOM slice")
     if pixels.ndim != 2:
         raise InputError("DICOM slice", "one greyscale 2-D frame per file",
                          f"pixel array of shape {pixels.shape}", path)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope, intercept = (ds.get(key) for key in ("RescaleSlope", "RescaleIntercept"))
+    slope = 1.0 if slope in (None, "") else float(slope)  # absent: stored values are the units
+    intercept = 0.0 if intercept in (None, "") else float(intercept)
+    if not (np.isfinite(slope) and slope != 0 and np.isfinite(intercept)):
+        raise InputError("DICOM rescale", "a finite non-zero RescaleSlope and a finite RescaleIntercept",
+                         f"slope {slope:g}, intercept {intercept:g}", path)
     if slope == 1 and intercept == 0:
         return pixels
     return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
@@ -368,41 +415,20 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, dict]:
                    "dtype": str(array.dtype), "spacing_mm": None, "mode": im.mode}
 
 
-def _check_numeric(array: np.ndarray, path) -> np.ndarray:
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or \
-            np.issubdtype(array.dtype, np.complexfloating):
-        raise InputError("array", "real numbers", f"dtype {array.dtype}", path)
-    return array
-
-
-def _check_npy_header(f, path, what: str) -> None:
-    """Check the shape an .npy header claims; ``np.load`` would allocate it before reading."""
-    version = np.lib.format.read_magic(f)
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
-    shape, _, dtype = read_header(f)
-    _check_size(shape, dtype.itemsize, path, what)
-
-
 def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
-    with _Decoding(path, "NumPy array"):
-        with open(path, "rb") as f:
-            _check_npy_header(f, path, "NumPy array")
-        array = _check_numeric(np.load(path, allow_pickle=False), path)
+    with _Decoding(path, "NumPy array"), open(path, "rb") as f:
+        array = read_npy(f, os.fstat(f.fileno()).st_size, Member(), path, "NumPy array")
     return array, {"format": "npy", "source": str(path), "axes": None, "shape": array.shape,
                    "dtype": str(array.dtype), "spacing_mm": None}
 
 
 def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
-    with _Decoding(path, "NumPy archive"), np.load(path, allow_pickle=False) as archive:
-        keys = list(archive.files)
-        if key is None and len(keys) != 1:
-            raise InputError("key", f"one of {keys} (pass key=)", "no key", path)
-        key = keys[0] if key is None else key
-        if key not in keys:
-            raise InputError("key", f"one of {keys}", repr(key), path)
-        with archive.zip.open(key + ".npy") as f:
-            _check_npy_header(f, path, "NumPy archive")
-        array = _check_numeric(archive[key], path)
+    keys = npz_keys(path, "NumPy archive")
+    if key is None and len(keys) != 1:
+        raise InputError("key", f"one of {keys} (pass key=)", "no key", path)
+    key = keys[0] if key is None else key
+    if key not in keys:
+        raise InputError("key", f"one of {keys}", repr(key), path)
+    array = read_npz(path, {key: Member()}, "NumPy archive")[key]
     return array, {"format": "npz", "source": str(path), "axes": None, "shape": array.shape,
                    "dtype": str(array.dtype), "spacing_mm": None, "key": key, "keys": keys}

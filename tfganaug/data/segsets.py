@@ -41,6 +41,7 @@ from tfganaug.data import ct
 from tfganaug.data.brats import brain_of, percentile_to_unit, percentile_window, zscore_to_unit
 from tfganaug.data.cases import Case
 from tfganaug.data.datasets import data_root, split_by_patient
+from tfganaug.data.npz import INTEGER, NUMERIC, TEXT, Member, read_npz
 from tfganaug.errors import InputError
 
 
@@ -244,17 +245,18 @@ SOURCES = ("phantom-kidney", "phantom-abdomen", "phantom-abdomen-native", "phant
            "kits19-labels", "ircadb", "totalseg-contrast", "totalseg-native", "brats")
 
 
+SEG_ARRAYS = {"images": Member(NUMERIC, (3, 4)), "masks": Member(INTEGER, (3,)),
+              "patient_ids": Member(TEXT, (1,), required=False),
+              "class_names": Member(TEXT, (1,), required=False, per_item=False)}
+"""The arrays of a user's segmentation archive: images (N,H,W[,C]), masks (N,H,W), ids, names."""
+
+
 def _read_npz(path: Path, cfg) -> SegSet:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            images, masks = np.asarray(z["images"], np.float32), np.asarray(z["masks"])
-            pids = np.asarray(z["patient_ids"]).astype(str) if "patient_ids" in z else np.arange(len(masks)).astype(str)
-            names = tuple(str(n) for n in np.asarray(z["class_names"]).astype(str)) if "class_names" in z else tuple(
-                ["background"] + [f"class{i}" for i in range(1, int(masks.max()) + 1)])
-    except KeyError as exc:
-        raise InputError("segmentation .npz", "arrays 'images' and 'masks'", f"no {exc}", path) from None
-    except (OSError, ValueError) as exc:
-        raise InputError("segmentation .npz", "a readable .npz without pickled objects", str(exc)[:120], path) from None
+    z = read_npz(path, SEG_ARRAYS, "segmentation .npz")
+    images, masks = z["images"].astype(np.float32), z["masks"]
+    pids = z["patient_ids"].astype(str) if "patient_ids" in z else np.arange(len(masks)).astype(str)
+    names = tuple(str(n) for n in z["class_names"].astype(str)) if "class_names" in z else tuple(
+        ["background"] + [f"class{i}" for i in range(1, int(masks.max()) + 1)])
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[:3] != masks.shape or images.ndim != 4:

@@ -45,8 +45,6 @@ def load_classifier(run: RunFolder) -> keras.Model:
 
 
 def load_segmenter(run: RunFolder) -> keras.Model:
-    from tfganaug import schedules  # noqa: F401  registers the saved optimizer's schedule
-    from tfganaug.tasks import losses, segmenter  # noqa: F401  and the custom losses and layers
     return run.load_final_model("seg", "segmentation", "train-seg")
 
 
