@@ -269,3 +269,16 @@ def test_phantom_goes_through_the_same_mapping():
     first = slices.subset(np.flatnonzero(slices.patient_ids == cases[0].patient_id))
     for image, z in zip(few.images, few.slice_index):
         np.testing.assert_array_equal(image, first.images[first.slice_index == z][0])
+
+
+def test_named_brats2018_source_has_the_manifests_split_and_four_contrasts(shared_data, monkeypatch):
+    """`--data brats2018`: the twelve 2018 cases, split 9 / 3 by patient as the shared MANIFEST says."""
+    from tfganaug.data.segsets import load_segsets
+    from tfganaug.data.sources.brats import BRATS2018_SPLIT
+    monkeypatch.setenv("TFGANAUG_DATA", str(shared_data))
+    sets = load_segsets(DataConfig(name="brats2018", image_size=32, max_slices_per_case=4))
+    assert sorted(set(sets["train"].patient_ids)) == sorted(BRATS2018_SPLIT["train"])
+    assert sorted(set(sets["val"].patient_ids)) == sorted(BRATS2018_SPLIT["val"])
+    assert not set(sets["train"].patient_ids) & set(sets["val"].patient_ids)
+    assert sets["train"].channel_names == ("t1", "t1ce", "t2", "flair") and sets["train"].images.shape[1:] == (32, 32, 4)
+    assert sets["train"].class_names == CLASS_NAMES and set(np.unique(sets["train"].masks)) <= {0, 1, 2, 3}

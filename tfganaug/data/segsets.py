@@ -40,7 +40,7 @@ import tensorflow as tf
 from tfganaug.data import ct
 from tfganaug.data.brats import brain_of, percentile_to_unit, percentile_window, zscore_to_unit
 from tfganaug.data.cases import Case
-from tfganaug.data.datasets import data_root, split_by_patient
+from tfganaug.data.datasets import split_by_patient
 from tfganaug.data.npz import INTEGER, NUMERIC, TEXT, Member, read_npz
 from tfganaug.errors import InputError
 
@@ -171,59 +171,15 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
 
 # ---------------------------------------------------------------------------- sources
 
-def _shared(*parts) -> Path:
-    path = data_root().joinpath(*parts)
-    if not path.exists():
-        raise InputError("shared data", f"{path} (set TFGANAUG_DATA to the shared data folder)",
-                         "no such file or folder", path)
-    return path
-
-
 def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
-    """Cases of a named source, plus the source's fixed split by patient id (or None)."""
-    n, size = cfg.n_phantom_patients, cfg.phantom_size
-    if name == "phantom-kidney":
-        from tfganaug.data.kits import kidney_phantom_cases
-        return kidney_phantom_cases(n_patients=n, image_size=size, seed=1234), None
-    if name in ("phantom-abdomen", "phantom-abdomen-native"):
-        from tfganaug.data.abdomen import abdomen_phantom_cases
-        # The two domains are different simulated patients (seed), as real unpaired data are.
-        native = name.endswith("native")
-        return abdomen_phantom_cases(n_patients=n, image_size=size, contrast=not native,
-                                     seed=1234 + native), None
-    if name == "phantom-brain":
-        from tfganaug.data.brats import brain_phantom_cases
-        return brain_phantom_cases(n_patients=n, image_size=size, contrasts=tuple(cfg.contrasts or
-                                   ("t1", "t1ce", "t2", "flair")), seed=1234), None
-    if name == "kits19":
-        from tfganaug.data.kits import load_png_pairs
-        # The manifest's split: train = case 10036, val = 10037 + 10038.
-        return load_png_pairs(_shared("kits19", "png_slices")), {"train": ["10036"], "val": ["10037", "10038"]}
-    if name == "kits19-labels":
-        from tfganaug.data.kits import load_kits_cases
-        return load_kits_cases(_shared("kits19")), {"train": [f"case_{i:05d}" for i in range(10)],
-                                                    "val": ["case_00010", "case_00011"]}
-    if name == "ircadb":
-        from tfganaug.data.abdomen import load_ircadb_patient
-        root = _shared("ircadb")
-        folders = [p for p in sorted(root.iterdir()) if p.is_dir() and any(p.glob("*.zip"))] or [root]
-        return [case for folder in folders for case in load_ircadb_patient(folder)], None
-    if name in ("totalseg-contrast", "totalseg-native"):
-        from tfganaug.data.abdomen import load_abdomen_sources
-        cases = load_abdomen_sources(data_root())["contrast" if name.endswith("contrast") else "non-contrast"]
-        return [c for c in cases if c.patient_id.startswith("totalseg")], None
-    if name == "brats":
-        from tfganaug.data.brats import load_brats_cases
-        # The shared BraTS 2015 cases (FLAIR + T1c + manual labels) and the manifest's split; the
-        # 2023 case has four contrasts but no labels, so it is not a segmentation case.
-        ids = {"train": ["brats_2013_pat0005_1", "brats_2013_pat0006_1"],
-               "val": ["brats_2013_pat0003_1", "brats_2013_pat0004_1"]}
-        root = _shared("brats", "brats2015_deepmedic_examples")
-        return (load_brats_cases(root, contrasts=tuple(cfg.contrasts or ("flair", "t1ce")),
-                                 case_ids=ids["train"] + ids["val"]), ids)
+    """Cases of a named source (`data.sources`), plus its fixed split by patient id (or None);
+    any other name is a path to a KiTS19 folder, PNG pairs, a BraTS folder or an .npz."""
+    from tfganaug.data.sources import SOURCES
+    if name in SOURCES:
+        return SOURCES.get(name)(cfg)
     path = Path(name)
     if not path.exists():
-        raise InputError("data", "a built-in source (" + ", ".join(SOURCES) + ") or a path to a KiTS19 "
+        raise InputError("data", "a built-in source (" + ", ".join(SOURCES.names()) + ") or a path to a KiTS19 "
                          "folder, an images/ + masks/ PNG folder, a BraTS folder or an .npz", "no such file "
                          "or folder", path)
     if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
@@ -240,10 +196,6 @@ def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
 
 
 Z_BLOCK = 16
-
-SOURCES = ("phantom-kidney", "phantom-abdomen", "phantom-abdomen-native", "phantom-brain", "kits19",
-           "kits19-labels", "ircadb", "totalseg-contrast", "totalseg-native", "brats")
-
 
 SEG_ARRAYS = {"images": Member(NUMERIC, (3, 4)), "masks": Member(INTEGER, (3,)),
               "patient_ids": Member(TEXT, (1,), required=False),

@@ -41,10 +41,13 @@ METRICS = ("macro_sensitivity", "macro_specificity", "accuracy")
 
 
 def load_classifier(run: RunFolder) -> keras.Model:
+    from tfganaug.tasks import classifier  # noqa: F401  registers its layers before the model is read
     return run.load_final_model("cls", "classifier", "train-cls")
 
 
 def load_segmenter(run: RunFolder) -> keras.Model:
+    from tfganaug import schedules  # noqa: F401  registers the saved optimizer's schedule,
+    from tfganaug.tasks import losses, segmenter  # noqa: F401  the losses and layers
     return run.load_final_model("seg", "segmentation", "train-seg")
 
 
@@ -202,7 +205,8 @@ def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None
     status = run.status()
     three_d = is_3d(cfg.seg)
     whole = bool(three_d or whole_volumes)
-    split = split or ("val" if cfg.data.name in ("kits19", "brats") else "test")
+    # sources with a fixed train/val split have no test part of their own: val is scored
+    split = split or ("val" if cfg.data.name in ("kits19", "brats", "brats2018") else "test")
     if test_data:
         # Another data set: its patients were never seen, so all of it is test data.
         test = all_slices_of(config_lib.with_data(cfg, test_data).data, whole_volumes=whole)
