@@ -37,21 +37,12 @@ def _seeds(ctx, param, value):
 
 def _build_cfg(kind, preset, config, overrides: dict, seed: int):
     from tfganaug import config as config_lib
-    if config:
-        base = config_lib.to_dict(config_lib.load(config))
-    else:
-        base = config_lib.to_dict(config_lib.preset(preset))
-    # sections ({"seg": {...}}) and top-level fields ("distribute"); None means "not given"
-    overrides = {k: {kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v
-                 for k, v in overrides.items() if v is not None}
-    values = config_lib.merge(base, overrides)
-    values["seed"] = seed
-    values["data"]["seed"] = seed
-    cfg = config_lib.from_dict(values, config or f"preset {preset}")
-    if cfg.kind != kind:
-        raise click.BadParameter(f"expected a '{kind}' configuration, got kind '{cfg.kind}'",
-                                 param_hint="--preset/--config")
-    return cfg
+    return config_lib.resolve(kind, preset, config, overrides, seed)
+
+
+def _seed_runs(seeds, out):
+    from tfganaug.runs import seed_runs
+    return seed_runs(seeds, out)
 
 
 def data_options(f):
@@ -127,10 +118,10 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
                   dry_run, quiet, distribute, on_divergence, epochs, width, batch_size, lr, diffaug, ada_target,
                   g_ema_beta, upsample, precision, seed, out):
     """Train a GAN into a run folder: DCGAN/ACGAN (lesion ROIs), Pix2Pix, CycleGAN or StyleGAN2."""
-    cfg = _build_cfg("gan", preset or f"cpu_{arch}", config, {
+    cfg = _build_cfg("gan", preset, config, {
         "data": {**_data_overrides(data, classes, image_size or resolution, train_per_class),
                  "contrasts": _csv(contrasts)},
-        "gan": {"arch": arch if not (preset or config) else None, "epochs": epochs, "width": width,
+        "gan": {"arch": arch, "epochs": epochs, "width": width,
                 "batch_size": batch_size, "lr": lr, "domain_b": domain_b, "diffaug": diffaug,
                 "ada_target": ada_target, "g_ema_beta": g_ema_beta, "upsample": upsample},
         "precision": precision, "on_divergence": on_divergence, "distribute": distribute}, seed)
@@ -176,7 +167,7 @@ def synthesize_cmd(run_dir, count, out, seed, labels, perturb, source, truncatio
 
 
 @app.command("train-cls")
-@click.option("--preset", default="cpu_cnn", show_default=True, help="cpu_cnn or frid_adar_cnn (paper).")
+@click.option("--preset", default=None, help="cpu_cnn (default) or frid_adar_cnn (paper).")
 @data_options
 @click.option("--augment", type=click.Choice(["none", "classic"]), default=None,
               help="classic: rotation, flips, translation, scale (the paper's).")
@@ -195,9 +186,7 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
     Example: tfganaug train-cls --augment classic --synthetic synth/acgan --synthetic-ratio 0.5 \\
                  --seeds 0,1,2 --out runs/cls
     """
-    if synthetic and synthetic_ratio is None:
-        synthetic_ratio = 0.5
-    for seed in seeds:
+    for seed, target in _seed_runs(seeds, out):
         cfg = _build_cfg("cls", preset, config, {
             "data": _data_overrides(data, classes, image_size, train_per_class),
             "cls": {"augment": augment, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
@@ -207,7 +196,6 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
             _print_cfg(cfg)
             continue
         from tfganaug.stages.train_cls import train_classifier
-        target = Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)
         run = train_classifier(cfg, target, overwrite=overwrite, verbose=0 if quiet else "auto")
         click.echo(f"classifier run complete: {run.path}")
 
@@ -275,14 +263,7 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
       tfganaug train-seg --preset cpu_unet_brats --setting 300F+100R --synthetic synth/sg2 --out runs/seg
       tfganaug train-seg --data ircadb --unet sandfort3d --augment standard --out runs/seg3d
     """
-    if synthetic and synthetic_ratio is None and not setting:
-        synthetic_ratio = 0.5
-    if preset is None and not config:
-        name = (data or "").lower()
-        preset = ("cpu_unet3d_abdomen" if unet_preset == "sandfort3d" else
-                  "cpu_unet_brats" if "brat" in name or "brain" in name else
-                  "cpu_unet_abdomen" if any(k in name for k in ("abdomen", "ircadb", "totalseg")) else "cpu_unet_kits")
-    for seed in seeds:
+    for seed, target in _seed_runs(seeds, out):
         cfg = _build_cfg("seg", preset, config, {
             "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients,
                      "contrasts": _csv(contrasts), "folds": folds, "fold": fold},
@@ -294,7 +275,6 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
             _print_cfg(cfg)
             continue
         from tfganaug.stages.train_seg import train_seg
-        target = Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)
         run = train_seg(cfg, target, overwrite=overwrite, verbose=0 if quiet else "auto")
         click.echo(f"segmentation run complete: {run.path}")
 

@@ -86,3 +86,19 @@ def test_a_config_json_from_before_mr_norm_stays_a_zscore_run(tmp_path):
     from pathlib import Path
     report = Path(__file__).resolve().parents[1] / "reports" / "son-stylegan2" / "config" / "gan.json"
     assert C.load(report).data.mr_norm == "zscore"
+
+
+def test_resolve_picks_the_preset_the_command_needs_and_the_synthetic_share(tmp_path):
+    from tfganaug.config import SYNTHETIC_RATIO, resolve
+    cfg = resolve("seg", None, None, {"data": {"name": "brats2018"}, "seg": {"synthetic": "s"}}, seed=3)
+    assert cfg.preset == "cpu_unet_brats" and cfg.seg.synthetic_ratio == SYNTHETIC_RATIO
+    assert cfg.seed == cfg.data.seed == 3
+    # a Son et al. setting says how much synthetic data goes in: no share is imposed
+    cfg = resolve("seg", None, None, {"data": {"name": None}, "seg": {"synthetic": "s", "setting": "100F"}}, seed=0)
+    assert cfg.preset == "cpu_unet_kits" and cfg.seg.synthetic_ratio == 0.0
+    assert resolve("seg", None, None, {"seg": {"unet": "sandfort3d"}}, 0).preset == "cpu_unet3d_abdomen"
+    assert resolve("gan", None, None, {"gan": {"arch": "pix2pix"}}, 0).gan.arch == "pix2pix"
+    # a named preset keeps its own architecture; the wrong kind is one line
+    assert resolve("gan", "frid_adar_dcgan", None, {"gan": {"arch": "acgan"}}, 0).gan.arch == "dcgan"
+    with pytest.raises(ConfigError, match="preset cpu_cnn: expected a 'gan' configuration, got kind 'cls'"):
+        resolve("gan", "cpu_cnn", None, {}, 0)

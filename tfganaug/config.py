@@ -16,6 +16,21 @@ from typing import Any
 from tfganaug.errors import ConfigError
 
 
+DIFFAUG_POLICIES = ("translation", "cutout", "intensity")  # gans/augment.py implements them
+
+
+def parse_policy(text: str | None) -> tuple[str, ...]:
+    """'translation,cutout' -> ('translation', 'cutout'); '' / None / 'none' -> (); an unknown
+    name raises ValueError listing the known ones. Case-insensitive; duplicates dropped."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in (text or "").split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in DIFFAUG_POLICIES]
+    if unknown:
+        raise ValueError(f"unknown DiffAugment op(s) {unknown}; known: {', '.join(DIFFAUG_POLICIES)} (or 'none')")
+    return names
+
+
 @dataclass
 class DataConfig:
     """Where the images come from and which part of them is used."""
@@ -413,7 +428,6 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.gan.arch != "cyclegan" or cfg.kind != "gan" or bool(cfg.gan.domain_b),
          "gan.domain_b (the second domain's data) for cyclegan", cfg.gan.domain_b)
     need(cfg.gan.norm in ("instance", "batch"), "gan.norm instance or batch", cfg.gan.norm)
-    from tfganaug.gans.augment import parse_policy
     try:
         parse_policy(cfg.gan.diffaug)
     except ValueError as exc:
@@ -480,3 +494,54 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
          cfg.max_rollbacks)
     need(cfg.data.train_per_class is None or cfg.data.train_per_class >= 2,
          "data.train_per_class >= 2 or null", cfg.data.train_per_class)
+
+
+# ------------------------------------------------------------------ one command's configuration
+
+SYNTHETIC_RATIO = 0.5  # share of synthetic examples per batch when a synthetic set is given without one
+
+
+def default_preset(kind: str, arch: str | None = None, data: str | None = None, unet: str | None = None) -> str:
+    """The CPU preset of a command when none is named: cpu_<arch> for GANs, cpu_cnn for the
+    classifier, and for U-Nets the preset of the data's anatomy (brain, abdomen, kidney) or
+    the 3-D U-Net's."""
+    if kind == "gan":
+        return f"cpu_{arch or 'acgan'}"
+    if kind == "cls":
+        return "cpu_cnn"
+    name = (data or "").lower()
+    if unet == "sandfort3d":
+        return "cpu_unet3d_abdomen"
+    if "brat" in name or "brain" in name:
+        return "cpu_unet_brats"
+    if any(k in name for k in ("abdomen", "ircadb", "totalseg")):
+        return "cpu_unet_abdomen"
+    return "cpu_unet_kits"
+
+
+def resolve(kind: str, preset_name: str | None, config_path, overrides: dict, seed: int) -> RunConfig:
+    """The configuration of one training command: a config.json (`config_path`) or a preset
+    (default: `default_preset`), then `overrides` ({section: {key: value}} or top-level keys;
+    None means "not given"), then the seed. A synthetic set given without a ratio gets
+    SYNTHETIC_RATIO (segmentation: unless a Son et al. setting says how much)."""
+    if config_path:
+        base = to_dict(load(config_path))
+    else:
+        base = to_dict(preset(preset_name or default_preset(
+            kind, (overrides.get("gan") or {}).get("arch"), (overrides.get("data") or {}).get("name"),
+            (overrides.get("seg") or {}).get("unet"))))
+    overrides = {k: {kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v
+                 for k, v in overrides.items() if v is not None}
+    task = overrides.get(kind, {}) if kind in ("cls", "seg") else {}
+    if task.get("synthetic") and task.get("synthetic_ratio") is None and not task.get("setting"):
+        task["synthetic_ratio"] = SYNTHETIC_RATIO
+    if config_path or preset_name:  # a named config keeps its architecture
+        overrides.get("gan", {}).pop("arch", None)
+    values = merge(base, overrides)
+    values["seed"] = seed
+    values["data"]["seed"] = seed
+    cfg = from_dict(values, str(config_path) if config_path else f"preset {values.get('preset')}")
+    if cfg.kind != kind:
+        raise ConfigError(f"{config_path or 'preset ' + str(values.get('preset'))}: expected a '{kind}' configuration, got kind "
+                          f"'{cfg.kind}'")
+    return cfg

@@ -134,10 +134,6 @@ class RunFolder:
         if not path.exists():
             raise RunFolderError(f"{self.path}: expected a finished {what} run with {path}, got none "
                                  f"(rerun its {command} command to finish it)")
-        # The custom layers, losses and schedules a saved model may name, registered before loading
-        # (whatever this process imported so far).
-        from tfganaug import schedules  # noqa: F401
-        from tfganaug.tasks import classifier, losses, segmenter  # noqa: F401
         return keras.saving.load_model(path, safe_mode=True)
 
 
@@ -313,6 +309,11 @@ def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, mak
             start = int(epoch_var.numpy())
             append_jsonl(run.path / "metrics.jsonl", {"member": member, "event": "rollback", "epoch": diverged,
                                                       "restored_epoch": start, "lr_scale": scale})
+
+
+def seed_runs(seeds, out) -> list[tuple[int, Path]]:
+    """(seed, run folder) per seed: `out` itself for one seed, `out/seed-N` for several."""
+    return [(seed, Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)) for seed in seeds]
 
 
 def save_keras(model, path: Path) -> None:

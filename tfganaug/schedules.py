@@ -1,6 +1,6 @@
 """Learning-rate schedules driven by the optimizer's step counter (checkpointed, so a resumed
 run continues the schedule exactly), each with a `scale` variable that rollback-on-divergence
-(train.fit_member) halves."""
+(runs.fit_member) halves."""
 from __future__ import annotations
 
 import math

@@ -46,7 +46,8 @@ import math
 
 import tensorflow as tf
 
-POLICIES = ("translation", "cutout", "intensity")
+from tfganaug.config import DIFFAUG_POLICIES as POLICIES, parse_policy  # noqa: F401  (names D's ops)
+
 ADA_OPS = ("xflip", "rot90", "int_translation", "scale", "rotate", "brightness", "contrast", "cutout")
 BRIGHTNESS = 0.25                  # DiffAugment: x + U(-0.25, 0.25)
 CONTRAST = (0.5, 1.5)              # DiffAugment: (x - mean) * U(0.5, 1.5) + mean
@@ -55,18 +56,6 @@ ADA_SCALE_STD = 0.2 * math.log(2)  # ADA isotropic scale: lognormal
 ADA_ROTATE_DEGREES = 15.0          # ADA rotation: U(-15, 15) degrees (see module docstring)
 ADA_BRIGHTNESS_STD = 0.2           # ADA brightness: x + N(0, 0.2^2)
 ADA_CONTRAST_STD = 0.5 * math.log(2)  # ADA contrast: lognormal
-
-
-def parse_policy(text: str | None) -> tuple[str, ...]:
-    """'translation,cutout' -> ('translation', 'cutout'); '' / None / 'none' -> (); an unknown
-    name raises ValueError listing the known ones. Case-insensitive; duplicates dropped."""
-    names = tuple(dict.fromkeys(n.strip().lower() for n in (text or "").split(",") if n.strip()))
-    if names == ("none",):
-        return ()
-    unknown = [n for n in names if n not in POLICIES]
-    if unknown:
-        raise ValueError(f"unknown DiffAugment op(s) {unknown}; known: {', '.join(POLICIES)} (or 'none')")
-    return names
 
 
 def _select(cond, a, b):

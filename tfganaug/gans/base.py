@@ -28,6 +28,20 @@ The contract a GAN of tfganaug implements (junyanz's `base_model.py` style):
   before they existed still resume);
 * `ema_sources()`: the generators that get an EMA copy (default: `self.generator`).
 
+and, for the stages (stages/train_gan.py, synthesize.py, export.py serve all five through
+these, with no branch on the architecture; register the class in `gans/__init__.py`):
+
+* build: `from_config(cfg, num_labels=, channels=, member=, steps=)`, the compiled GAN of a run
+  config (optimizers and schedules included);
+* data stream: `data_kind` (what train-gan loads: "rois", "paired" slices + label maps,
+  "unpaired" domains), `members(arch, class_names)` and `member_data(...)` (one DCGAN per
+  class), `train_inputs(batches)` (the (images, labels or label maps) stream as `train_step`
+  takes it);
+* sample grid: `grid_fn(class_names, train)`, drawn into the run folder every few epochs;
+* sample: `generate(...)` and `synthesises_from` ("labels", "label_maps", "source", "noise":
+  what `synthesize` draws from); `final_models(member)` are saved as final/<name>.keras;
+* servable: `synthesises_from` also picks the SavedModel signature in stages/export.py.
+
 Training tricks for small data sets, off by default so the paper presets stay the papers':
 `augment` (DiffAugment policies and/or ADA, Zhao et al. 2020, Karras et al. 2020) and
 `ema_beta` (an exponential moving average of G's weights, used for sampling, synthesis and
@@ -278,7 +292,7 @@ class GAN(keras.Model):
         return logs
 
     def checkpoint_items(self) -> dict:
-        """Everything exact resume needs besides the data position (see train.py)."""
+        """Everything exact resume needs besides the data position (see runs.py)."""
         return {"generator": self.generator, "discriminator": self.discriminator,
                 "d_optimizer": self.d_optimizer, "g_optimizer": self.g_optimizer,
                 "noise": self.noise,

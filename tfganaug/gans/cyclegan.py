@@ -495,7 +495,7 @@ class CycleGAN(GAN):
         return logs
 
     def checkpoint_items(self) -> dict:
-        """Everything exact resume needs besides the data position (see train.py): the four
+        """Everything exact resume needs besides the data position (see runs.py): the four
         networks, both optimizers (with their LinearDecay scales, if any), both image pools,
         the pool's random generator and any Keras SeedGenerator states; with augmentation or EMA
         on, also their state and the EMA generators (`training_items`, absent otherwise, so

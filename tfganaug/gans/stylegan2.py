@@ -758,7 +758,7 @@ class StyleGAN2(GAN):
         return logs
 
     def checkpoint_items(self) -> dict:
-        """Everything exact resume needs besides the data position (see train.py); with
+        """Everything exact resume needs besides the data position (see runs.py); with
         augmentation on, also its state (p, its random generator, the r_t accumulators: absent
         otherwise, so checkpoints from before the option restore unchanged)."""
         return {"generator": self.generator, "discriminator": self.discriminator, "G_ema": self.G_ema,

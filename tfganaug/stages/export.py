@@ -72,8 +72,7 @@ def export_run(run_dir, out, version: int | None = None, overwrite: bool = False
             # disk, a verification mismatch) removes the temporary folder with it.
             if cfg.kind == "gan":
                 from tfganaug.gans import GANS
-                rois = GANS.get(cfg.gan.arch).synthesises_from == "labels"
-                servable = _gan_servable(run_dir) if rois else _image_gan_servable(run_dir)
+                servable = GAN_SERVABLES[GANS.get(cfg.gan.arch).synthesises_from](run_dir)
             elif cfg.kind == "seg":
                 servable = _segmenter_servable(run, cfg)
             else:
@@ -245,7 +244,9 @@ def _mr_preprocessing(data_cfg) -> str:
             "(background, z = 0, at 0.5)")
 
 
-def _image_gan_servable(run_dir) -> _Servable:
+def _image_gan_setup(run_dir):
+    """What every image-GAN servable starts from: the restored GAN, its sizes, the export info
+    and the seeded generator of the verification examples."""
     from tfganaug.stages.train_gan import load_gan
 
     run, cfg, status, gans = load_gan(run_dir)
@@ -258,49 +259,66 @@ def _image_gan_servable(run_dir) -> _Servable:
             "weights": (f"exponential moving average of the generator (beta {cfg.gan.g_ema_beta:g})" if gan.ema
                         else "the trained generator")}
 
-    def unit(x):
-        return tf.clip_by_value((tf.cast(x, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+    return cfg, gan, names, k, c, size, rng, info
 
-    if cfg.gan.arch == "pix2pix":
-        def render(label_map):
-            checks = [tf.debugging.assert_greater_equal(label_map, 0, message=f"expected labels in [0, {k})"),
-                      tf.debugging.assert_less(label_map, k, message=f"expected labels in [0, {k})")]
-            with tf.control_dependencies(checks):
-                label_map = tf.identity(label_map)
-            return {"image": unit(gan.sampler()(tf.one_hot(label_map, k), training=False))}
 
-        label_map = rng.integers(0, k, (2, size, size)).astype(np.int32)
+def _unit(x):
+    return tf.clip_by_value((tf.cast(x, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def _pix2pix_servable(run_dir) -> _Servable:
+    """label_map [N, S, S] int32 -> image [N, S, S, C] in [0, 1]."""
+    cfg, gan, names, k, c, size, rng, info = _image_gan_setup(run_dir)
+
+    def render(label_map):
+        checks = [tf.debugging.assert_greater_equal(label_map, 0, message=f"expected labels in [0, {k})"),
+                  tf.debugging.assert_less(label_map, k, message=f"expected labels in [0, {k})")]
+        with tf.control_dependencies(checks):
+            label_map = tf.identity(label_map)
+        return {"image": _unit(gan.sampler()(tf.one_hot(label_map, k), training=False))}
+
+    label_map = rng.integers(0, k, (2, size, size)).astype(np.int32)
+    return _Servable(
+        models=[gan.sampler()], fn=render,
+        input_specs=[tf.TensorSpec([None, size, size], tf.int32, name="label_map")],
+        outputs={"image": ("float32", [None, size, size, c])}, example={"label_map": label_map},
+        reference={"image": np.clip((gan.generate(tf.one_hot(label_map, k)).numpy() + 1) / 2, 0, 1)},
+        info={**info, "value_range": {"label_map": [0, k - 1], "image": [0.0, 1.0]},
+              "dropout": "off when served (training=False)"})
+
+
+def _cyclegan_servable(run_dir) -> _Servable:
+    """image [N, S, S, C] in [0, 1] -> image: A -> B (serving_default) and B -> A (b_to_a)."""
+    cfg, gan, names, k, c, size, rng, info = _image_gan_setup(run_dir)
+
+    def direction(generator, translate, label):
+        def fn(image):
+            return {"image": _unit(generator(tf.cast(image, tf.float32) * 2.0 - 1.0, training=False))}
+        image = rng.uniform(0, 1, (2, size, size, c)).astype(np.float32)
         return _Servable(
-            models=[gan.sampler()], fn=render,
-            input_specs=[tf.TensorSpec([None, size, size], tf.int32, name="label_map")],
-            outputs={"image": ("float32", [None, size, size, c])}, example={"label_map": label_map},
-            reference={"image": np.clip((gan.generate(tf.one_hot(label_map, k)).numpy() + 1) / 2, 0, 1)},
-            info={**info, "value_range": {"label_map": [0, k - 1], "image": [0.0, 1.0]},
-                  "dropout": "off when served (training=False)"})
-    if cfg.gan.arch == "cyclegan":
-        def direction(generator, translate, label):
-            def fn(image):
-                return {"image": unit(generator(tf.cast(image, tf.float32) * 2.0 - 1.0, training=False))}
-            image = rng.uniform(0, 1, (2, size, size, c)).astype(np.float32)
-            return _Servable(
-                models=[generator], fn=fn,
-                input_specs=[tf.TensorSpec([None, size, size, c], tf.float32, name="image")],
-                outputs={"image": ("float32", [None, size, size, c])}, example={"image": image},
-                reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)},
-                info={**info, "direction": label, "value_range": {"image": [0.0, 1.0]},
-                      "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast)", "b_to_a": "B -> A"}})
-        # the EMA generators when trained with them (translate_ab/translate_ba use them too)
-        g_ab, g_ba = gan.sampler("g_ab"), gan.sampler("g_ba")
-        ab = direction(g_ab, gan.translate_ab, "A -> B")
-        ab.extra = {"b_to_a": direction(g_ba, gan.translate_ba, "B -> A")}
-        ab.models = [g_ab, g_ba]
-        return ab
+            models=[generator], fn=fn,
+            input_specs=[tf.TensorSpec([None, size, size, c], tf.float32, name="image")],
+            outputs={"image": ("float32", [None, size, size, c])}, example={"image": image},
+            reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)},
+            info={**info, "direction": label, "value_range": {"image": [0.0, 1.0]},
+                  "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast)", "b_to_a": "B -> A"}})
+    # the EMA generators when trained with them (translate_ab/translate_ba use them too)
+    g_ab, g_ba = gan.sampler("g_ab"), gan.sampler("g_ba")
+    ab = direction(g_ab, gan.translate_ab, "A -> B")
+    ab.extra = {"b_to_a": direction(g_ba, gan.translate_ba, "B -> A")}
+    ab.models = [g_ab, g_ba]
+    return ab
+
+
+def _stylegan2_servable(run_dir) -> _Servable:
+    """z [N, z_dim], truncation [N] -> images, mask probabilities and label map."""
+    cfg, gan, names, k, c, size, rng, info = _image_gan_setup(run_dir)
     z_dim = cfg.gan.latent_dim
 
     def sample(z, truncation):
         images, probs = gan.generate(z, truncation_psi=truncation[:, None], use_ema=True, noise_mode="const")
         probs = tf.cast(probs, tf.float32)
-        return {"images": unit(images), "mask_probabilities": probs,
+        return {"images": _unit(images), "mask_probabilities": probs,
                 "label_map": tf.argmax(probs, axis=-1, output_type=tf.int32)}
 
     z = rng.standard_normal((2, z_dim)).astype(np.float32)
@@ -319,6 +337,12 @@ def _image_gan_servable(run_dir) -> _Servable:
         info={**info, "value_range": {"z": "standard normal", "truncation": [0.0, 1.0], "images": [0.0, 1.0]},
               "noise": "constant (noise_mode='const'): served samples are a pure function of z and truncation",
               "weights": "exponential moving average of the generator"})
+
+
+
+# What a GAN synthesises from (its class's `synthesises_from`) -> how it is served.
+GAN_SERVABLES = {"labels": _gan_servable, "label_maps": _pix2pix_servable,
+                 "source": _cyclegan_servable, "noise": _stylegan2_servable}
 
 
 def _write(servable: _Servable, folder: Path, model_name: str, version: int) -> None:

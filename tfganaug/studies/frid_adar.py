@@ -48,6 +48,7 @@ PAPER = {
 }
 
 
+ARCHS = ("dcgan", "acgan")  # the paper's two GANs (gans/dcgan.py, gans/acgan.py)
 CONDITIONS = ("none", "classic", "classic+dcgan", "classic+acgan")
 
 # Each budget names the data size, the model widths and the epochs; reports print it.
@@ -88,7 +89,7 @@ def _configs(budget: str, data: str, classes, train_per_class, seed: int, gan_tr
                 "train_per_class": train_per_class or b["train_per_class"], "seed": seed}
     paper = budget == "paper"
     out = {}
-    for arch in ("dcgan", "acgan"):
+    for arch in ARCHS:
         preset = f"frid_adar_{arch}" if paper else f"cpu_{arch}"
         gan = dict(b["gan"])
         if arch == "acgan" and not paper:
@@ -111,7 +112,7 @@ def _configs(budget: str, data: str, classes, train_per_class, seed: int, gan_tr
     return out
 
 
-def class_fidelity(folder: Path, archs=("dcgan", "acgan")) -> dict:
+def class_fidelity(folder: Path, archs=ARCHS) -> dict:
     """Score each synthetic set of one seed with the seed's reference CNN; writes
     `<folder>/class-fidelity.json` and returns it."""
 
@@ -161,7 +162,7 @@ def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, tr
     for seed in seeds:
         folder = out / f"seed-{seed}"
         configs = _configs(budget, data, classes, train_per_class, seed, gan_training)
-        for arch in ("dcgan", "acgan"):
+        for arch in ARCHS:
             t0 = time.time()
             train_gan(configs[f"gan-{arch}"], folder / f"gan-{arch}", verbose=verbose)
             timing(folder, f"gan-{arch}", t0)
@@ -220,7 +221,7 @@ def _fidelity(study: Path, plan: dict) -> dict:
     from tfganaug.synthetic import load_synthetic
 
     rows = {}
-    for arch in ("dcgan", "acgan"):
+    for arch in ARCHS:
         per_seed = []
         for seed_dir in sorted(study.glob("seed-*")):
             cfg_path = seed_dir / f"gan-{arch}" / "config.json"
@@ -256,7 +257,7 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
 
     names = []
     seed_dir = sorted(study.glob("seed-*"))[0]
-    for arch in ("dcgan", "acgan"):
+    for arch in ARCHS:
         npz = seed_dir / f"synth-{arch}" / "images.npz"
         if npz.exists():
             with np.load(npz, allow_pickle=False) as z:
@@ -273,7 +274,7 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
     names.append("samples_real.png")
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    for ax, arch in zip(axes[:2], ("dcgan", "acgan")):
+    for ax, arch in zip(axes[:2], ARCHS):
         rows = read_jsonl(seed_dir / f"gan-{arch}" / "metrics.jsonl")
         for member in sorted({r["member"] for r in rows}):
             mine = [r for r in rows if r["member"] == member and "event" not in r]  # not rollback lines
@@ -312,7 +313,7 @@ def _verdict(summaries: dict) -> list[str]:
     lines = []
     if "classic" in summaries and "none" in summaries:
         lines += _compare("classic vs none", summaries["classic"], summaries["none"])
-    for arch in ("dcgan", "acgan"):
+    for arch in ARCHS:
         if "classic" in summaries and f"classic+{arch}" in summaries:
             lines += _compare(f"classic+{arch.upper()} vs classic", summaries[f"classic+{arch}"], summaries["classic"])
     paper = PAPER["classic+dcgan"]["macro_sensitivity"] - PAPER["classic"]["macro_sensitivity"]
@@ -358,7 +359,7 @@ def _gan_training(study: Path, plan: dict) -> list[str]:
     from tfganaug.config import load
     seed_dir = study / f"seed-{plan['seeds'][0]}"
     lines = ["| setting | paper (DCGAN / ACGAN) | our DCGAN | our ACGAN |", "|---|---|---|---|"]
-    cfgs = {a: load(seed_dir / f"gan-{a}" / "config.json") for a in ("dcgan", "acgan")
+    cfgs = {a: load(seed_dir / f"gan-{a}" / "config.json") for a in ARCHS
             if (seed_dir / f"gan-{a}" / "config.json").exists()}
     if not cfgs:
         return ["No GAN runs found."]
@@ -367,7 +368,7 @@ def _gan_training(study: Path, plan: dict) -> list[str]:
     acgan_only = ("d_dropout", "conditioning")
     for key, name in GAN_TRICKS.items():
         ours = [str(getattr(cfgs[a].gan, key)) if a in cfgs and not (a == "dcgan" and key in acgan_only) else "-"
-                for a in ("dcgan", "acgan")]
+                for a in ARCHS]
         lines.append(f"| {name} | {paper.get(key, PAPER_GAN.get(key, '-'))} | {ours[0]} | {ours[1]} |")
     steps = {a: c.gan.epochs * (c.gan.steps_per_epoch or 0) for a, c in cfgs.items()}
     lines += ["", "Steps per GAN: " + ", ".join(f"{a.upper()} {n}" for a, n in steps.items())
@@ -392,7 +393,7 @@ def _class_fidelity_lines(rows: list[dict], plan: dict | None = None) -> list[st
              "0.9 at cpu.", "",
              "| GAN | synthetic accuracy | real held-out accuracy | ratio | per class synthetic (" + ", ".join(names)
              + ") | seeds |", "|---|---|---|---|---|---|"]
-    for arch in ("dcgan", "acgan"):
+    for arch in ARCHS:
         found = [r[arch] for r in rows if arch in r]
         if not found:
             continue
@@ -406,7 +407,7 @@ def _class_fidelity_lines(rows: list[dict], plan: dict | None = None) -> list[st
     lines += ["", f"(reference CNN trained on {rows[0].get('n_train_real')} real ROIs for seed "
               f"{Path(rows[0]['reference_run']).parent.name}; scored on the test split)"]
     target = 0.7 if (plan or {}).get("budget") in ("demo", "smoke") else 0.9
-    for arch in ("dcgan", "acgan"):
+    for arch in ARCHS:
         ratios = [r[arch]["ratio"] for r in rows if arch in r]
         if ratios and float(np.nanmean(ratios)) < target:
             lines += ["", f"**{arch.upper()} is below the {target} target**: its samples are not recognisable as "

@@ -20,8 +20,8 @@ import numpy as np
 from tfganaug.errors import RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl
 from tfganaug.metrics.stats import format_ci, mean_ci
+from tfganaug.studies.frid_adar import ARCHS
 
-ARCHS = ("dcgan", "acgan")
 TRAININGS = ("paper", "small-data")
 
 
