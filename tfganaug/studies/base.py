@@ -55,6 +55,27 @@ def machine() -> str:
     return f"{platform.machine()} CPU, {cpu_count()} cores, no GPU"
 
 
+def condition_curves(ax, runs: dict, key: str, title: str) -> None:
+    """One line per condition on `ax`: `key` of every epoch row of the run's metrics.jsonl."""
+    import numpy as np
+    for condition, folder in runs.items():
+        rows = [r for r in read_jsonl(Path(folder) / "metrics.jsonl") if "event" not in r]
+        if rows:
+            ax.plot([r["epoch"] for r in rows], [r.get(key, np.nan) for r in rows], label=condition)
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+
+
+def save_curves(fig, out: Path) -> str:
+    """The figure as `<out>/training_curves.png` (closed afterwards); returns its name."""
+    import matplotlib.pyplot as plt
+    from tfganaug.viz import save_figure
+    save_figure(fig, Path(out) / "training_curves.png")
+    plt.close(fig)
+    return "training_curves.png"
+
+
 def copy_configs(report_dir: Path, study: Path, run_configs, extra: dict | None = None) -> None:
     """`<report>/config/`: study.json, the config.json of each run in `run_configs` (named after its
     run folder) and the `extra` {name: file} that exist (e.g. env.json)."""

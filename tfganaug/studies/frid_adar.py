@@ -39,7 +39,8 @@ from tfganaug.errors import ConfigError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from tfganaug.metrics.stats import format_ci, mean_ci
 from tfganaug.stages.evaluate import percent, summarize_evaluations
-from tfganaug.studies.base import copy_configs, machine, open_study, summed_timings, timing
+from tfganaug.studies.base import (condition_curves, copy_configs, machine, open_study, save_curves, summed_timings,
+                                   timing)
 
 # Frid-Adar et al. 2018 (Neurocomputing 321), 182 liver lesions, 3 classes, 3-fold CV.
 PAPER = {
@@ -253,7 +254,7 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tfganaug.viz import save_figure, save_grid
+    from tfganaug.viz import save_grid
 
     names = []
     seed_dir = sorted(study.glob("seed-*"))[0]
@@ -283,16 +284,9 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
         ax.set_title(f"{arch.upper()} losses ({seed_dir.name})")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
-    for condition in plan["conditions"]:
-        rows = [r for r in read_jsonl(seed_dir / f"cls-{condition}" / "metrics.jsonl") if "event" not in r]
-        if rows:
-            axes[2].plot([r["epoch"] for r in rows], [r.get("val_accuracy", np.nan) for r in rows], label=condition)
-    axes[2].set_title(f"lesion CNN validation accuracy ({seed_dir.name})")
-    axes[2].set_xlabel("epoch")
-    axes[2].legend(fontsize=7)
-    save_figure(fig, out / "training_curves.png")
-    plt.close(fig)
-    names.append("training_curves.png")
+    condition_curves(axes[2], {c: seed_dir / f"cls-{c}" for c in plan["conditions"]}, "val_accuracy",
+                     f"lesion CNN validation accuracy ({seed_dir.name})")
+    names.append(save_curves(fig, out))
     return names
 
 

@@ -21,7 +21,8 @@ from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError
 from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl, slug
 from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
-from tfganaug.studies.base import copy_configs, machine, open_study, summed_timings, timing
+from tfganaug.studies.base import (condition_curves, copy_configs, machine, open_study, save_curves, summed_timings,
+                                   timing)
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
 NO_DERIVATIVES = {"ircadb"}  # 3D-IRCADb-01: CC BY-NC-ND, no derivatives may be redistributed
@@ -150,7 +151,7 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tfganaug.viz import save_figure, save_grid
+    from tfganaug.viz import save_grid
 
     names = []
     samples = sorted((study / "gan" / "samples").glob("*/epoch_*.png"))
@@ -173,16 +174,9 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
     axes[0].set_yscale("symlog")
     axes[0].legend(fontsize=7)
     seed = plan["seeds"][0]
-    for condition in plan["conditions"]:
-        rows = [r for r in read_jsonl(study / f"seed-{seed}" / slug(condition) / "metrics.jsonl") if "event" not in r]
-        if rows:
-            axes[1].plot([r["epoch"] for r in rows], [r.get("val_loss", np.nan) for r in rows], label=condition)
-    axes[1].set_title(f"U-Net validation loss (seed {seed})")
-    axes[1].set_xlabel("epoch")
-    axes[1].legend(fontsize=7)
-    save_figure(fig, out / "training_curves.png")
-    plt.close(fig)
-    names.append("training_curves.png")
+    condition_curves(axes[1], {c: study / f"seed-{seed}" / slug(c) for c in plan["conditions"]}, "val_loss",
+                     f"U-Net validation loss (seed {seed})")
+    names.append(save_curves(fig, out))
     return names
 
 
