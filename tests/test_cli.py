@@ -157,11 +157,33 @@ def test_bad_inputs_get_one_line(capsys, tmp_path):
         (["report", tmp_path, "--out", tmp_path / "r"], ["expected a study folder"]),
         (["train-cls", "--seeds", "a,b", "--out", out], ["comma-separated integers"]),
         (["train-gan", "--arch", "stylegan9", "--out", out], ["stylegan9"]),
+        # values out of range (issue 16): one line with the range, before anything is built
+        (["train-gan", "--seed", -1, "--out", out], ["seed an integer in [0, 4294967295]", "-1"]),
+        (["train-gan", "--seed", 2**32, "--out", out], ["seed an integer in [0, 4294967295]"]),
+        (["train-cls", "--seeds", "0,-3", "--out", out], ["--seeds: expected distinct integers in", "0,-3"]),
+        (["train-seg", "--seeds", "1,1", "--out", out], ["--seeds: expected distinct integers"]),
+        (["train-gan", "--image-size", 65536, "--out", out], ["power of two in [16, 1024]", "65536"]),
+        (["train-cls", "--classes", "cyst,CYST", "--out", out], ["without repeats", "CYST"]),
     ]
     for args, fragments in cases:
         code, _, err = run_cli(capsys, *args)
         assert_one_line_error(code, err, *fragments)
     assert not out.exists() and not (tmp_path / "s").exists() and not (tmp_path / "m").exists()
+
+
+def test_synthesize_refuses_a_set_too_large_to_hold_and_class_names_match_any_case(capsys, tmp_path):
+    import shutil
+    run = tmp_path / "gan"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "runs-v0.1" / "gan-acgan", run)
+    code, _, err = run_cli(capsys, "synthesize", run, "--n", 10**9, "--out", tmp_path / "s")
+    assert_one_line_error(code, err, "--n", "at most", "samples of 16 px", "1000000000")
+    assert not (tmp_path / "s").exists()
+    code, out, err = run_cli(capsys, "train-cls", "--classes", "CYST,Metastasis", "--dry-run", "--out", tmp_path / "c")
+    assert code == 0, err
+    from tfganaug.config import from_dict
+    from tfganaug.data.datasets import load_rois
+    cfg = from_dict(json.loads(out))
+    assert load_rois(cfg.data)["train"].class_names == ("cyst", "metastasis")  # the data's own spelling
 
 
 def test_config_file_errors(capsys, tmp_path):
@@ -172,6 +194,13 @@ def test_config_file_errors(capsys, tmp_path):
     config.write_text("[1, 2")
     code, _, err = run_cli(capsys, "train-gan", "--config", config, "--out", tmp_path / "r")
     assert_one_line_error(code, err, "expected a JSON configuration")
+    config.write_text(json.dumps({"kind": "gan", "gan": {"lr": "fast", "epochs": True}}))
+    code, _, err = run_cli(capsys, "train-gan", "--config", config, "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "c.json: gan.lr: expected a number, got 'fast'")
+    config.write_text(json.dumps({"kind": "gan", "gan": {"epochs": True}}))
+    code, _, err = run_cli(capsys, "train-gan", "--config", config, "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "gan.epochs: expected an integer, got True")
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_existing_folder_is_not_taken_over(capsys, tmp_path):

@@ -16,6 +16,8 @@ from typing import Any
 from tfganaug.errors import ConfigError
 
 
+MAX_SEED = 2**32 - 1      # NumPy's and TensorFlow's seed range
+MAX_IMAGE_SIZE = 1024     # the papers use 64-256 px; larger is a typo or a whole-scan size
 DIFFAUG_POLICIES = ("translation", "cutout", "intensity")  # gans/augment.py implements them
 
 
@@ -335,8 +337,26 @@ def _from_dict(cls, values: dict, where: str):
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(names))}"
             raise ConfigError(f"{where}: unknown key '{key}'{hint}")
         sub = _NESTED.get((cls, key))
-        kwargs[key] = _from_dict(sub, value, f"{where}.{key}") if sub else value
+        if not sub:
+            _check_type(names[key], value, f"{where}: {key}" if cls is RunConfig else f"{where}.{key}")
+        kwargs[key] = _from_dict(sub, value, f"{where}: {key}") if sub else value
     return cls(**kwargs)
+
+
+_SCALARS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
+            "bool": ((bool,), "true or false")}
+
+
+def _check_type(f: dataclasses.Field, value, where: str) -> None:
+    """A scalar field gets a value of its annotated type (an int where a float is wanted, too;
+    never a bool for a number), or None where the annotation allows it: one line otherwise."""
+    parts = [p.strip() for p in str(f.type).split("|")]
+    kinds = [p for p in parts if p != "None"]
+    if len(kinds) != 1 or kinds[0] not in _SCALARS or (value is None and "None" in parts):
+        return
+    types, what = _SCALARS[kinds[0]]
+    if not isinstance(value, types) or (kinds[0] != "bool" and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {what}{' or null' if 'None' in parts else ''}, got {value!r}")
 
 
 _NESTED = {(RunConfig, "data"): DataConfig, (RunConfig, "gan"): GANConfig,
@@ -414,8 +434,13 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.gan.arch in GAN_ARCHS, "gan.arch one of " + ", ".join(GAN_ARCHS), cfg.gan.arch)
     size = cfg.data.image_size
     smallest = {"stylegan2": 8, "cyclegan": 32}.get(cfg.gan.arch, 16) if cfg.kind == "gan" else 16
-    need(isinstance(size, int) and size >= smallest and size & (size - 1) == 0,
-         f"data.image_size a power of two >= {smallest}", size)
+    need(isinstance(size, int) and smallest <= size <= MAX_IMAGE_SIZE and size & (size - 1) == 0,
+         f"data.image_size a power of two in [{smallest}, {MAX_IMAGE_SIZE}]", size)
+    for name, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
+        need(isinstance(seed, int) and 0 <= seed <= MAX_SEED, f"{name} an integer in [0, {MAX_SEED}]", seed)
+    classes = [str(c).lower() for c in cfg.data.classes or []]
+    need(len(classes) == len(set(classes)), "data.classes without repeats (names match case-insensitively)",
+         cfg.data.classes)
     if cfg.gan.arch in ("dcgan", "acgan"):
         need(cfg.gan.width >= 8 and cfg.gan.width % 8 == 0, "gan.width a multiple of 8", cfg.gan.width)
     else:

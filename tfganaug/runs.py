@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug import __version__, config as config_lib
-from tfganaug.errors import DivergenceError, OutputExistsError, RunFolderError
+from tfganaug.errors import ConfigError, DivergenceError, OutputExistsError, RunFolderError
 from tfganaug.fsutil import (FolderLock, append_jsonl, atomic_write_json, atomic_write_text, atomic_write_with,
                              read_jsonl, write_error)
 from tfganaug.viz import save_grid
@@ -112,7 +113,16 @@ class RunFolder:
 
     def status(self) -> dict:
         p = self.path / "status.json"
-        return json.loads(p.read_text()) if p.exists() else {"state": "new", "members": {}}
+        if not p.exists():
+            return {"state": "new", "members": {}}
+        try:
+            status = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{p}: expected the run's status as a JSON object, got a damaged file "
+                                 f"({' '.join(str(exc).split())[:120]})") from None
+        if not isinstance(status, dict):
+            raise RunFolderError(f"{p}: expected the run's status as a JSON object, got {type(status).__name__}")
+        return status
 
     def set_status(self, **updates) -> None:
         atomic_write_json(self.path / "status.json", {**self.status(), **updates})
@@ -134,7 +144,12 @@ class RunFolder:
         if not path.exists():
             raise RunFolderError(f"{self.path}: expected a finished {what} run with {path}, got none "
                                  f"(rerun its {command} command to finish it)")
-        return keras.saving.load_model(path, safe_mode=True)
+        try:
+            return keras.saving.load_model(path, safe_mode=True)
+        except Exception as exc:  # a truncated or foreign file fails deep inside Keras, zipfile or h5py
+            raise RunFolderError(f"{path}: expected the {what} run's Keras model, got a damaged file "
+                                 f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); rerun its {command} "
+                                 "command with --overwrite to train it again") from None
 
 
 def environment() -> dict:
@@ -261,17 +276,35 @@ def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, mak
         for variable, base in handles:
             variable.assign(base * float(lr_scale.numpy()))
 
+    def restore(path):
+        names = {name for name, _ in tf.train.list_variables(path)}
+        # A checkpoint written before lr_scale existed holds everything else; its scale is 1.
+        restorer = ckpt if "lr_scale/.ATTRIBUTES/VARIABLE_VALUE" in names else tf.train.Checkpoint(
+            epoch=epoch_var, **items)
+        restorer.restore(path).assert_consumed()
+
     def restore_latest():
-        latest = manager.latest_checkpoint
-        try:
-            names = {name for name, _ in tf.train.list_variables(latest)}
-            # A checkpoint written before lr_scale existed holds everything else; its scale is 1.
-            restorer = ckpt if "lr_scale/.ATTRIBUTES/VARIABLE_VALUE" in names else tf.train.Checkpoint(
-                epoch=epoch_var, **items)
-            restorer.restore(latest).assert_consumed()
-        except (AssertionError, ValueError, tf.errors.OpError) as exc:
-            raise RunFolderError(f"{latest}: expected a checkpoint of this run's models, "
-                                 f"got one that does not match ({str(exc).splitlines()[0][:200]})") from None
+        """The newest kept checkpoint that restores; a damaged newer one (truncated, zeroed, a
+        data file missing) is passed over for the one before it, and metrics.jsonl says so."""
+        kept = [manager.latest_checkpoint] + [c for c in reversed(manager.checkpoints)
+                                              if c != manager.latest_checkpoint]
+        failed = []
+        for path in kept:
+            try:
+                restore(path)
+            except (AssertionError, ValueError, IndexError, tf.errors.OpError) as exc:  # IndexError: truncated
+                failed.append((path, " ".join(str(exc).split())[:200]))
+                continue
+            if failed:
+                append_jsonl(run.path / "metrics.jsonl", {
+                    "member": member, "event": "checkpoint_unreadable", "skipped": [p for p, _ in failed],
+                    "reason": failed[0][1], "restored": path, "restored_epoch": int(epoch_var.numpy())})
+                print(f"warning: {failed[0][0]} could not be read ({failed[0][1][:120]}); resuming from {path}",
+                      file=sys.stderr)
+            return
+        raise RunFolderError(f"{failed[0][0]}: expected a checkpoint of this run's models, got one that does not "
+                             f"match or is damaged ({failed[0][1]}); no older kept checkpoint restores either "
+                             "(rerun with --overwrite to start again)") from None
 
     if manager.latest_checkpoint:
         restore_latest()
@@ -312,7 +345,12 @@ def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, mak
 
 
 def seed_runs(seeds, out) -> list[tuple[int, Path]]:
-    """(seed, run folder) per seed: `out` itself for one seed, `out/seed-N` for several."""
+    """(seed, run folder) per seed: `out` itself for one seed, `out/seed-N` for several; every
+    seed is checked first, so a bad one stops the command before any run starts."""
+    bad = [s for s in seeds if not (isinstance(s, int) and 0 <= s <= config_lib.MAX_SEED)]
+    if bad or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct integers in [0, {config_lib.MAX_SEED}], got "
+                          + ",".join(map(str, seeds)))
     return [(seed, Path(out) / f"seed-{seed}" if len(seeds) > 1 else Path(out)) for seed in seeds]
 
 

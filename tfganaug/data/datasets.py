@@ -111,7 +111,7 @@ def _select_classes(images, labels, names, wanted, where):
     ids = [lookup[w.lower()] for w in wanted]
     keep = np.isin(labels, ids)
     remap = {old: new for new, old in enumerate(ids)}
-    return images[keep], np.array([remap[int(v)] for v in labels[keep]], np.int32), tuple(wanted)
+    return images[keep], np.array([remap[int(v)] for v in labels[keep]], np.int32), tuple(names[i] for i in ids)
 
 
 def _to_rois(images, size: int, where) -> np.ndarray:

@@ -25,6 +25,7 @@ from tfganaug.stages.train_gan import domain_slices, load_gan
 from tfganaug.synthetic import write_roi_synthetic, write_seg_synthetic
 
 ROI_COUNT = 1000  # ROIs drawn when no count is given
+MAX_BYTES = 4 * 2**30  # the largest synthetic set held in memory (images + masks as float32)
 
 
 def _balanced_labels(n: int, num_classes: int, seed: int) -> np.ndarray:
@@ -65,6 +66,10 @@ def synthesize(run_dir, n: int | None, out, *, seed: int = 0, overwrite: bool = 
         raise OutputExistsError(out)
     run, cfg, status, gans = load_gan(run_dir)
     kind = GANS.get(cfg.gan.arch).synthesises_from
+    per_sample = cfg.data.image_size ** 2 * 4 * (len(status.get("channel_names") or [None]) + 1)
+    if n is not None and n * per_sample > MAX_BYTES:
+        raise InputError("--n", f"at most {MAX_BYTES // per_sample} samples of {cfg.data.image_size} px (a set of "
+                         f"at most {MAX_BYTES / 2**30:g} GiB in memory; write several sets for more)", str(n))
     info = {"generator_run": str(Path(run.path).resolve()), "arch": cfg.gan.arch}
     if kind == "labels":
         names = status["class_names"]

@@ -136,6 +136,10 @@ def load_gan(run_dir):
         latest = tf.train.latest_checkpoint(str(run.checkpoint_dir(member)))
         if latest is None:
             raise RunFolderError(f"{run.checkpoint_dir(member)}: expected a checkpoint, got none")
-        tf.train.Checkpoint(**gan.sampling_items()).restore(latest).expect_partial()
+        try:
+            tf.train.Checkpoint(**gan.sampling_items()).restore(latest).expect_partial()
+        except (ValueError, IndexError, tf.errors.OpError) as exc:  # IndexError: a truncated file
+            raise RunFolderError(f"{latest}: expected a checkpoint of this GAN run, got a damaged or foreign one "
+                                 f"({' '.join(str(exc).split())[:160]})") from None
         gans.append((member, gan, latest))
     return run, cfg, status, gans
