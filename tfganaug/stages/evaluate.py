@@ -68,8 +68,8 @@ def evaluate_classifier(run_dir, split: str | None = None) -> dict:
     return result
 
 
-def classifier_runs(folder) -> list[Path]:
-    """A classifier run folder itself, or every run folder below it (one per seed)."""
+def run_folders(folder) -> list[Path]:
+    """A run folder itself (classifier or segmentation), or every run folder below it (one per seed)."""
     folder = Path(folder)
     if (folder / "config.json").exists():
         return [folder]
@@ -272,7 +272,7 @@ def evaluate(run_dir, split: str | None = None, test_data: str | None = None,
              whole_volumes: bool | None = None) -> str:
     """Score a classifier or segmentation run, or every seed run below a folder; the summary
     (mean and 95% CI over runs) as text."""
-    runs = classifier_runs(run_dir)
+    runs = run_folders(run_dir)
     if RunFolder.load(runs[0])[1].kind == "seg":
         return format_seg_summary([evaluate_seg(r, split, test_data, whole_volumes) for r in runs])
     return format_summary(summarize_evaluations([evaluate_classifier(r, split) for r in runs]))
