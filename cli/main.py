@@ -57,8 +57,11 @@ def data_options(f):
         click.option("--overwrite", is_flag=True, help="Replace an existing run folder instead of resuming it."),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
-        click.option("--distribute", type=click.Choice(["none", "mirrored"]), default=None,
-                     help="mirrored: tf.distribute.MirroredStrategy over this machine's GPUs (batch size is global)."),
+        click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]), default=None,
+                     help="mirrored: tf.distribute.MirroredStrategy over this machine's GPUs; multiworker: "
+                          "MultiWorkerMirroredStrategy over the processes TF_CONFIG lists (start the same command "
+                          "on every worker; the chief, worker 0, writes --out, which must be on a file system all "
+                          "workers see). Batch size is global."),
         click.option("--on-divergence", type=click.Choice(["stop", "rollback"]), default=None,
                      help="On a NaN/Inf loss or weight: stop (default), or roll back to the last good checkpoint "
                           "and halve the learning rate (at most max_rollbacks times; may change on resume)."),

@@ -183,7 +183,7 @@ class RunConfig:
     deterministic: bool = True         # tf.config.experimental.enable_op_determinism()
     precision: str = "float32"         # float32 | mixed_bfloat16 (CPU) | mixed_float16 (GPU)
     keep_checkpoints: int = 3
-    distribute: str = "none"           # none | mirrored: tf.distribute.MirroredStrategy over local devices
+    distribute: str = "none"           # none | mirrored (this machine's devices) | multiworker (TF_CONFIG)
     on_divergence: str = "stop"        # stop | rollback: restore the last good checkpoint, halve every lr
     max_rollbacks: int = 3             # rollback only: give up after this many in one command
     preset: str | None = None
@@ -507,7 +507,8 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
          "data.mr_percentiles [low, high] with 0 <= low < high <= 100", pct)
     need(isinstance(cfg.data.zscore_clip, (int, float)) and cfg.data.zscore_clip > 0, "data.zscore_clip > 0",
          cfg.data.zscore_clip)
-    need(cfg.distribute in ("none", "mirrored"), "distribute none or mirrored", cfg.distribute)
+    need(cfg.distribute in ("none", "mirrored", "multiworker"), "distribute none, mirrored or multiworker",
+         cfg.distribute)
     need(cfg.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
          "precision float32, mixed_bfloat16 or mixed_float16", cfg.precision)
     for name, value in (("gan.epochs", cfg.gan.epochs), ("cls.epochs", cfg.cls.epochs),

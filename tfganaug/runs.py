@@ -20,12 +20,14 @@ with op determinism the resumed run is bitwise equal to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,16 +43,62 @@ from tfganaug.viz import save_grid
 
 
 def strategy_for(cfg) -> tf.distribute.Strategy:
-    """The distribution strategy of a run: the default (one device) or MirroredStrategy.
+    """The distribution strategy of a run: the default (one device), MirroredStrategy (this
+    machine's devices) or MultiWorkerMirroredStrategy (several processes, described by TF_CONFIG).
 
     Batch sizes in configs are global: each of N replicas gets batch_size / N, and the losses
     are averaged over the global batch, so a run means the same on 1 or N devices.
+    Call it before any other TensorFlow op of the process: collective ops, which the
+    multi-worker strategy needs, can only be configured at program start-up. One strategy
+    per process, reused by every run of the command.
     """
+    if cfg.distribute == "multiworker":
+        if "multiworker" not in _STRATEGIES:
+            multiworker_cluster()  # a missing or malformed TF_CONFIG is one line, not a gRPC error
+            _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _STRATEGIES["multiworker"]
     if cfg.distribute == "mirrored":
         # The local GPUs; without any, the logical CPUs (one unless split, as the tests do).
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     return tf.distribute.get_strategy()
+
+
+_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+
+
+def multiworker_cluster() -> dict:
+    """TF_CONFIG as TensorFlow defines it ({"cluster": {"worker": [host:port, ...], "chief": [...]},
+    "task": {"type": "worker", "index": i}}), checked; a wrong one is one line naming the variable."""
+    text = os.environ.get("TF_CONFIG", "")
+    try:
+        spec = json.loads(text) if text else None
+    except ValueError:
+        spec = "malformed"
+    ok = isinstance(spec, dict) and isinstance(spec.get("cluster"), dict) and isinstance(spec.get("task"), dict)
+    if ok:
+        jobs = {k: v for k, v in spec["cluster"].items() if k in ("chief", "worker")}
+        task = spec["task"]
+        ok = (bool(jobs) and all(isinstance(v, list) and v and all(isinstance(a, str) for a in v)
+                                 for v in jobs.values())
+              and task.get("type") in jobs and isinstance(task.get("index"), int)
+              and 0 <= task["index"] < len(jobs[task["type"]]))
+    if not ok:
+        raise ConfigError("TF_CONFIG: expected --distribute multiworker's cluster as JSON, e.g. "
+                          '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+                          f'"index": 0}}}}, got {text[:120]!r}')
+    return spec
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run folder: always, except for the non-chief workers of a
+    multi-worker run (the chief is task "chief", or worker 0 when the cluster has no chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
 def setup_determinism(cfg) -> None:
@@ -255,6 +303,40 @@ def _lr_handles(optimizers) -> list[tuple[tf.Variable, float]]:
     return handles
 
 
+def _multiworker_shims(model: keras.Model) -> None:
+    """Work around two gaps of Keras 3.15's `fit` under MultiWorkerMirroredStrategy, on this
+    model instance only (private Keras API: tests/test_multiworker.py pins both):
+
+    * keras-team/keras#20585 (open): `fit` builds the model from its first batch after
+      `strategy.reduce("MEAN", batch)` over the whole (x, y) structure, which the collective
+      strategy cannot reduce ("Attempt to convert a value (PerReplica...)"). The build needs only
+      shapes, so it takes the local replica's values instead.
+    * Keras reduces each logged value over axis 0 across workers, which fails for the scalar logs
+      of the built-in train/test steps ("Invalid reduction dimension 0 for input with 0
+      dimensions"); the steps here return them as rank-1 (the GANs' own steps already do).
+    """
+    strategy = model.distribute_strategy
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def rank_one(step):
+        def wrapped(data):
+            return tf.nest.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, step(data))
+        return wrapped
+
+    model._maybe_symbolic_build = build
+    model.train_step = rank_one(model.train_step)
+    model.test_step = rank_one(model.test_step)
+
+
 def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, make_batches, *, epochs: int,
                steps_per_epoch: int, keep: int = 3, sample_fn=None, sample_every: int = 0,
                validation=None, verbose="auto", check_weights=None, on_divergence: str = "stop",
@@ -306,6 +388,8 @@ def fit_member(run: RunFolder, member: str, model: keras.Model, items: dict, mak
                              f"match or is damaged ({failed[0][1]}); no older kept checkpoint restores either "
                              "(rerun with --overwrite to start again)") from None
 
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _multiworker_shims(model)
     if manager.latest_checkpoint:
         restore_latest()
     elif on_divergence == "rollback":
@@ -371,14 +455,56 @@ def lock(run: RunFolder) -> FolderLock:
 @contextlib.contextmanager
 def start_run(cfg, out, overwrite: bool = False):
     """Open (or reopen to resume) the run folder of `cfg`, hold its lock, seed and pick the
-    distribution strategy. Yields (run, strategy); strategy is None when the run is complete."""
-    run = RunFolder.open(out, cfg, overwrite)
-    with lock(run):
-        if run.status().get("state") == "complete":
-            yield run, None
-            return
-        run.set_status(state="running")
-        setup_determinism(cfg)
-        strategy = strategy_for(cfg)
-        run.set_status(replicas=strategy.num_replicas_in_sync)
-        yield run, strategy
+    distribution strategy. Yields (run, strategy); strategy is None when the run is complete.
+
+    In a multi-worker run only the chief writes `out`. Every other worker trains in a private
+    copy of it (`worker_copy`): it resumes from the chief's checkpoints, which therefore must be
+    on a file system all workers see (as for Keras' BackupAndRestore), and its own checkpoints,
+    samples and final models go to that copy, which is deleted when the command ends.
+    """
+    strategy = strategy_for(cfg)
+    if is_chief(strategy):
+        run = RunFolder.open(out, cfg, overwrite)
+        with lock(run):
+            yield from _started(run, cfg, strategy)
+        return
+    resolver = strategy.cluster_resolver
+    copy = worker_copy(out, f"{resolver.task_type}{resolver.task_id}", fresh=overwrite)
+    run = RunFolder.open(copy, cfg)
+    try:
+        yield from _started(run, cfg, strategy)
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+        run.path = Path(out)  # what the command trained is the chief's folder
+
+
+def _started(run: RunFolder, cfg, strategy):
+    if run.status().get("state") == "complete":
+        yield run, None
+        return
+    run.set_status(state="running")
+    setup_determinism(cfg)
+    run.set_status(replicas=strategy.num_replicas_in_sync)
+    yield run, strategy
+
+
+def worker_copy(out, task: str, fresh: bool = False) -> Path:
+    """A non-chief worker's private run folder: a copy of what it needs of the chief's `out`
+    (config, status, metrics, checkpoints) to resume exactly as the chief does, in a temporary
+    folder named after `out` and the task, so that the rerun of a killed worker first removes
+    what the killed one left; empty when `fresh` (--overwrite) or when the chief's folder does
+    not exist yet."""
+    key = hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+    home = Path(tempfile.gettempdir()) / f"tfganaug-worker-{key}-{task}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    copy = home / "run"
+    source = Path(out)
+    if not fresh and (source / "config.json").exists():
+        try:
+            shutil.copytree(source, copy, ignore=shutil.ignore_patterns("tensorboard", "samples", "final", ".lock"))
+        except (OSError, shutil.Error) as exc:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+            raise RunFolderError(f"{source}: expected the chief's run folder to be readable by every worker, got "
+                                 f"{' '.join(str(exc).split())[:160]}") from None
+    return copy

@@ -7,13 +7,14 @@ import keras
 from tfganaug.data.datasets import load_rois
 from tfganaug.data.pipeline import eval_batches, training_batches
 from tfganaug.gans.base import seed_generator_states
-from tfganaug.runs import RunFolder, fit_member, save_keras, start_run, steps_for
+from tfganaug.runs import RunFolder, fit_member, save_keras, strategy_for, start_run, steps_for
 from tfganaug.synthetic import load_synthetic
 from tfganaug.tasks.classifier import build_lesion_cnn
 
 
 def train_classifier(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     """Train the lesion CNN with classic and/or synthetic augmentation into run folder `out`."""
+    strategy_for(cfg)  # before any other TensorFlow op (multi-worker collectives): see runs.strategy_for
     sets = load_rois(cfg.data)  # bad data or synthetic sets fail here, before a run folder exists
     train, val = sets["train"], sets["val"]
     synthetic = None

@@ -19,7 +19,8 @@ from tfganaug.data.pipeline import training_batches
 from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
 from tfganaug.errors import InputError, RunFolderError
 from tfganaug.gans import GANS
-from tfganaug.runs import RunFolder, fit_member, save_keras, setup_determinism, start_run, steps_for
+from tfganaug.runs import (RunFolder, fit_member, save_keras, setup_determinism, start_run, steps_for,
+                           strategy_for)
 
 
 @dataclass
@@ -83,6 +84,7 @@ def _stream(cfg, data: GANData, images, targets, steps: int):
 
 def train_gan(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     """Train the GAN(s) of `cfg` into run folder `out` (resuming it if it holds the same config)."""
+    strategy_for(cfg)  # before any other TensorFlow op (multi-worker collectives): see runs.strategy_for
     gan_cls = GANS.get(cfg.gan.arch)
     data = training_data(cfg)
     names = list(data.train.class_names)

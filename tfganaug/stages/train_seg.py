@@ -18,7 +18,7 @@ from tfganaug.data.pipeline import training_batches
 from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
 from tfganaug.errors import InputError
 from tfganaug.gans.base import seed_generator_states
-from tfganaug.runs import RunFolder, fit_member, save_keras, start_run, steps_for
+from tfganaug.runs import RunFolder, fit_member, save_keras, strategy_for, start_run, steps_for
 from tfganaug.schedules import ScaledCosineDecay
 from tfganaug.synthetic import load_seg_synthetic, load_seg_synthetic_volumes
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, is_3d, unet_args
@@ -106,6 +106,7 @@ def _volume_pool(cfg, train: SegSet):
 
 def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     """Train the segmentation U-Net of `cfg` into run folder `out` (resuming it if it holds the same config)."""
+    strategy_for(cfg)  # before any other TensorFlow op (multi-worker collectives): see runs.strategy_for
     three_d = is_3d(cfg.seg)
     sets = load_segsets(cfg.data, all_slices=three_d)  # bad data fails here, before a run folder exists
     train, val = sets["train"], sets["val"]
