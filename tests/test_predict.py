@@ -3,6 +3,7 @@ input, the same mask from a DICOM series and a NIfTI copy of it, the preprocessi
 (predictions equal `evaluate`'s on the training cases), volumes in the JSON, a liver volume
 within a stated tolerance on real data, SavedModels, and one-line errors."""
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -96,16 +97,20 @@ def test_png_slice_gets_an_identity_affine_and_its_own_shape(phantom_run, tmp_pa
     assert sum(record["voxels"].values()) == int(np.count_nonzero(labels))
 
 
-def test_exported_savedmodel_gives_the_runs_mask(phantom_run, tmp_path):
+def test_exported_savedmodel_gives_the_runs_mask(phantom_run, tmp_path, capsys):
     from tfganaug.stages.export import export_run
-    export_run(phantom_run, tmp_path / "sm")
+    run = shutil.copytree(phantom_run, tmp_path / "run")
+    export_run(run, tmp_path / "sm")
     scan = tmp_path / "scan.nii.gz"
     rng = np.random.default_rng(0)
-    zyx_nifti(scan, rng.normal(40, 300, (5, 24, 36)), (3.0, 0.8, 0.8))
-    predict(phantom_run, [scan], tmp_path / "run.nii.gz")
+    zyx_nifti(scan, rng.normal(40, 300, (5, 24, 36)), (3.0, 0.8, 0.8))  # non-square slices: padded, resized
+    predict(run, [scan], tmp_path / "run.nii.gz")
     predict(tmp_path / "sm", [scan], tmp_path / "sm.nii.gz")  # the model folder: its highest version
     a, b = mask_of(tmp_path / "run.nii.gz"), mask_of(tmp_path / "sm.nii.gz")
     assert np.mean(a[0] == b[0]) > 0.999 and np.array_equal(a[1], b[1])
+    shutil.rmtree(run)  # the preprocessing lives in the run's config: without it, one line
+    code, _, err = run_cli(capsys, "predict", tmp_path / "sm", scan, "--out", tmp_path / "gone.nii.gz")
+    assert code == 2 and "tfganaug_export.json" in err and "pass the run folder" in err, err
 
 
 def test_3d_unet_slides_windows_along_z_as_evaluate_does(tmp_path):
@@ -187,13 +192,17 @@ def ircadb(shared_data, tmp_path_factory):
     return {"run": run, "series": series, "record": record, "mask": tmp / "dicom.nii.gz", "tmp": tmp}
 
 
-def dicom_affine_from_headers(zip_path):
-    """Index (column, row, slice) -> RAS mm from the DICOM tags themselves, independently of the readers."""
+def dicom_affine_from_headers(series):
+    """Index (column, row, slice) -> RAS mm from the DICOM tags themselves, independently of the
+    readers, for a series folder or zip."""
     import io
     import zipfile
-    with zipfile.ZipFile(zip_path) as z:
-        headers = [pydicom.dcmread(io.BytesIO(z.read(n)), stop_before_pixels=True)
-                   for n in z.namelist() if not n.endswith("/")]
+    if series.is_dir():
+        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(series.iterdir()) if f.is_file()]
+    else:
+        with zipfile.ZipFile(series) as z:
+            headers = [pydicom.dcmread(io.BytesIO(z.read(n)), stop_before_pixels=True)
+                       for n in z.namelist() if not n.endswith("/")]
     iop = np.array(headers[0].ImageOrientationPatient, float)
     normal = np.cross(iop[:3], iop[3:])
     headers.sort(key=lambda h: float(np.dot(np.array(h.ImagePositionPatient, float), normal)))
@@ -206,10 +215,16 @@ def dicom_affine_from_headers(zip_path):
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, (int(headers[0].Columns), int(headers[0].Rows), len(headers))
 
 
-def test_dicom_mask_has_the_series_affine(ircadb):
-    labels, affine = mask_of(ircadb["mask"])
+def test_dicom_mask_has_the_series_affine(ircadb, shared_data, tmp_path):
+    labels, affine = mask_of(ircadb["mask"])  # a zip (IRCADb: positions from 0)
     want, shape = dicom_affine_from_headers(ircadb["series"])
     assert labels.shape == shape
+    np.testing.assert_allclose(affine, want, atol=1e-4)
+    folder = shared_data / "totalseg-examples" / "example_ct_dicom"  # a folder, patient coordinates off 0
+    predict(ircadb["run"], [folder], tmp_path / "folder.nii.gz")
+    labels, affine = mask_of(tmp_path / "folder.nii.gz")
+    want, shape = dicom_affine_from_headers(folder)
+    assert labels.shape == shape and np.abs(want[:3, 3]).max() > 1
     np.testing.assert_allclose(affine, want, atol=1e-4)
 
 
@@ -238,7 +253,7 @@ def test_nifti_mask_has_the_files_affine_and_voxel_order(ircadb, shared_data, tm
 def test_dicom_and_its_nifti_copy_give_the_same_mask(ircadb):
     ct, meta = read_image(ircadb["series"])  # (slice, row, column), HU
     affine = np.asarray(meta["affine"])[:, [2, 1, 0, 3]]
-    copy = ircadb["tmp"] / "copy.nii.gz"
+    copy = ircadb["tmp"] / "copy.nii"  # uncompressed: gzip of 135 MB of float32 is slow
     nib.save(nib.Nifti1Image(ct.transpose(2, 1, 0), affine), copy)
     predict(ircadb["run"], [copy], ircadb["tmp"] / "copy-mask.nii.gz")
     dicom_labels, dicom_affine = mask_of(ircadb["mask"])

@@ -108,14 +108,14 @@ def load_segmenter_for_prediction(path) -> Segmenter:
     if info.get("kind") != "seg":
         raise InputError("SavedModel", "an exported segmentation run (train-seg)", f"a '{info.get('kind')}' export",
                          version)
-    source_run = Path(info.get("source_run", ""))
-    if not (source_run / "config.json").exists():
-        raise InputError("run the SavedModel was exported from (source_run in its "
-                         f"{INFO_FILE}: it holds the preprocessing)", "a run folder with config.json",
-                         f"nothing at {source_run}; pass the run folder instead", info_path)
-    run, cfg = RunFolder.load(source_run)
+    source_run = info.get("source_run")
+    if not source_run or not (Path(source_run) / "config.json").exists():
+        raise InputError("source_run (the run exported, whose config.json holds the preprocessing)",
+                         "a run folder that still exists", f"nothing at {source_run}; pass the run folder instead",
+                         info_path)
+    _, cfg = RunFolder.load(source_run)
     serve = tf.saved_model.load(str(version)).signatures[SIGNATURE]
-    status = {**run.status(), "class_names": info["class_names"], "channel_names": info.get("channel_names")}
+    status = {"class_names": info["class_names"], "channel_names": info.get("channel_names")}
     return _segmenter(str(version), cfg, status, info.get("output", "softmax"),
                       lambda x: serve(image=tf.constant(x, tf.float32))["probabilities"].numpy())
 
