@@ -300,6 +300,32 @@ def export_cmd(run_dir, out, model_version, overwrite):
     click.echo(f"exported to {path}")
 
 
+@app.command("predict")
+@click.argument("model", type=click.Path())
+@click.argument("scans", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The label map to write (.nii.gz or .nii); the volumes go to <name>.volumes.json beside it.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Slices per forward pass of a 2-D U-Net.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing mask and volumes file.")
+def predict_cmd(model, scans, out, batch_size, overwrite):
+    """Segment a scan with a trained U-Net (run folder or exported SavedModel): a NIfTI label map on
+    the scan's grid, and the volume of each structure in ml.
+
+    \b
+    SCANS: a DICOM series (folder or .zip), a NIfTI file or an 8-bit PNG slice; MR runs take one
+    file per contrast in the run's channel order (or one 4-D NIfTI).
+    Examples:
+      tfganaug predict runs/seg-cyc patient/PATIENT_DICOM.zip --out patient-organs.nii.gz
+      tfganaug predict saved_models/unet scan.nii.gz --out scan-organs.nii.gz
+      tfganaug predict runs/seg-brats case_flair.nii.gz case_t1ce.nii.gz --out case-tumour.nii.gz
+    """
+    from tfganaug.stages.predict import format_volumes, predict, volumes_path
+    record = predict(model, scans, out, overwrite=overwrite, batch_size=batch_size)
+    click.echo(format_volumes(record))
+    click.echo(f"wrote {out} and {volumes_path(out)}")
+
+
 @app.command("study")
 @click.option("--paper", type=click.Choice(STUDIES.names()), default="frid-adar",
               show_default=True, help="frid-adar: DCGAN/ACGAN + lesion CNN; kits: Pix2Pix + U-Net; sandfort: "

@@ -146,7 +146,7 @@ def _colour_mask(rgb: np.ndarray, path) -> np.ndarray:
     return lut_vals[np.searchsorted(lut_keys, codes)]
 
 
-def _read_png_slice(path: Path) -> np.ndarray:
+def read_png_slice(path: Path) -> np.ndarray:
     array, meta = read_image(path)
     if meta["axes"] == "yxc":
         if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
@@ -212,7 +212,7 @@ def load_png_pairs(folder: str | os.PathLike) -> list[Case]:
         slices = sorted(by_case[case])
         grey, labels = [], []
         for _, name in slices:
-            image, mask = _read_png_slice(images[name]), _read_png_mask(masks[name])
+            image, mask = read_png_slice(images[name]), _read_png_mask(masks[name])
             if image.shape != mask.shape:
                 raise InputError("mask", f"the image's shape {image.shape} ({images[name]})",
                                  f"shape {mask.shape}", masks[name])

@@ -132,6 +132,16 @@ def select_slices(mask: np.ndarray | None, num_slices: int, empty_fraction: floa
     return keep
 
 
+def network_slices(case: Case, keep: np.ndarray, cfg) -> np.ndarray:
+    """Slices `keep` of `case` as the networks see them: float32 (N, S, S, C) in [0, 1] at
+    `cfg.image_size` (module docstring); `tfganaug predict` prepares a new scan with it too."""
+    img = _case_to_unit(case, keep, cfg)
+    side, size = img.shape[1], cfg.image_size
+    if side != size:
+        img = tf.image.resize(img, (size, size), "bilinear", antialias=side > size).numpy()
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
 def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = False) -> SegSet:
     """2-D slices of `cases` at `cfg.image_size`, intensities in [0, 1] (module docstring);
     `all_slices` keeps every slice of every case (whole volumes, for the 3-D U-Net)."""
@@ -149,13 +159,10 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
                              f"{case.class_names} and {case.channel_names}", case.source or source)
         keep = (np.arange(case.num_slices) if all_slices else
                 select_slices(case.mask, case.num_slices, cfg.empty_slice_fraction, cfg.max_slices_per_case))
-        img = _case_to_unit(case, keep, cfg)
         msk = square_pad(case.mask[keep], 0)
-        side = img.shape[1]
-        if side != size:
-            img = tf.image.resize(img, (size, size), "bilinear", antialias=side > size).numpy()
+        if msk.shape[1] != size:
             msk = tf.image.resize(msk[..., None], (size, size), "nearest").numpy()[..., 0]
-        images.append(np.clip(img, 0, 1).astype(np.float32))
+        images.append(network_slices(case, keep, cfg))
         masks.append(msk.astype(np.uint8))
         pids += [case.patient_id] * len(keep)
         index.append(keep)

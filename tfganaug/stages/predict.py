@@ -1,0 +1,331 @@
+"""`tfganaug predict`: run a trained segmenter on one new scan, write its label map as NIfTI on
+the scan's own voxel grid and the volume of every structure in millilitres.
+
+The model is a `train-seg` run folder or a SavedModel exported from one (`tfganaug export`;
+its `tfganaug_export.json` names the run, whose config holds the preprocessing). The scan is
+read with :func:`tfganaug.data.readers.read_image` (a DICOM series folder or zip, NIfTI, or an
+8-bit PNG slice); MR runs take one file per contrast, in the run's channel order, or one 4-D
+NIfTI. It is prepared exactly as training prepared its cases (:func:`segsets.network_slices`):
+reoriented to the DICOM axis order (:func:`readers.to_zyx`), padded to square, CT windowed
+with the run's WW / WL, MR z-scored inside the brain (voxels nonzero in any contrast, as the
+BraTS reader does) and mapped by the run's `mr_norm`, PNG / 255, and resized to the training
+size. The 2-D U-Net runs on batches of slices, the 3-D U-Net on windows of `patch_depth`
+slices overlapping by half (:func:`data.volumes.predict_volume`). Probabilities are resized
+back (bilinear) to the padded slice, cropped, and only then decoded to labels, so structure
+borders are not blocky at the scan's resolution.
+
+The mask is uint8 on the input's grid:
+
+* NIfTI in: the file's own voxel order, affine and header (qform / sform codes kept);
+* DICOM in: index (column, row, slice) with the affine built from ImagePositionPatient,
+  ImageOrientationPatient, PixelSpacing and the slice positions (the layout ITK writes);
+* PNG in: (row, column, 1), identity affine (1 mm pixels: a PNG has no spacing).
+
+Volumes (voxel count x |det| of the affine's 3x3 part) go to stdout and to
+`<name>.volumes.json` beside the mask. Both files are written atomically, and an existing one
+is replaced only with `overwrite`.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+import tensorflow as tf
+from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
+from tfganaug.data.readers import ZYX_ORIENTATION, read_image, to_zyx
+from tfganaug.errors import InputError, OutputExistsError, RunFolderError
+from tfganaug.fsutil import atomic_write_bytes, atomic_write_json
+
+SLICE_CHUNK = 32
+"""Slices prepared and mapped back at a time: a 600-slice CT never exists as float32 twice."""
+
+
+@dataclass
+class Segmenter:
+    """A trained segmenter and the preprocessing of the run that trained it."""
+
+    source: str
+    data: object                    # the run's DataConfig: window, MR normalisation, image_size
+    class_names: tuple[str, ...]
+    channel_names: tuple[str, ...]
+    output: str                     # softmax | sigmoid (tasks/segmenter.py decode)
+    patch_depth: int | None         # 3-D U-Net: slices per window; None for the 2-D U-Net
+    probabilities: Callable         # float32 (B, [Z,] S, S, C) -> (B, [Z,] S, S, k)
+
+    @property
+    def modality(self) -> str:
+        """CT, MR, or "unit" for runs on prepared [0, 1] slices (an .npz): what a scan must be."""
+        from tfganaug.data.brats import CONTRAST_ALIASES
+        if tuple(self.channel_names) == ("CT",):
+            return "CT"
+        if all(c.lower() in CONTRAST_ALIASES for c in self.channel_names):
+            return "MR"
+        return "unit"
+
+
+@dataclass
+class Scan:
+    """A scan in the networks' axis order, and how to put a label map back on its own grid."""
+
+    image: np.ndarray               # float32 (Z, H, W, C), axes "zyx"
+    units: str                      # HU | grey8 | zscore (Case.units)
+    spacing_mm: tuple               # (z, y, x)
+    to_native: Callable             # labels (Z, H, W) -> the input's voxel order
+    affine: np.ndarray              # 4x4 of the native grid
+    header: object                  # nibabel header to keep (NIfTI input) or None
+    sources: list
+    geometry: str
+
+
+def load_segmenter_for_prediction(path) -> Segmenter:
+    """A `train-seg` run folder, or a SavedModel exported from one (the version folder or the
+    model folder, whose highest version is used as TF Serving would)."""
+    from tfganaug.runs import RunFolder
+    path = Path(path)
+    if (path / "config.json").exists():
+        run, cfg = RunFolder.load(path)
+        if cfg.kind != "seg":
+            raise RunFolderError(f"{path}: expected a segmentation run (train-seg), got a '{cfg.kind}' run")
+        from tfganaug.stages.evaluate import load_segmenter
+        model = load_segmenter(run)
+        status = run.status()
+        return _segmenter(str(path), cfg, status, status.get("output", "softmax"),
+                          lambda x: np.asarray(model(x, training=False), np.float32))
+    version = _saved_model_version(path)
+    from tfganaug.stages.export import INFO_FILE, SIGNATURE
+    info_path = version / "assets.extra" / INFO_FILE
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError("SavedModel", f"an export of tfganaug with assets.extra/{INFO_FILE}",
+                         f"{type(exc).__name__} reading it", info_path) from None
+    if info.get("kind") != "seg":
+        raise InputError("SavedModel", "an exported segmentation run (train-seg)", f"a '{info.get('kind')}' export",
+                         version)
+    source_run = info.get("source_run")
+    if not source_run or not (Path(source_run) / "config.json").exists():
+        raise InputError("source_run (the run exported, whose config.json holds the preprocessing)",
+                         "a run folder that still exists", f"nothing at {source_run}; pass the run folder instead",
+                         info_path)
+    _, cfg = RunFolder.load(source_run)
+    serve = tf.saved_model.load(str(version)).signatures[SIGNATURE]
+    status = {"class_names": info["class_names"], "channel_names": info.get("channel_names")}
+    return _segmenter(str(version), cfg, status, info.get("output", "softmax"),
+                      lambda x: serve(image=tf.constant(x, tf.float32))["probabilities"].numpy())
+
+
+def _segmenter(source, cfg, status, output, probabilities) -> Segmenter:
+    from tfganaug.tasks.segmenter import is_3d
+    return Segmenter(source=source, data=cfg.data, class_names=tuple(status["class_names"]),
+                     channel_names=tuple(status.get("channel_names") or ("CT",)), output=output,
+                     patch_depth=cfg.seg.patch_depth if is_3d(cfg.seg) else None, probabilities=probabilities)
+
+
+def _saved_model_version(path: Path) -> Path:
+    if (path / "saved_model.pb").exists():
+        return path
+    versions = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()),
+                      key=lambda p: int(p.name)) if path.is_dir() else []
+    if not versions:
+        raise InputError("model", "a segmentation run folder (with config.json) or an exported SavedModel "
+                         "(with saved_model.pb, or version folders holding one)",
+                         "nothing at that path" if not path.exists() else "neither", path)
+    return versions[-1]
+
+
+# ---------------------------------------------------------------------------- reading the scan
+
+def read_scan(paths, segmenter: Segmenter) -> Scan:
+    """The scan(s) as one (Z, H, W, C) array in the networks' axis order (module docstring)."""
+    paths = [Path(p) for p in paths]
+    channels = segmenter.channel_names
+    parts = [_read_one(p, segmenter.modality) for p in paths]
+    image = np.concatenate([part.image for part in parts], axis=-1)
+    first = parts[0]
+    for p, part in zip(paths[1:], parts[1:]):
+        if part.image.shape[:3] != first.image.shape[:3] or not np.allclose(part.affine, first.affine, atol=1e-3):
+            raise InputError("contrast", f"the voxel grid of {paths[0]} (shape {first.image.shape[:3]})",
+                             f"shape {part.image.shape[:3]} with another affine or shape", p)
+    if image.shape[-1] != len(channels):
+        want = (f"{len(channels)} files, one per channel in the run's order ({', '.join(channels)}), or one "
+                f"4-D NIfTI with {len(channels)} channels" if len(channels) > 1 else "one single-channel scan")
+        raise InputError("scan", want, f"{image.shape[-1]} channel(s) in {len(paths)} file(s)", paths[0])
+    if segmenter.modality == "MR":
+        image = _zscore_in_brain(image, paths[0])
+    return Scan(image=image, units="zscore" if segmenter.modality == "MR" else first.units,
+                spacing_mm=first.spacing_mm, to_native=first.to_native, affine=first.affine, header=first.header,
+                sources=[str(p) for p in paths], geometry=first.geometry)
+
+
+def _read_one(path: Path, modality: str) -> Scan:
+    array, meta = read_image(path)
+    kind = meta["format"]
+    if kind in ("npy", "npz"):
+        raise InputError("scan", "a DICOM series (folder or .zip), a NIfTI file or a PNG slice",
+                         f"a .{kind} array (it carries no geometry)", path)
+    if kind in ("png", "jpg", "jpeg"):
+        from tfganaug.data.kits import read_png_slice
+        grey = read_png_slice(path).astype(np.float32)
+        return Scan(grey[None, ..., None], "grey8", (1.0, 1.0, 1.0), lambda labels: labels[0][..., None],
+                    np.eye(4), None, [str(path)], "PNG: identity affine, 1 mm pixels (a PNG carries no spacing)")
+    if modality == "unit":
+        raise InputError("scan", "an 8-bit PNG slice (the run was trained on prepared [0, 1] slices, whose units "
+                         "a CT or MR volume cannot be mapped to)", f"a {kind} volume", path)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4:
+        raise InputError("scan", "a 3-D volume or a 4-D NIfTI of channels", f"shape {array.shape}", path)
+    zyx, zmeta = to_zyx(array, meta)
+    if kind == "nifti":
+        native = nib.load(path)  # the file's own voxel order, before the reader's RAS reorientation
+        codes = nib.aff2axcodes(native.affine)
+        affine, header, geometry = native.affine, native.header, "the NIfTI file's own affine and voxel order"
+    else:
+        codes, affine, geometry = _dicom_native_grid(meta)
+        header = None
+    back = ornt_transform(axcodes2ornt(ZYX_ORIENTATION), axcodes2ornt(codes)) if None not in codes else None
+
+    def to_native(labels):
+        if back is None:  # a DICOM series without geometry: (column, row, slice) as stored
+            return np.ascontiguousarray(labels.transpose(2, 1, 0))
+        return np.ascontiguousarray(apply_orientation(labels, back))
+
+    units = "HU" if modality == "CT" else "zscore"
+    return Scan(zyx.astype(np.float32), units, tuple(zmeta["spacing_mm"]), to_native, np.asarray(affine, float),
+                header, [str(path)], geometry)
+
+
+def _dicom_native_grid(meta) -> tuple[tuple, np.ndarray, str]:
+    """Axis codes and affine of the (column, row, slice) grid of a DICOM series (meta from the reader)."""
+    if meta.get("affine") is None:
+        dz, dy, dx = meta["spacing_mm"]
+        return (None, None, None), np.diag([dx, dy, dz, 1.0]), ("DICOM without ImagePositionPatient / "
+                                                               "ImageOrientationPatient: spacing only, no position")
+    affine = np.asarray(meta["affine"], float)[:, [2, 1, 0, 3]]  # the reader's (slice, row, column) -> (c, r, s)
+    return nib.aff2axcodes(affine), affine, ("DICOM: ImagePositionPatient, ImageOrientationPatient, PixelSpacing "
+                                             "and slice positions, index (column, row, slice)")
+
+
+def _zscore_in_brain(image: np.ndarray, path) -> np.ndarray:
+    """Each contrast z-scored over the brain (voxels nonzero in any contrast), 0 outside: the
+    units of the BraTS reader's cases, which the run's `mr_norm` then maps onto [0, 1]."""
+    from tfganaug.data.brats import brain_of
+    from tfganaug.data.ct import normalize_zscore
+    brain = brain_of(image)
+    if not brain.any():
+        raise InputError("MR scan", "brain voxels (nonzero in some contrast)", "an all-zero image", path)
+    out = np.zeros(image.shape, np.float32)
+    for k in range(image.shape[-1]):
+        out[..., k][brain] = normalize_zscore(image[..., k][brain])
+    return out
+
+
+# ---------------------------------------------------------------------------- prediction
+
+def predict_labels(segmenter: Segmenter, scan: Scan, batch_size: int = 16) -> np.ndarray:
+    """uint8 label map (Z, H, W) of `scan` in the networks' axis order, at the scan's resolution."""
+    from tfganaug.data.cases import Case
+    from tfganaug.data.segsets import network_slices
+    from tfganaug.tasks.segmenter import decode
+    case = Case("scan", scan.image, None, scan.spacing_mm, segmenter.class_names,
+                channel_names=segmenter.channel_names, modality="MR" if scan.units == "zscore" else "CT",
+                units=scan.units, source=scan.sources[0])
+    z = case.num_slices
+    slices = np.concatenate([network_slices(case, np.arange(s, min(z, s + SLICE_CHUNK)), segmenter.data)
+                             for s in range(0, z, SLICE_CHUNK)])
+    if segmenter.patch_depth is not None:
+        from tfganaug.data.volumes import predict_volume
+        probs = predict_volume(lambda x, training=False: segmenter.probabilities(x), slices, segmenter.patch_depth)
+    else:
+        probs = np.concatenate([segmenter.probabilities(slices[s:s + batch_size])
+                                for s in range(0, z, batch_size)])
+    h, w = scan.image.shape[1:3]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2  # as segsets.square_pad centred the slice
+    labels = np.zeros((z, h, w), np.uint8)
+    for s in range(0, z, SLICE_CHUNK):
+        p = tf.image.resize(probs[s:s + SLICE_CHUNK], (side, side), "bilinear")[:, top:top + h, left:left + w]
+        labels[s:s + SLICE_CHUNK] = decode(p, segmenter.output).numpy().astype(np.uint8)
+    return labels
+
+
+def volumes_ml(labels: np.ndarray, affine: np.ndarray, class_names) -> tuple[dict, dict, float]:
+    """({structure: voxels}, {structure: ml}, ml per voxel) of every foreground class."""
+    voxel_ml = float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0
+    counts = np.bincount(labels.ravel(), minlength=len(class_names))
+    voxels = {name: int(counts[i]) for i, name in enumerate(class_names) if i > 0}
+    return voxels, {name: n * voxel_ml for name, n in voxels.items()}, voxel_ml
+
+
+def volumes_path(out) -> Path:
+    """`<name>.volumes.json` beside the mask `<name>.nii[.gz]`."""
+    out = Path(out)
+    stem = out.name[: -len(".nii.gz")] if out.name.lower().endswith(".nii.gz") else out.stem
+    return out.with_name(stem + ".volumes.json")
+
+
+def _nifti_bytes(labels: np.ndarray, affine: np.ndarray, header, gz: bool) -> bytes:
+    if header is not None:
+        header = header.copy()
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1.0, 0.0)
+    image = nib.Nifti1Image(labels.astype(np.uint8), affine, header=header)
+    if header is None:
+        image.header.set_qform(affine, code=1)
+        image.header.set_sform(affine, code=1)
+    image.header["cal_min"], image.header["cal_max"] = 0, int(labels.max(initial=0))
+    data = image.to_bytes()
+    return gzip.compress(data, compresslevel=6, mtime=0) if gz else data
+
+
+def predict(model, scans, out, overwrite: bool = False, batch_size: int = 16) -> dict:
+    """Segment `scans` with `model`; write the mask `out` (.nii / .nii.gz) and its volumes JSON.
+
+    Returns the volumes record written to :func:`volumes_path` (`out`).
+    """
+    out = Path(out)
+    name = out.name.lower()
+    if not name.endswith((".nii.gz", ".nii")):
+        raise InputError("--out", "a file name ending in .nii.gz or .nii", repr(out.name), out)
+    record_path = volumes_path(out)
+    for target in (out, record_path):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(target)
+    if not scans:
+        raise InputError("scan", "at least one file", "none", None)
+    segmenter = load_segmenter_for_prediction(model)
+    scan = read_scan(scans, segmenter)
+    labels = scan.to_native(predict_labels(segmenter, scan, batch_size))
+    voxels, volumes, voxel_ml = volumes_ml(labels, scan.affine, segmenter.class_names)
+    atomic_write_bytes(out, _nifti_bytes(labels, scan.affine, scan.header, name.endswith(".gz")))
+    record = {"mask": str(out), "scans": scan.sources, "model": segmenter.source,
+              "class_names": list(segmenter.class_names), "shape": list(labels.shape),
+              "affine": np.asarray(scan.affine).tolist(), "geometry": scan.geometry,
+              "voxel_volume_ml": voxel_ml, "voxels": voxels, "volumes_ml": volumes,
+              "preprocessing": _preprocessing(segmenter, scan)}
+    atomic_write_json(record_path, record)
+    return record
+
+
+def _preprocessing(segmenter: Segmenter, scan: Scan) -> str:
+    data = segmenter.data
+    how = {"HU": f"CT window WW {data.window_width:g} / WL {data.window_level:g} HU",
+           "grey8": "8-bit slice / 255",
+           "zscore": f"MR z-scored in the brain, then mr_norm {data.mr_norm}"}[scan.units]
+    model = (f"3-D U-Net on windows of {segmenter.patch_depth} slices overlapping by half"
+             if segmenter.patch_depth else "2-D U-Net slice by slice")
+    return f"{how}; slices padded to square and resized to {data.image_size} px; {model}"
+
+
+def format_volumes(record: dict) -> str:
+    """The volumes as a small table for the terminal."""
+    lines = [f"{'structure':<16}{'voxels':>12}{'volume (ml)':>14}"]
+    for name, ml in record["volumes_ml"].items():
+        lines.append(f"{name:<16}{record['voxels'][name]:>12}{ml:>14.2f}")
+    return "\n".join(lines)
