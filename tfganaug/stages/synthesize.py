@@ -17,8 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug import config as config_lib
-from tfganaug.data.segsets import (background_value, load_segsets, select_slices, source_cases, square_pad,
-                                   to_unit)
+from tfganaug.data.segsets import load_segsets, select_slices, source_cases, square_pad
 from tfganaug.errors import InputError, OutputExistsError
 from tfganaug.gans import GANS
 from tfganaug.stages.train_gan import domain_slices, load_gan
@@ -158,39 +157,43 @@ def _label_maps(cfg, labels: str, status) -> tuple[np.ndarray, str]:
     return np.concatenate(maps), labels
 
 
-def translate_volumes(gan, cases, data_cfg, folder: Path, batch_size: int = 16) -> list[dict]:
-    """CycleGAN A -> B for whole volumes, slice by slice, written as NIfTI in the original geometry.
+def translate_slices(translate, raw: np.ndarray, units: str, data_cfg, batch_size: int = 16) -> np.ndarray:
+    """CycleGAN slices (Z, H, W, C) in the domain's units -> translated, same grid and units.
 
     Each slice goes through the training preprocessing (window, pad to square, resize), is
     translated, resized back and cropped to the original in-plane size, and mapped back from
-    the window to Hounsfield units (values outside the window were clipped on the way in and
-    stay at its edges). `<patient>_image.nii.gz` (float32 HU) and `<patient>_labels.nii.gz`
-    (uint8, the source labels) carry the source's affine, so they overlay the original scan.
+    the window to the domain's units (HU: values outside the window were clipped on the way in
+    and stay at its edges). The served raw-input signature (stages/export.py) does this in its graph.
+    """
+    from tfganaug.data.raw_input import from_unit, request_to_unit, to_input_grid
+    small = request_to_unit(raw, units, data_cfg)
+    fake = np.concatenate([translate(small[s:s + batch_size] * 2 - 1).numpy()
+                           for s in range(0, len(small), batch_size)])
+    fake = to_input_grid(np.clip((fake + 1) / 2, 0, 1), raw.shape[1], raw.shape[2])
+    return from_unit(fake, units, data_cfg)
+
+
+def translate_volumes(gan, cases, data_cfg, folder: Path, batch_size: int = 16) -> list[dict]:
+    """CycleGAN A -> B for whole volumes, slice by slice, written as NIfTI in the original geometry.
+
+    Slice by slice through `translate_slices`; `<patient>_image.nii.gz` (float32 HU) and
+    `<patient>_labels.nii.gz` (uint8, the source labels) carry the source's affine, so they
+    overlay the original scan.
     """
     import nibabel as nib
     folder.mkdir(parents=True, exist_ok=True)
-    size, written = data_cfg.image_size, []
+    written = []
     for case in cases:
         if case.image is None or case.units != "HU":
             raise InputError("source case", "a CT volume in HU", f"units {case.units}", case.source)
-        z, h, w = case.shape
-        square = square_pad(case.image, background_value("HU", data_cfg))
-        side = square.shape[1]
-        unit = to_unit(square, "HU", data_cfg)
-        small = tf.image.resize(unit, (size, size), "bilinear", antialias=side > size).numpy()
-        fake = np.concatenate([gan.translate_ab(small[s:s + batch_size] * 2 - 1).numpy()
-                               for s in range(0, z, batch_size)])
-        fake = tf.image.resize(np.clip((fake + 1) / 2, 0, 1), (side, side), "bilinear").numpy()
-        top, left = (side - h) // 2, (side - w) // 2
-        fake = fake[:, top:top + h, left:left + w, 0]
-        hu = fake * data_cfg.window_width + (data_cfg.window_level - data_cfg.window_width / 2)
+        hu = translate_slices(gan.translate_ab, case.image, "HU", data_cfg, batch_size)[..., 0]
         # phantoms have no scanner geometry: voxel size on the diagonal, in the array's (z, y, x) order
         affine = np.asarray(case.meta.get("affine", np.diag([*case.spacing_mm, 1.0])), np.float64)
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in case.patient_id)
         nib.save(nib.Nifti1Image(hu.astype(np.float32), affine), str(folder / f"{stem}_image.nii.gz"))
         if case.mask is not None:
             nib.save(nib.Nifti1Image(case.mask.astype(np.uint8), affine), str(folder / f"{stem}_labels.nii.gz"))
-        written.append({"patient_id": case.patient_id, "shape": [z, h, w], "spacing_mm": list(case.spacing_mm),
+        written.append({"patient_id": case.patient_id, "shape": list(case.shape), "spacing_mm": list(case.spacing_mm),
                         "image": f"nifti/{stem}_image.nii.gz",
                         "labels": f"nifti/{stem}_labels.nii.gz" if case.mask is not None else None})
     return written
