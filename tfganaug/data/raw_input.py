@@ -33,11 +33,14 @@ AIR_HU = -1024.0
 
 
 def source_units(data_cfg) -> str:
-    """The units of the run's training images: an .npz of prepared slices is "unit"; a named
-    source or a folder is read (its first case) as training read it."""
+    """The units of the run's training images: an .npz of prepared slices is "unit", a named
+    source's are in `data.sources.UNITS`; a folder is read (its first case) as training read it."""
     from tfganaug.data.segsets import source_cases
+    from tfganaug.data.sources import UNITS as SOURCE_UNITS
     if str(data_cfg.name).endswith(".npz"):
         return "unit"
+    if data_cfg.name in SOURCE_UNITS:
+        return SOURCE_UNITS[data_cfg.name]
     cases, _ = source_cases(data_cfg.name, data_cfg)
     with_images = [c for c in cases if c.image is not None]
     if not with_images:

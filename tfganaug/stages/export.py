@@ -1,6 +1,6 @@
 """Export a trained run as a SavedModel in TF Serving layout: `<out>/<version>/`.
 
-One run gives one servable with one `serving_default` signature:
+One run gives one servable with a `serving_default` signature (and, for some, named others):
 
 * GAN runs: `z` float32 [None, latent_dim] (uniform in [-1, 1], as in training) and `label`
   int32 [None] -> `image` float32 [None, H, W, 1] in [0, 1] (the generator's tanh output
@@ -14,12 +14,18 @@ One run gives one servable with one `serving_default` signature:
   labels on synthetic training data.
 * Classifier runs: `image` float32 [None, H, W, 1] in [0, 1] -> `probabilities` float32
   [None, num_classes] and `class_id` int64 [None] (the argmax).
+* Segmenter and CycleGAN runs take raw intensities at any slice size (CT in HU, MR as stored,
+  8-bit PNG values): the run's window or MR normalisation, padding and resizing run inside the
+  graph (`data/raw_input.py`) and outputs come back on the input's grid (the translator's in
+  the input's units). Their training-preprocessed inputs stay available as the `preprocessed`
+  (and `b_to_a_preprocessed`) signatures. Pix2Pix and StyleGAN2 runs: see their builders.
 
 The version folder also holds `assets.extra/tf_serving_warmup_requests` (one PredictionLog
 with a small example request, which TF Serving replays before it marks the model ready) and
 `assets.extra/tfganaug_export.json` (source run, classes, signature, value ranges, an example
 REST body). The folder is built under a temporary name, checked by reloading it and comparing
-its output with the Keras model's on the example request, and only then renamed into place.
+every signature's output with the Keras model's (and, for raw inputs, the training
+preprocessing's) on its example request, and only then renamed into place.
 
 The SavedModel is written with `keras.export.ExportArchive` with explicit TensorSpecs: a bare
 `model.export` loses the input names and types an int label as float32, and signatures of a

@@ -25,6 +25,7 @@ from tfganaug.synthetic import write_roi_synthetic, write_seg_synthetic
 
 ROI_COUNT = 1000  # ROIs drawn when no count is given
 MAX_BYTES = 4 * 2**30  # the largest synthetic set held in memory (images + masks as float32)
+ROI_BATCH = 256  # ROIs per generator call (served: per request), so served rows meet the same batches
 
 
 def _balanced_labels(n: int, num_classes: int, seed: int) -> np.ndarray:
@@ -32,11 +33,16 @@ def _balanced_labels(n: int, num_classes: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(labels).astype(np.int32)
 
 
-def sample_images(gans, num_classes: int, n: int, seed: int = 0, batch_size: int = 256):
-    """(images in [0, 1], labels) from [(member, gan, ckpt)]: DCGAN one per class, ACGAN conditional."""
-    labels = _balanced_labels(n, num_classes, seed)
-    latent_dim = gans[0][1].latent_dim
+def roi_noise(n: int, num_classes: int, latent_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z, labels) of `n` ROIs from `seed`: z uniform in [-1, 1] (as in training), labels balanced
+    over the classes. Local and served synthesis both draw them here, so a seed gives one set."""
     z = tf.random.stateless_uniform([n, latent_dim], seed=[seed, 2018], minval=-1.0, maxval=1.0).numpy()
+    return z, _balanced_labels(n, num_classes, seed)
+
+
+def sample_images(gans, num_classes: int, n: int, seed: int = 0, batch_size: int = ROI_BATCH):
+    """(images in [0, 1], labels) from [(member, gan, ckpt)]: DCGAN one per class, ACGAN conditional."""
+    z, labels = roi_noise(n, num_classes, gans[0][1].latent_dim, seed)
     images = None
     for start in range(0, n, batch_size):
         zb, lb = z[start:start + batch_size], labels[start:start + batch_size]
@@ -129,6 +135,49 @@ def synthesize(run_dir, n: int | None, out, *, seed: int = 0, overwrite: bool = 
     images = np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
     return write_seg_synthetic(out, images, masks, status["class_names"], status["channel_names"], info,
                                overwrite=overwrite, extra=extra, origin=origin, previews=16 if png else 0)
+
+
+def synthesize_served(server: str, model: str, n: int | None, out, *, class_names, seed: int = 0,
+                      overwrite: bool = False, png: bool = True, version: int | None = None, body: str = "inputs",
+                      batch_size: int = ROI_BATCH, timeout_s: float = 60.0) -> Path:
+    """Sample a DCGAN / ACGAN served by TF Serving (the `tfganaug export` signature z, label ->
+    image) into the synthetic ROI set `out`: the files and manifest of `synthesize`, with the
+    server, model and version in place of the run folder. z and the labels are drawn here from
+    `seed` as `synthesize` draws them (`roi_noise`), and requests hold `batch_size` rows, so the
+    same seed gives the same images as local synthesis of the exported run."""
+    from tfganaug.serving import ServingClient
+    from tfganaug.synthetic import write_roi_synthetic
+    n = ROI_COUNT if n is None else n
+    if n < 1:
+        raise InputError("--n", "a positive number of samples", str(n))
+    names = list(class_names or [])
+    if not names or len(set(names)) != len(names):
+        raise InputError("--classes", "the served model's class names in label order, without repeats "
+                         "(class_names in its tfganaug_export.json)", repr(names))
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(out)
+    client = ServingClient(server, model, version=version, body=body, batch_size=batch_size, timeout_s=timeout_s)
+    meta = client.metadata()
+    z_spec, image_spec = meta["inputs"].get("z"), meta["outputs"].get("image")
+    if (set(meta["inputs"]) != {"z", "label"} or image_spec is None or len(z_spec[1] or []) != 2
+            or z_spec[1][1] is None):
+        raise InputError("served model", "a dcgan/acgan generator exported by `tfganaug export` (inputs z "
+                         "[None, latent_dim] and label, output image)",
+                         f"inputs {sorted(meta['inputs'])}, outputs {sorted(meta['outputs'])}", client.base)
+    shape = image_spec[1] or []
+    per_sample = int(np.prod([d or 1 for d in shape[1:]])) * 4
+    if n * per_sample > MAX_BYTES:
+        raise InputError("--n", f"at most {MAX_BYTES // per_sample} samples of shape {shape[1:]}", str(n))
+    z, labels = roi_noise(n, len(names), z_spec[1][1], seed)
+    images = client.predict({"z": z, "label": labels})["image"]
+    if images.ndim != 4 or images.shape[-1] != 1 or not np.isfinite(images).all() \
+            or images.min() < 0.0 or images.max() > 1.0:
+        raise InputError("served images", "finite (N, H, W, 1) values in [0, 1] (the export's image output)",
+                         f"shape {list(images.shape)}, range [{np.nanmin(images):g}, {np.nanmax(images):g}]",
+                         client.base)
+    info = {"generator_server": client.base, "model": model, "model_version": version,
+            "signature": client.signature, "request_body": body, "batch_size": batch_size, "seed": seed}
+    return write_roi_synthetic(out, images, labels, names, info, overwrite=overwrite, png=png)
 
 
 def _label_maps(cfg, labels: str, status) -> tuple[np.ndarray, str]:
