@@ -51,7 +51,8 @@ def models(runs, tmp_path_factory):
 
 
 def served_synthesis(url, model, out, *extra, classes=None):
-    return main(["synthesize", "--server", url, "--model", model, "--classes", ",".join(classes or CLASSES[model]),
+    classes = classes or CLASSES.get(model, ["a", "b"])
+    return main(["synthesize", "--server", url, "--model", model, "--classes", ",".join(classes),
                  "--n", str(N), "--seed", "3", "--out", str(out), *extra])
 
 
