@@ -1,13 +1,13 @@
 """Raw intensities -> network input inside a TF graph (data/raw_input.py, the raw-input
-signatures of stages/export.py) against the training path (`segsets.unit_slices`, through
+signatures of stages/export.py) against the training path (`segsets.network_slices`, through
 `raw_input.request_to_unit`) on real shared files read by the package's readers: CT in HU
 (3D-IRCADb 512 x 512 DICOM, shrunk to 64 px; the TotalSegmentator NIfTI, 101 x 122, not
 square), KiTS19 8-bit PNG slices, and BraTS 2018 MR as stored (int16, four contrasts) under
 both `mr_norm` settings, as 2-D requests and as 3-D volumes.
 
-The graph runs with every dimension but the channels unknown, as a served signature does. Tolerance: 1e-5
-absolute on [0, 1] (float32 resizing against float32 resizing; the MR statistics are float64
-on both sides)."""
+The graph runs with every dimension but the channels unknown, as a served signature does.
+Tolerance: 1e-5 absolute on [0, 1] (float32 resizing against float32 resizing; the MR
+statistics are float64 on both sides)."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -3,7 +3,7 @@ client has: CT in Hounsfield units, MR as stored, at any slice size.
 
 The graph functions here repeat the training preprocessing of `data.segsets` (module
 docstring there) with TF ops and the run's own `DataConfig`; `tests/test_raw_inputs.py`
-holds them against that NumPy path (`segsets.unit_slices`) on real shared slices. By the
+holds them against that NumPy path (`segsets.network_slices`) on real shared slices. By the
 units of the run's data (`source_units`):
 
 * ``HU``: padded to square with air (-1024 HU), then the window `window_width` /
@@ -15,7 +15,8 @@ units of the run's data (`source_units`):
   each contrast inside the brain, clips at +-`zscore_clip` onto [0, 1] (background 0.5). The
   statistics are taken per volume in training, so here over one request of 2-D slices (send
   the slices of one volume together, ideally all of them) or per volume of a 3-D request;
-* ``unit`` (an .npz of slices already in [0, 1]): padded with 0 only.
+* ``unit`` (an .npz of slices already in [0, 1]): padded with 0 only (training resized the
+  .npz's own slices without padding: square slices give exactly the training input).
 
 Then slices are resized to `image_size` (bilinear, antialiased when shrinking) and clipped to
 [0, 1]. `to_input_grid_tf` takes a network output back onto the input's pixel grid (resize to
@@ -193,15 +194,17 @@ def from_unit(unit, units: str, data_cfg):
 
 def request_to_unit(raw, units: str, data_cfg, volumes: bool = False) -> np.ndarray:
     """What `to_unit_tf` computes, by the training preprocessing: each volume of the request
-    (2-D: all its slices together) as a `Case` through `segsets.unit_slices`."""
+    (2-D: all its slices together) as a `Case` through `segsets.network_slices`."""
     from tfganaug.data.brats import _zscore_in_brain, brain_of
     from tfganaug.data.cases import Case
-    from tfganaug.data.segsets import resize_unit, square_pad, unit_slices
+    from tfganaug.data.segsets import network_slices, square_pad
     raw = np.asarray(raw, np.float32)
     out = []
     for volume in (raw if volumes else raw[None]):
-        if units == "unit":
-            out.append(resize_unit(square_pad(volume, 0.0), data_cfg.image_size))
+        if units == "unit":  # prepared slices: nothing to map, only padding and resizing
+            square, size = square_pad(volume, 0.0), data_cfg.image_size
+            resized = tf.image.resize(square, (size, size), "bilinear", antialias=square.shape[1] > size).numpy()
+            out.append(np.clip(resized, 0, 1).astype(np.float32))
             continue
         if units == "zscore" and data_cfg.mr_norm == "zscore":  # as the reader z-scores MR as stored
             brain = brain_of(volume)
@@ -209,7 +212,7 @@ def request_to_unit(raw, units: str, data_cfg, volumes: bool = False) -> np.ndar
                                for c in range(volume.shape[-1])], axis=-1)
         channels = tuple(f"c{c}" for c in range(volume.shape[-1]))
         case = Case("request", volume, None, (1.0, 1.0, 1.0), ("background",), channels, units=units)
-        out.append(unit_slices(case, np.arange(len(volume)), data_cfg))
+        out.append(network_slices(case, np.arange(len(volume)), data_cfg))
     return np.stack(out) if volumes else out[0]
 
 

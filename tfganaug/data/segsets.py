@@ -97,21 +97,6 @@ def _case_to_unit(case: Case, keep: np.ndarray, cfg) -> np.ndarray:
     return to_unit(square_pad(case.image[keep], background_value(case.units, cfg)), case.units, cfg)
 
 
-def unit_slices(case: Case, keep: np.ndarray, cfg) -> np.ndarray:
-    """Slices `keep` of `case` as the networks see them: float32 in [0, 1], padded to square and
-    resized to `cfg.image_size` (bilinear, antialiased when shrinking)."""
-    return resize_unit(_case_to_unit(case, keep, cfg), cfg.image_size)
-
-
-def resize_unit(img: np.ndarray, size: int) -> np.ndarray:
-    """Square slices (N, S, S, C) in [0, 1] -> (N, size, size, C) float32, bilinear (antialiased
-    when shrinking), clipped to [0, 1]."""
-    side = img.shape[1]
-    if side != size:
-        img = tf.image.resize(img, (size, size), "bilinear", antialias=side > size).numpy()
-    return np.clip(img, 0, 1).astype(np.float32)
-
-
 def background_value(units: str, cfg) -> float:
     return {"HU": -1024.0, "grey8": 0.0}.get(units, 0.0)
 
@@ -147,6 +132,16 @@ def select_slices(mask: np.ndarray | None, num_slices: int, empty_fraction: floa
     return keep
 
 
+def network_slices(case: Case, keep: np.ndarray, cfg) -> np.ndarray:
+    """Slices `keep` of `case` as the networks see them: float32 (N, S, S, C) in [0, 1] at
+    `cfg.image_size` (module docstring); `tfganaug predict` prepares a new scan with it too."""
+    img = _case_to_unit(case, keep, cfg)
+    side, size = img.shape[1], cfg.image_size
+    if side != size:
+        img = tf.image.resize(img, (size, size), "bilinear", antialias=side > size).numpy()
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
 def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = False) -> SegSet:
     """2-D slices of `cases` at `cfg.image_size`, intensities in [0, 1] (module docstring);
     `all_slices` keeps every slice of every case (whole volumes, for the 3-D U-Net)."""
@@ -167,7 +162,7 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
         msk = square_pad(case.mask[keep], 0)
         if msk.shape[1] != size:
             msk = tf.image.resize(msk[..., None], (size, size), "nearest").numpy()[..., 0]
-        images.append(unit_slices(case, keep, cfg))
+        images.append(network_slices(case, keep, cfg))
         masks.append(msk.astype(np.uint8))
         pids += [case.patient_id] * len(keep)
         index.append(keep)
