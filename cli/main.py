@@ -136,7 +136,7 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
 
 
 @app.command("synthesize")
-@click.argument("run_dir", type=click.Path())
+@click.argument("run_dir", type=click.Path(), required=False)
 @click.option("--n", "count", type=int, default=None,
               help="Number of samples (dcgan/acgan: balanced over classes, default 1000; pix2pix: default one per "
                    "label map; cyclegan: at most one per source slice; stylegan2: required).")
@@ -152,7 +152,21 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
 @click.option("--truncation", type=float, default=1.0, show_default=True, help="stylegan2: truncation psi.")
 @click.option("--no-png", is_flag=True, help="Write only images.npz and the manifest.")
 @click.option("--overwrite", is_flag=True)
-def synthesize_cmd(run_dir, count, out, seed, labels, perturb, source, truncation, no_png, overwrite):
+@click.option("--server", default=None, help="Instead of RUN_DIR: a TF Serving REST endpoint serving a dcgan/acgan "
+              "export, e.g. http://localhost:8501 (noise drawn here from --seed, as for a run folder).")
+@click.option("--model", default=None, help="--server: the served model's name.")
+@click.option("--model-version", type=int, default=None, help="--server: a version (default: the server's latest).")
+@click.option("--classes", default=None, help="--server: the model's class names in label order, comma-separated "
+              "(class_names in its assets.extra/tfganaug_export.json).")
+@click.option("--body", type=click.Choice(["inputs", "instances"]), default="inputs", show_default=True,
+              help="--server: columnar (inputs) or row (instances) request bodies.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="--server: rows per request.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="--server: seconds to wait for each answer.")
+@click.pass_context
+def synthesize_cmd(ctx, run_dir, count, out, seed, labels, perturb, source, truncation, no_png, overwrite, server,
+                   model, model_version, classes, body, batch_size, timeout):
     """Sample a trained GAN run into images.npz + PNGs + manifest.json.
 
     \b
@@ -161,11 +175,23 @@ def synthesize_cmd(run_dir, count, out, seed, labels, perturb, source, truncatio
       tfganaug synthesize runs/p2p --labels kits19-labels --perturb 0.5 --n 2000 --out synth/p2p
       tfganaug synthesize runs/cyc --from ircadb --out synth/noncontrast
       tfganaug synthesize runs/sg2 --n 5000 --truncation 1.0 --out synth/sg2
+      tfganaug synthesize --server http://localhost:8501 --model acgan --classes cyst,metastasis,hemangioma \\
+          --n 3000 --out synth/acgan-served
     """
-    from tfganaug.stages.synthesize import synthesize
     from tfganaug.synthetic import read_manifest
-    path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png, labels=labels,
-                      perturb=perturb, source=source, truncation=truncation)
+    if (run_dir is None) == (server is None):
+        ctx.fail("give either RUN_DIR or --server (with --model and --classes)")
+    if server is None:
+        from tfganaug.stages.synthesize import synthesize
+        path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png, labels=labels,
+                          perturb=perturb, source=source, truncation=truncation)
+    else:
+        from tfganaug.stages.synthesize import synthesize_served
+        if not model:
+            ctx.fail("--server needs --model (the served model's name)")
+        path = synthesize_served(server, model, count, out, class_names=_csv(classes), seed=seed,
+                                 overwrite=overwrite, png=not no_png, version=model_version, body=body,
+                                 batch_size=batch_size, timeout_s=timeout)
     click.echo(f"wrote {read_manifest(path)['count']} samples to {path}")
 
 

@@ -172,43 +172,62 @@ def test_synthesize_stylegan2_joint_masks_and_truncation(gan_runs, tmp_path):
 
 
 def test_exports_run_in_a_fresh_process(gan_runs, tmp_path):
+    """Every signature of every export in a fresh process against the Keras models; the
+    CycleGAN's raw-input signatures get real CT in HU (TotalSegmentator, 101 x 122 slices) and
+    must equal `translate_slices` (the path of `synthesize --from`) within 1e-5 of the window."""
+    import tensorflow as tf
+    from tfganaug.data.datasets import data_root
+    from tfganaug.data.readers import read_image, to_zyx
+    from tfganaug.stages.synthesize import translate_slices
     folders = {arch: export_run(run, tmp_path / arch) for arch, run in gan_runs.items()}
+    hu = to_zyx(*read_image(data_root() / "totalseg-examples" / "example_ct.nii.gz"))[0][50:53, ..., None]
+    unit = np.random.default_rng(5).uniform(0, 1, (2, 32, 32, 1)).astype(np.float32)
     requests = {}
     for arch, folder in folders.items():
         info = json.loads((folder / "assets.extra" / INFO_FILE).read_text())
-        requests[arch] = {k: np.asarray(v) for k, v in info["example_request"]["inputs"].items()}
-        np.savez(tmp_path / f"{arch}.npz", **requests[arch])
-    assert "b_to_a" in json.loads((folders["cyclegan"] / "assets.extra" / INFO_FILE).read_text())["other_signatures"]
+        requests[arch] = {"serving_default": {k: np.asarray(v) for k, v in info["example_request"]["inputs"].items()}}
+    info = json.loads((folders["cyclegan"] / "assets.extra" / INFO_FILE).read_text())
+    assert sorted(info["other_signatures"]) == ["b_to_a", "b_to_a_preprocessed", "preprocessed"]
+    assert info["domains"] == {"A": {"data": "phantom-abdomen", "units": "HU"},
+                               "B": {"data": "phantom-abdomen-native", "units": "HU"}}
+    requests["cyclegan"] = {"serving_default": {"image": hu}, "b_to_a": {"image": hu[::-1]},
+                            "preprocessed": {"image": unit}, "b_to_a_preprocessed": {"image": unit[::-1]}}
+    for arch, signatures in requests.items():
+        np.savez(tmp_path / f"{arch}.npz", **{f"{sig}/{k}": v for sig, x in signatures.items() for k, v in x.items()})
     code = ("import json, sys, numpy as np, tensorflow as tf\n"
-            "out = {}\n"
             "for arch, folder in json.loads(sys.argv[1]).items():\n"
-            "    m = tf.saved_model.load(folder)\n"
-            "    x = dict(np.load(sys.argv[2] + '/' + arch + '.npz'))\n"
-            "    cast = {k: tf.constant(v.astype(np.int32 if v.dtype.kind == 'i' else np.float32)) for k, v in x.items()}\n"
-            "    for sig in m.signatures:\n"
-            "        r = m.signatures[sig](**cast)\n"
-            "        np.savez(sys.argv[2] + f'/{arch}-{sig}-out.npz', **{k: v.numpy() for k, v in r.items()})\n")
+            "    m, x, out = tf.saved_model.load(folder), np.load(sys.argv[2] + '/' + arch + '.npz'), {}\n"
+            "    for sig in sorted({k.split('/')[0] for k in x.files}):\n"
+            "        args = {k.split('/')[1]: x[k] for k in x.files if k.startswith(sig + '/')}\n"
+            "        cast = {k: tf.constant(v.astype(np.int32 if v.dtype.kind == 'i' else np.float32))\n"
+            "                for k, v in args.items()}\n"
+            "        out.update({f'{sig}/{k}': v.numpy() for k, v in m.signatures[sig](**cast).items()})\n"
+            "    np.savez(sys.argv[2] + f'/{arch}-out.npz', **out)\n")
     subprocess.run([sys.executable, "-c", code, json.dumps({a: str(f) for a, f in folders.items()}), str(tmp_path)],
                    check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    import tensorflow as tf
     for arch, run in gan_runs.items():
-        _, _, gan, _, _ = load_image_gan(run)
-        got = dict(np.load(tmp_path / f"{arch}-serving_default-out.npz"))
-        x = requests[arch]
+        _, cfg, gan, _, _ = load_image_gan(run)
+        got = dict(np.load(tmp_path / f"{arch}-out.npz"))
+        x = requests[arch]["serving_default"]
         if arch == "pix2pix":
-            want = {"image": (gan.generate(tf.one_hot(x["label_map"], 3)).numpy() + 1) / 2}
+            want = {"serving_default/image": (gan.generate(tf.one_hot(x["label_map"], 3)).numpy() + 1) / 2}
         elif arch == "cyclegan":
-            want = {"image": (gan.translate_ab(x["image"].astype(np.float32) * 2 - 1).numpy() + 1) / 2}
-            back = dict(np.load(tmp_path / "cyclegan-b_to_a-out.npz"))["image"]
-            np.testing.assert_allclose(back, np.clip((gan.translate_ba(x["image"].astype(np.float32) * 2 - 1).numpy()
-                                                      + 1) / 2, 0, 1), atol=1e-5)
+            domain_b = config.with_data(cfg, cfg.gan.domain_b).data
+            assert got["serving_default/image"].shape == hu.shape == (3, 101, 122, 1)
+            for sig, translate, raw, data_cfg in (("serving_default", gan.translate_ab, hu, cfg.data),
+                                                  ("b_to_a", gan.translate_ba, hu[::-1], domain_b)):
+                np.testing.assert_allclose(got[f"{sig}/image"], translate_slices(translate, raw, "HU", data_cfg),
+                                           rtol=0, atol=400 * 1e-5, err_msg=sig)
+            want = {"preprocessed/image": (gan.translate_ab(unit * 2 - 1).numpy() + 1) / 2,
+                    "b_to_a_preprocessed/image": (gan.translate_ba(unit[::-1] * 2 - 1).numpy() + 1) / 2}
         else:
             images, probs = gan.generate(x["z"].astype(np.float32), truncation_psi=x["truncation"].astype(np.float32),
                                          noise_mode="const")
-            want = {"images": (np.asarray(images) + 1) / 2, "mask_probabilities": np.asarray(probs)}
-            assert np.array_equal(got["label_map"], np.asarray(probs).argmax(-1))
+            want = {"serving_default/images": (np.asarray(images) + 1) / 2,
+                    "serving_default/mask_probabilities": np.asarray(probs)}
+            assert np.array_equal(got["serving_default/label_map"], np.asarray(probs).argmax(-1))
         for key, value in want.items():
-            np.testing.assert_allclose(got[key], np.clip(value, 0, 1), atol=1e-5)
+            np.testing.assert_allclose(got[key], np.clip(value, 0, 1), atol=1e-5, err_msg=key)
 
 
 @pytest.mark.parametrize("paper,conditions", [

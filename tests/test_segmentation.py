@@ -226,21 +226,38 @@ def test_cli_train_seg_evaluate_and_bad_data(npz, tmp_path, capsys):
 
 
 def test_export_segmenter_fresh_process(seg_run, tmp_path):
-    folder = export_run(seg_run, tmp_path / "sm")
-    info = json.loads((folder / "assets.extra" / "tfganaug_export.json").read_text())
-    image = np.asarray(info["example_request"]["inputs"]["image"], np.float32)
-    np.save(tmp_path / "x.npy", image)
-    code = ("import numpy as np, tensorflow as tf, sys\n"
-            f"m = tf.saved_model.load({str(folder)!r})\n"
-            "out = m.signatures['serving_default'](image=tf.constant(np.load(sys.argv[1])))\n"
-            "np.save(sys.argv[2], out['probabilities'].numpy()); np.save(sys.argv[3], out['label_map'].numpy())\n")
-    subprocess.run([sys.executable, "-c", code, tmp_path / "x.npy", tmp_path / "p.npy", tmp_path / "l.npy"],
-                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    """serving_default takes slices of any size (this run trained on an .npz already in [0, 1]:
+    padding and resizing only) and answers on their grid; `preprocessed` takes 16 px slices."""
+    from tfganaug.data.raw_input import request_to_unit, to_input_grid
     from tfganaug.stages.evaluate import load_segmenter
     from tfganaug.runs import RunFolder
-    want = np.asarray(load_segmenter(RunFolder(seg_run))(image), np.float32)
-    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want, atol=1e-5)
-    assert np.array_equal(np.load(tmp_path / "l.npy"), decode(want, "sigmoid").numpy())
+    folder = export_run(seg_run, tmp_path / "sm")
+    info = json.loads((folder / "assets.extra" / "tfganaug_export.json").read_text())
+    assert info["units"] == "unit" and list(info["other_signatures"]) == ["preprocessed"]
+    assert info["inputs"]["image"]["shape"] == [None, None, None, 1]
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 1, (3, 16, 16, 1)).astype(np.float32)
+    raw = rng.uniform(0, 1, (2, 23, 11, 1)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", preprocessed=image, serving_default=raw)
+    code = ("import numpy as np, tensorflow as tf, sys\n"
+            f"m = tf.saved_model.load({str(folder)!r})\n"
+            "x, out = np.load(sys.argv[1]), {}\n"
+            "for sig in ('preprocessed', 'serving_default'):\n"
+            "    r = m.signatures[sig](image=tf.constant(x[sig]))\n"
+            "    out.update({f'{sig}/{k}': v.numpy() for k, v in r.items()})\n"
+            "np.savez(sys.argv[2], **out)\n")
+    subprocess.run([sys.executable, "-c", code, tmp_path / "x.npz", tmp_path / "out.npz"],
+                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    got = np.load(tmp_path / "out.npz")
+    run, cfg = RunFolder.load(seg_run)
+    model = load_segmenter(run)
+    want = np.asarray(model(image), np.float32)
+    np.testing.assert_allclose(got["preprocessed/probabilities"], want, atol=1e-5)
+    assert np.array_equal(got["preprocessed/label_map"], decode(want, "sigmoid").numpy())
+    want = to_input_grid(model(request_to_unit(raw, "unit", cfg.data)), 23, 11)
+    assert got["serving_default/probabilities"].shape == (2, 23, 11, 2)
+    np.testing.assert_allclose(got["serving_default/probabilities"], want, atol=1e-5)
+    assert np.array_equal(got["serving_default/label_map"], decode(want, "sigmoid").numpy())
 
 
 def test_batch_dice_does_not_reward_predicting_nothing():

@@ -162,23 +162,36 @@ def test_2d_runs_can_be_scored_on_whole_volumes(tmp_path):
 
 
 def test_export_3d_segmenter_serves_any_number_of_slices(run3d, tmp_path):
+    """`preprocessed`: volumes of 16 px slices in [0, 1]; serving_default: a real CT volume in HU
+    as stored (TotalSegmentator, 101 x 122 slices), windowed and resized in the graph, answered
+    on its grid; both against the Python path in this process."""
+    from tfganaug.data.datasets import data_root
+    from tfganaug.data.raw_input import request_to_unit, to_input_grid
+    from tfganaug.data.readers import read_image, to_zyx
+    from tfganaug.runs import RunFolder
+    from tfganaug.stages.evaluate import load_segmenter
     folder = export_run(run3d, tmp_path / "sm")
     info = json.loads((folder / "assets.extra" / "tfganaug_export.json").read_text())
-    assert info["inputs"]["image"]["shape"] == [None, None, 16, 16, 1]
+    assert info["inputs"]["image"]["shape"] == [None, None, None, None, 1] and info["units"] == "HU"
+    assert info["other_signatures"]["preprocessed"]["inputs"]["image"]["shape"] == [None, None, 16, 16, 1]
     volume = np.random.default_rng(0).random((1, 7, 16, 16, 1)).astype(np.float32)
-    np.save(tmp_path / "x.npy", volume)
+    hu = to_zyx(*read_image(data_root() / "totalseg-examples" / "example_ct.nii.gz"))[0][40:49, ..., None][None]
+    np.savez(tmp_path / "x.npz", preprocessed=volume, serving_default=hu)
     code = ("import numpy as np, tensorflow as tf, sys\n"
             f"m = tf.saved_model.load({str(folder)!r})\n"
-            "out = m.signatures['serving_default'](image=tf.constant(np.load(sys.argv[1])))\n"
-            "np.save(sys.argv[2], out['probabilities'].numpy())\n")
-    subprocess.run([sys.executable, "-c", code, tmp_path / "x.npy", tmp_path / "p.npy"], check=True,
+            "x = np.load(sys.argv[1])\n"
+            "np.savez(sys.argv[2], **{s: m.signatures[s](image=tf.constant(x[s]))['probabilities'].numpy()\n"
+            "                         for s in ('preprocessed', 'serving_default')})\n")
+    subprocess.run([sys.executable, "-c", code, tmp_path / "x.npz", tmp_path / "p.npz"], check=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    from tfganaug.stages.evaluate import load_segmenter
-    from tfganaug.runs import RunFolder
-    want = np.asarray(load_segmenter(RunFolder(run3d))(volume), np.float32)
-    got = np.load(tmp_path / "p.npy")
-    assert got.shape == (1, 7, 16, 16, 4)
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    run, cfg = RunFolder.load(run3d)
+    model = load_segmenter(run)
+    got = np.load(tmp_path / "p.npz")
+    assert got["preprocessed"].shape == (1, 7, 16, 16, 4)
+    np.testing.assert_allclose(got["preprocessed"], np.asarray(model(volume), np.float32), atol=1e-5)
+    want = to_input_grid(model(request_to_unit(hu, "HU", cfg.data, volumes=True)), 101, 122)
+    assert got["serving_default"].shape == (1, 9, 101, 122, 4)
+    np.testing.assert_allclose(got["serving_default"], want, atol=1e-5)
 
 
 def test_config_and_cli_checks_for_3d(tmp_path, capsys):

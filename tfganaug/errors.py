@@ -54,3 +54,7 @@ class WriteError(TfganaugError):
 
 class DivergenceError(TfganaugError, FloatingPointError):
     """Training produced a non-finite loss or weight."""
+
+
+class ServingError(TfganaugError):
+    """A model server could not be reached, refused a request or answered something unexpected."""

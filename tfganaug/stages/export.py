@@ -1,6 +1,6 @@
 """Export a trained run as a SavedModel in TF Serving layout: `<out>/<version>/`.
 
-One run gives one servable with one `serving_default` signature:
+One run gives one servable with a `serving_default` signature (and, for some, named others):
 
 * GAN runs: `z` float32 [None, latent_dim] (uniform in [-1, 1], as in training) and `label`
   int32 [None] -> `image` float32 [None, H, W, 1] in [0, 1] (the generator's tanh output
@@ -14,12 +14,18 @@ One run gives one servable with one `serving_default` signature:
   labels on synthetic training data.
 * Classifier runs: `image` float32 [None, H, W, 1] in [0, 1] -> `probabilities` float32
   [None, num_classes] and `class_id` int64 [None] (the argmax).
+* Segmenter and CycleGAN runs take raw intensities at any slice size (CT in HU, MR as stored,
+  8-bit PNG values): the run's window or MR normalisation, padding and resizing run inside the
+  graph (`data/raw_input.py`) and outputs come back on the input's grid (the translator's in
+  the input's units). Their training-preprocessed inputs stay available as the `preprocessed`
+  (and `b_to_a_preprocessed`) signatures. Pix2Pix and StyleGAN2 runs: see their builders.
 
 The version folder also holds `assets.extra/tf_serving_warmup_requests` (one PredictionLog
 with a small example request, which TF Serving replays before it marks the model ready) and
 `assets.extra/tfganaug_export.json` (source run, classes, signature, value ranges, an example
 REST body). The folder is built under a temporary name, checked by reloading it and comparing
-its output with the Keras model's on the example request, and only then renamed into place.
+every signature's output with the Keras model's (and, for raw inputs, the training
+preprocessing's) on its example request, and only then renamed into place.
 
 The SavedModel is written with `keras.export.ExportArchive` with explicit TensorSpecs: a bare
 `model.export` loses the input names and types an int label as float32, and signatures of a
@@ -38,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug import __version__
+from tfganaug.data.raw_input import to_input_grid_tf, to_unit_tf
 from tfganaug.errors import InputError, OutputExistsError, TfganaugError
 from tfganaug.fsutil import atomic_dir, atomic_write_json
 
@@ -95,8 +102,9 @@ def next_version(out) -> int:
 class _Servable:
     """What one export needs: the models, the served function and its contract."""
 
-    def __init__(self, *, models, fn, input_specs, outputs, example, reference, info, extra=None):
+    def __init__(self, *, models, fn, input_specs, outputs, example, reference, info, extra=None, scale=None):
         self.extra = extra or {}        # further signatures: {name: _Servable} (same models)
+        self.scale = scale or {}        # {output: its value range's width} when not 1 (e.g. HU: the window)
         self.models = models            # Keras models whose variables the function reads
         self.fn = fn                    # positional args in the order of input_specs -> dict
         self.input_specs = input_specs  # [tf.TensorSpec(name=...)]
@@ -199,6 +207,9 @@ def _classifier_servable(run, cfg) -> _Servable:
 
 
 def _segmenter_servable(run, cfg) -> _Servable:
+    """serving_default: raw intensities at any slice size (`data.raw_input`) -> probabilities and
+    label map on the input's grid; `preprocessed`: slices as in training -> the same at S px."""
+    from tfganaug.data.raw_input import raw_description, request_to_unit, source_units, to_input_grid
     from tfganaug.stages.evaluate import load_segmenter
     from tfganaug.tasks.segmenter import decode
 
@@ -208,30 +219,67 @@ def _segmenter_servable(run, cfg) -> _Servable:
     # 2-D: (S, S, C) slices; 3-D: (Z, S, S, C) volumes of any number of slices Z
     image_shape = tuple(None if d is None else int(d) for d in model.input_shape[1:])
     spatial = list(image_shape[:-1])
-    k = int(model.output_shape[-1])
+    volumes = len(spatial) == 3
+    k, c = int(model.output_shape[-1]), image_shape[-1]
+    units = source_units(cfg.data)
 
     def segment(image):
         probabilities = tf.cast(model(image, training=False), tf.float32)
         return {"probabilities": probabilities, "label_map": decode(probabilities, output)}
 
-    example_shape = tuple(d if d is not None else (cfg.seg.patch_depth + 3) for d in image_shape)
-    image = np.random.default_rng(2018).uniform(0.0, 1.0, (2,) + example_shape).astype(np.float32)
+    def segment_raw(image):
+        unit, top, left = to_unit_tf(image, units, cfg.data, volumes)
+        probabilities = tf.cast(model(unit, training=False), tf.float32)
+        shape = tf.shape(image)
+        probabilities = to_input_grid_tf(probabilities, shape[-3], shape[-2], top, left)
+        return {"probabilities": probabilities, "label_map": decode(probabilities, output)}
+
+    rng = np.random.default_rng(2018)
+    depth = [cfg.seg.patch_depth + 3] if volumes else []
+    raw = _raw_example(units, [2, *depth, cfg.data.image_size + 9, cfg.data.image_size - 3, c], rng)
+    raw_probabilities = to_input_grid(model(request_to_unit(raw, units, cfg.data, volumes), training=False),
+                                      raw.shape[-3], raw.shape[-2])
+    image = rng.uniform(0.0, 1.0, (2,) + tuple(depth or []) + tuple(image_shape[len(depth):])).astype(np.float32)
     probabilities = np.asarray(model(image, training=False), np.float32)
-    return _Servable(
+    grid = [None] * len(spatial)
+    info = {"source_run": str(Path(run.path).resolve()), "kind": "seg", "arch": f"unet:{cfg.seg.unet}",
+            "class_names": names, "output": output, "channel_names": status.get("channel_names"), "units": units,
+            "value_range": {"probabilities": [0.0, 1.0], "label_map": [0, len(names) - 1]},
+            "signatures": {SIGNATURE: "raw intensities at any slice size: " + raw_description(units, cfg.data),
+                           "preprocessed": "slices preprocessed as in training: " + (
+                               f"CT: window WW {cfg.data.window_width:g} / WL {cfg.data.window_level:g} HU onto "
+                               f"[0, 1]; MR: {_mr_preprocessing(cfg.data)}; slices resized to {image_shape[-2]} px"
+                               + ("; 3-D: whole volumes (batch, slices, H, W, C), any number of slices; the "
+                                  "run was trained on windows of " f"{cfg.seg.patch_depth} slices"
+                                  if volumes else ""))}}
+    preprocessed = _Servable(
         models=[model], fn=segment,
         input_specs=[tf.TensorSpec([None, *image_shape], tf.float32, name="image")],
-        outputs={"probabilities": ("float32", [None, *spatial, k]),
-                 "label_map": ("int32", [None, *spatial])},
+        outputs={"probabilities": ("float32", [None, *spatial, k]), "label_map": ("int32", [None, *spatial])},
         example={"image": image},
         reference={"probabilities": probabilities, "label_map": decode(probabilities, output).numpy()},
-        info={"source_run": str(Path(run.path).resolve()), "kind": "seg", "arch": f"unet:{cfg.seg.unet}",
-              "class_names": names, "output": output, "channel_names": status.get("channel_names"),
-              "value_range": {"image": [0.0, 1.0], "probabilities": [0.0, 1.0], "label_map": [0, len(names) - 1]},
-              "preprocessing": (f"CT: window WW {cfg.data.window_width:g} / WL {cfg.data.window_level:g} HU onto "
-                                f"[0, 1]; MR: {_mr_preprocessing(cfg.data)}; slices resized to {image_shape[-2]} px"
-                                + ("; 3-D: whole volumes (batch, slices, H, W, C), any number of slices; the "
-                                   "run was trained on windows of " f"{cfg.seg.patch_depth} slices"
-                                   if len(spatial) == 3 else ""))})
+        info=info)
+    return _Servable(
+        models=[model], fn=segment_raw,
+        input_specs=[tf.TensorSpec([None, *grid, c], tf.float32, name="image")],
+        outputs={"probabilities": ("float32", [None, *grid, k]), "label_map": ("int32", [None, *grid])},
+        example={"image": raw},
+        reference={"probabilities": raw_probabilities, "label_map": decode(raw_probabilities, output).numpy()},
+        info=info, extra={"preprocessed": preprocessed})
+
+
+def _raw_example(units: str, shape, rng) -> np.ndarray:
+    """A small request in the data's own units (warmup and verification): not square, not S px."""
+    if units == "HU":
+        return rng.uniform(-1100.0, 1600.0, shape).astype(np.float32)
+    if units == "grey8":
+        return rng.integers(0, 256, shape).astype(np.float32)
+    if units == "zscore":  # MR as stored: a brain (a disc of positive values) on a zero background
+        h, w = shape[-3], shape[-2]
+        yy, xx = np.mgrid[:h, :w]
+        brain = ((yy - h / 2) / (h / 2.5)) ** 2 + ((xx - w / 2) / (w / 2.5)) ** 2 < 1
+        return (rng.uniform(20.0, 900.0, shape) * brain[..., None]).astype(np.float32)
+    return rng.uniform(0.0, 1.0, shape).astype(np.float32)
 
 
 def _mr_preprocessing(data_cfg) -> str:
@@ -288,24 +336,54 @@ def _pix2pix_servable(run_dir) -> _Servable:
 
 
 def _cyclegan_servable(run_dir) -> _Servable:
-    """image [N, S, S, C] in [0, 1] -> image: A -> B (serving_default) and B -> A (b_to_a)."""
+    """serving_default: A -> B on raw domain-A slices at any size (e.g. CT in HU), answered on the
+    input's grid in its units; `b_to_a` the same for B -> A; `preprocessed` and
+    `b_to_a_preprocessed`: image [N, S, S, C] in [0, 1] -> image in [0, 1], as in training."""
+    from tfganaug import config as config_lib
+    from tfganaug.data.raw_input import from_unit, raw_description, source_units
+    from tfganaug.stages.synthesize import translate_slices
     cfg, gan, names, k, c, size, rng, info = _image_gan_setup(run_dir)
+    domains = {"A": cfg.data, "B": config_lib.with_data(cfg, cfg.gan.domain_b).data}
+    units = {d: source_units(data_cfg) for d, data_cfg in domains.items()}
+    info = {**info, "domains": {d: {"data": data_cfg.name, "units": units[d]} for d, data_cfg in domains.items()},
+            "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast) on raw domain-A slices: "
+                           + raw_description(units["A"], domains["A"]) + "; answered in the input's units",
+                           "b_to_a": "B -> A on raw domain-B slices: " + raw_description(units["B"], domains["B"]),
+                           "preprocessed": "A -> B, image in [0, 1] (the window mapped to [0, 1]) at "
+                                           f"{size} px", "b_to_a_preprocessed": "B -> A, the same"}}
 
-    def direction(generator, translate, label):
+    def direction(generator, translate, source):
         def fn(image):
             return {"image": _unit(generator(tf.cast(image, tf.float32) * 2.0 - 1.0, training=False))}
+
+        data_cfg, u = domains[source], units[source]
+
+        def raw_fn(image):
+            unit, top, left = to_unit_tf(image, u, data_cfg)
+            fake = _unit(generator(unit * 2.0 - 1.0, training=False))
+            shape = tf.shape(image)
+            return {"image": from_unit(to_input_grid_tf(fake, shape[-3], shape[-2], top, left), u, data_cfg)}
+
         image = rng.uniform(0, 1, (2, size, size, c)).astype(np.float32)
-        return _Servable(
+        raw = _raw_example(u, (2, size + 9, size - 3, c), rng)
+        preprocessed = _Servable(
             models=[generator], fn=fn,
             input_specs=[tf.TensorSpec([None, size, size, c], tf.float32, name="image")],
             outputs={"image": ("float32", [None, size, size, c])}, example={"image": image},
-            reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)},
-            info={**info, "direction": label, "value_range": {"image": [0.0, 1.0]},
-                  "signatures": {SIGNATURE: "A -> B (e.g. contrast -> non-contrast)", "b_to_a": "B -> A"}})
+            reference={"image": np.clip((translate(image * 2 - 1).numpy() + 1) / 2, 0, 1)}, info=info)
+        served = _Servable(
+            models=[generator], fn=raw_fn,
+            input_specs=[tf.TensorSpec([None, None, None, c], tf.float32, name="image")],
+            outputs={"image": ("float32", [None, None, None, c])}, example={"image": raw},
+            reference={"image": translate_slices(translate, raw, u, data_cfg).astype(np.float32)}, info=info,
+            scale={"image": {"HU": data_cfg.window_width, "grey8": 255.0}.get(u, 1.0)})
+        return served, preprocessed
+
     # the EMA generators when trained with them (translate_ab/translate_ba use them too)
     g_ab, g_ba = gan.sampler("g_ab"), gan.sampler("g_ba")
-    ab = direction(g_ab, gan.translate_ab, "A -> B")
-    ab.extra = {"b_to_a": direction(g_ba, gan.translate_ba, "B -> A")}
+    ab, ab_preprocessed = direction(g_ab, gan.translate_ab, "A")
+    ba, ba_preprocessed = direction(g_ba, gan.translate_ba, "B")
+    ab.extra = {"preprocessed": ab_preprocessed, "b_to_a": ba, "b_to_a_preprocessed": ba_preprocessed}
     ab.models = [g_ab, g_ba]
     return ab
 
@@ -376,7 +454,8 @@ def _write(servable: _Servable, folder: Path, model_name: str, version: int) -> 
 
 
 def _verify(folder: Path, servable: _Servable, signature: str = SIGNATURE) -> float:
-    """Reload the written SavedModel and compare it with the Keras models on the example."""
+    """Reload the written SavedModel and compare it with the Keras models on the example; the
+    worst |difference| as a share of each output's value range (1 for [0, 1] outputs)."""
     loaded = tf.saved_model.load(str(folder))
     got = loaded.signatures[signature](**{k: tf.constant(v) for k, v in servable.example.items()})
     diffs = {}
@@ -385,11 +464,12 @@ def _verify(folder: Path, servable: _Servable, signature: str = SIGNATURE) -> fl
         if have.shape != want.shape or have.dtype != want.dtype:
             raise TfganaugError(f"{folder}: expected output '{name}' {want.dtype}{list(want.shape)} from the "
                                 f"exported signature, got {have.dtype}{list(have.shape)}")
-        diffs[name] = float(np.max(np.abs(have.astype(np.float64) - want), initial=0.0))
+        diffs[name] = (float(np.max(np.abs(have.astype(np.float64) - want), initial=0.0))
+                       / servable.scale.get(name, 1.0))
     worst = max(diffs.values())
     if worst > VERIFY_ATOL:
         raise TfganaugError(f"{folder}: expected the SavedModel to reproduce the Keras outputs within "
-                            f"{VERIFY_ATOL}, got max |difference| {diffs}")
+                            f"{VERIFY_ATOL} of their value range, got max |difference| {diffs}")
     return worst
 
 

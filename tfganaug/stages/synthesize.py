@@ -17,8 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug import config as config_lib
-from tfganaug.data.segsets import (background_value, load_segsets, select_slices, source_cases, square_pad,
-                                   to_unit)
+from tfganaug.data.segsets import load_segsets, select_slices, source_cases, square_pad
 from tfganaug.errors import InputError, OutputExistsError
 from tfganaug.gans import GANS
 from tfganaug.stages.train_gan import domain_slices, load_gan
@@ -26,6 +25,7 @@ from tfganaug.synthetic import write_roi_synthetic, write_seg_synthetic
 
 ROI_COUNT = 1000  # ROIs drawn when no count is given
 MAX_BYTES = 4 * 2**30  # the largest synthetic set held in memory (images + masks as float32)
+ROI_BATCH = 256  # ROIs per generator call (served: per request), so served rows meet the same batches
 
 
 def _balanced_labels(n: int, num_classes: int, seed: int) -> np.ndarray:
@@ -33,11 +33,16 @@ def _balanced_labels(n: int, num_classes: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(labels).astype(np.int32)
 
 
-def sample_images(gans, num_classes: int, n: int, seed: int = 0, batch_size: int = 256):
-    """(images in [0, 1], labels) from [(member, gan, ckpt)]: DCGAN one per class, ACGAN conditional."""
-    labels = _balanced_labels(n, num_classes, seed)
-    latent_dim = gans[0][1].latent_dim
+def roi_noise(n: int, num_classes: int, latent_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z, labels) of `n` ROIs from `seed`: z uniform in [-1, 1] (as in training), labels balanced
+    over the classes. Local and served synthesis both draw them here, so a seed gives one set."""
     z = tf.random.stateless_uniform([n, latent_dim], seed=[seed, 2018], minval=-1.0, maxval=1.0).numpy()
+    return z, _balanced_labels(n, num_classes, seed)
+
+
+def sample_images(gans, num_classes: int, n: int, seed: int = 0, batch_size: int = ROI_BATCH):
+    """(images in [0, 1], labels) from [(member, gan, ckpt)]: DCGAN one per class, ACGAN conditional."""
+    z, labels = roi_noise(n, num_classes, gans[0][1].latent_dim, seed)
     images = None
     for start in range(0, n, batch_size):
         zb, lb = z[start:start + batch_size], labels[start:start + batch_size]
@@ -132,6 +137,49 @@ def synthesize(run_dir, n: int | None, out, *, seed: int = 0, overwrite: bool = 
                                overwrite=overwrite, extra=extra, origin=origin, previews=16 if png else 0)
 
 
+def synthesize_served(server: str, model: str, n: int | None, out, *, class_names, seed: int = 0,
+                      overwrite: bool = False, png: bool = True, version: int | None = None, body: str = "inputs",
+                      batch_size: int = ROI_BATCH, timeout_s: float = 60.0) -> Path:
+    """Sample a DCGAN / ACGAN served by TF Serving (the `tfganaug export` signature z, label ->
+    image) into the synthetic ROI set `out`: the files and manifest of `synthesize`, with the
+    server, model and version in place of the run folder. z and the labels are drawn here from
+    `seed` as `synthesize` draws them (`roi_noise`), and requests hold `batch_size` rows, so the
+    same seed gives the same images as local synthesis of the exported run."""
+    from tfganaug.serving import ServingClient
+    from tfganaug.synthetic import write_roi_synthetic
+    n = ROI_COUNT if n is None else n
+    if n < 1:
+        raise InputError("--n", "a positive number of samples", str(n))
+    names = list(class_names or [])
+    if not names or len(set(names)) != len(names):
+        raise InputError("--classes", "the served model's class names in label order, without repeats "
+                         "(class_names in its tfganaug_export.json)", repr(names))
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(out)
+    client = ServingClient(server, model, version=version, body=body, batch_size=batch_size, timeout_s=timeout_s)
+    meta = client.metadata()
+    z_spec, image_spec = meta["inputs"].get("z"), meta["outputs"].get("image")
+    if (set(meta["inputs"]) != {"z", "label"} or image_spec is None or len(z_spec[1] or []) != 2
+            or z_spec[1][1] is None):
+        raise InputError("served model", "a dcgan/acgan generator exported by `tfganaug export` (inputs z "
+                         "[None, latent_dim] and label, output image)",
+                         f"inputs {sorted(meta['inputs'])}, outputs {sorted(meta['outputs'])}", client.base)
+    shape = image_spec[1] or []
+    per_sample = int(np.prod([d or 1 for d in shape[1:]])) * 4
+    if n * per_sample > MAX_BYTES:
+        raise InputError("--n", f"at most {MAX_BYTES // per_sample} samples of shape {shape[1:]}", str(n))
+    z, labels = roi_noise(n, len(names), z_spec[1][1], seed)
+    images = client.predict({"z": z, "label": labels})["image"]
+    if images.ndim != 4 or images.shape[-1] != 1 or not np.isfinite(images).all() \
+            or images.min() < 0.0 or images.max() > 1.0:
+        raise InputError("served images", "finite (N, H, W, 1) values in [0, 1] (the export's image output)",
+                         f"shape {list(images.shape)}, range [{np.nanmin(images):g}, {np.nanmax(images):g}]",
+                         client.base)
+    info = {"generator_server": client.base, "model": model, "model_version": version,
+            "signature": client.signature, "request_body": body, "batch_size": batch_size, "seed": seed}
+    return write_roi_synthetic(out, images, labels, names, info, overwrite=overwrite, png=png)
+
+
 def _label_maps(cfg, labels: str, status) -> tuple[np.ndarray, str]:
     """Label maps (N, S, S) uint8 at the run's size: the run's training maps or another source's."""
     if labels in ("train", "perturb"):
@@ -158,39 +206,43 @@ def _label_maps(cfg, labels: str, status) -> tuple[np.ndarray, str]:
     return np.concatenate(maps), labels
 
 
-def translate_volumes(gan, cases, data_cfg, folder: Path, batch_size: int = 16) -> list[dict]:
-    """CycleGAN A -> B for whole volumes, slice by slice, written as NIfTI in the original geometry.
+def translate_slices(translate, raw: np.ndarray, units: str, data_cfg, batch_size: int = 16) -> np.ndarray:
+    """CycleGAN slices (Z, H, W, C) in the domain's units -> translated, same grid and units.
 
     Each slice goes through the training preprocessing (window, pad to square, resize), is
     translated, resized back and cropped to the original in-plane size, and mapped back from
-    the window to Hounsfield units (values outside the window were clipped on the way in and
-    stay at its edges). `<patient>_image.nii.gz` (float32 HU) and `<patient>_labels.nii.gz`
-    (uint8, the source labels) carry the source's affine, so they overlay the original scan.
+    the window to the domain's units (HU: values outside the window were clipped on the way in
+    and stay at its edges). The served raw-input signature (stages/export.py) does this in its graph.
+    """
+    from tfganaug.data.raw_input import from_unit, request_to_unit, to_input_grid
+    small = request_to_unit(raw, units, data_cfg)
+    fake = np.concatenate([translate(small[s:s + batch_size] * 2 - 1).numpy()
+                           for s in range(0, len(small), batch_size)])
+    fake = to_input_grid(np.clip((fake + 1) / 2, 0, 1), raw.shape[1], raw.shape[2])
+    return from_unit(fake, units, data_cfg)
+
+
+def translate_volumes(gan, cases, data_cfg, folder: Path, batch_size: int = 16) -> list[dict]:
+    """CycleGAN A -> B for whole volumes, slice by slice, written as NIfTI in the original geometry.
+
+    Slice by slice through `translate_slices`; `<patient>_image.nii.gz` (float32 HU) and
+    `<patient>_labels.nii.gz` (uint8, the source labels) carry the source's affine, so they
+    overlay the original scan.
     """
     import nibabel as nib
     folder.mkdir(parents=True, exist_ok=True)
-    size, written = data_cfg.image_size, []
+    written = []
     for case in cases:
         if case.image is None or case.units != "HU":
             raise InputError("source case", "a CT volume in HU", f"units {case.units}", case.source)
-        z, h, w = case.shape
-        square = square_pad(case.image, background_value("HU", data_cfg))
-        side = square.shape[1]
-        unit = to_unit(square, "HU", data_cfg)
-        small = tf.image.resize(unit, (size, size), "bilinear", antialias=side > size).numpy()
-        fake = np.concatenate([gan.translate_ab(small[s:s + batch_size] * 2 - 1).numpy()
-                               for s in range(0, z, batch_size)])
-        fake = tf.image.resize(np.clip((fake + 1) / 2, 0, 1), (side, side), "bilinear").numpy()
-        top, left = (side - h) // 2, (side - w) // 2
-        fake = fake[:, top:top + h, left:left + w, 0]
-        hu = fake * data_cfg.window_width + (data_cfg.window_level - data_cfg.window_width / 2)
+        hu = translate_slices(gan.translate_ab, case.image, "HU", data_cfg, batch_size)[..., 0]
         # phantoms have no scanner geometry: voxel size on the diagonal, in the array's (z, y, x) order
         affine = np.asarray(case.meta.get("affine", np.diag([*case.spacing_mm, 1.0])), np.float64)
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in case.patient_id)
         nib.save(nib.Nifti1Image(hu.astype(np.float32), affine), str(folder / f"{stem}_image.nii.gz"))
         if case.mask is not None:
             nib.save(nib.Nifti1Image(case.mask.astype(np.uint8), affine), str(folder / f"{stem}_labels.nii.gz"))
-        written.append({"patient_id": case.patient_id, "shape": [z, h, w], "spacing_mm": list(case.spacing_mm),
+        written.append({"patient_id": case.patient_id, "shape": list(case.shape), "spacing_mm": list(case.spacing_mm),
                         "image": f"nifti/{stem}_image.nii.gz",
                         "labels": f"nifti/{stem}_labels.nii.gz" if case.mask is not None else None})
     return written

@@ -18,6 +18,12 @@ SOURCES = Registry("data source", {
     "brats2018": "tfganaug.data.sources.brats:brats2018",
 })
 
+UNITS = {"phantom-kidney": "HU", "phantom-abdomen": "HU", "phantom-abdomen-native": "HU", "phantom-brain": "zscore",
+         "kits19": "grey8", "ircadb": "HU", "totalseg-contrast": "HU", "totalseg-native": "HU",
+         "brats": "zscore", "brats2018": "zscore"}
+"""The units (`Case.units`) of each named source's images, known without reading the source
+(exports need them; tests/test_raw_inputs.py checks them against the phantoms' cases)."""
+
 
 def shared(*parts):
     """A path under the shared data folder, or one line saying where it was looked for."""
