@@ -3,6 +3,7 @@
 References are closed forms (Gaussians), eigenvalue formulas, pair loops and
 scipy.spatial.distance.cdist, all written independently of the code under test.
 """
+import hashlib
 import itertools
 import warnings
 
@@ -140,14 +141,15 @@ def test_precision_recall_extremes():
 
 def test_extractor_registry():
     assert {"inception_v3", "random_conv", "pixels"} <= set(available_extractors())
-    with pytest.raises(ConfigError, match="available: .*random_conv"):
+    assert {"radiomics", "domain"} <= set(available_extractors())
+    with pytest.raises(ConfigError, match="known: .*random_conv"):
         get_extractor("no_such_net")
     with pytest.raises(ConfigError, match="already registered"):
         register_extractor("pixels")(lambda: None)
 
 
 def test_registered_extractor_gets_unit_range_batches(monkeypatch):
-    monkeypatch.setattr(fidelity, "_FACTORIES", dict(fidelity._FACTORIES))
+    monkeypatch.setattr(fidelity, "EXTRACTORS", fidelity.Registry("feature extractor", dict(fidelity.EXTRACTORS._entries)))
     seen = []
 
     @register_extractor("channel_means")
@@ -200,9 +202,11 @@ def test_fidelity_report_carries_extractor_and_separates_shifted_sets():
     same = fidelity_report(real, real, seed=4, kid_subset_size=20)
     shifted = fidelity_report(real, bright, seed=4, kid_subset_size=20)
     assert same["extractor"] == "random_conv" and same["extractor_options"] == {"seed": 4}
+    assert same["extractor_version"] == "1" and len(same["extractor_sha256"]) == 64
+    assert fidelity_report(real, real, seed=5, kid_subset_size=20)["extractor_sha256"] != same["extractor_sha256"]
     assert (same["n_real"], same["n_fake"]) == (40, 40)
-    assert set(same) == {"fid", "kid_mean", "kid_std", "precision", "recall", "extractor",
-                         "extractor_options", "n_real", "n_fake"}
+    assert set(same) == {"fid", "kid_mean", "kid_std", "precision", "recall", "extractor", "extractor_version",
+                         "extractor_sha256", "extractor_options", "n_real", "n_fake"}
     assert abs(same["fid"]) < 1e-6 and same["precision"] == same["recall"] == 1.0
     assert shifted["fid"] > 100 * max(abs(same["fid"]), 1e-6) and shifted["kid_mean"] > same["kid_mean"]
 
@@ -224,8 +228,10 @@ def test_inception_from_local_weights_file(tmp_path, monkeypatch):
                                    input_shape=(299, 299, 3)).save_weights(weights)
     monkeypatch.setenv(fidelity.INCEPTION_WEIGHTS_ENV, str(weights))
     grey = np.random.default_rng(10).random((2, 28, 28, 1)).astype(np.float32)
-    features = get_extractor("inception_v3")(grey)
+    extractor = get_extractor("inception_v3")
+    features = extractor(grey)
     assert features.shape == (2, 2048) and np.isfinite(features).all()
+    assert extractor.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- memorisation (privacy.py)
