@@ -160,6 +160,17 @@ def show_indices(n: int, k: int = 6) -> np.ndarray:
     return np.linspace(0, n - 1, min(k, n)).round().astype(int)
 
 
+def label_map_grid(gan, train):
+    """The sample grid of a label-map GAN (Pix2Pix, labels2image): rows of label maps, the
+    generated images for them (first channel) and the real images."""
+    show, k = show_indices(len(train)), gan.num_labels
+
+    def draw():
+        fake = (gan.generate(tf.one_hot(train.masks[show].astype(np.int32), k)).numpy() + 1) / 2
+        return grid_rows(train.masks[show] / max(1, k - 1), fake[..., 0], train.images[show, ..., 0])
+    return draw
+
+
 class GAN(keras.Model):
     """Base of the five GANs: G, D, the noise generator, the loss trackers, D's input
     augmentation and the EMA generators (see the contract in the module docstring)."""

@@ -61,8 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug.errors import ConfigError, InputError
-from tfganaug.gans.base import (GAN, global_mean, grid_rows, non_saturating_d, non_saturating_g, seed_generator_states,
-                                show_indices)
+from tfganaug.gans.base import GAN, global_mean, label_map_grid, non_saturating_d, non_saturating_g, seed_generator_states
 
 NORMS = ("instance", "batch")
 
@@ -233,12 +232,7 @@ class Pix2Pix(GAN):
 
     def grid_fn(self, class_names, train=None):
         """Rows: the label maps, G's CT for them, the real CT."""
-        show, k = show_indices(len(train)), self.num_labels
-
-        def grid():
-            fake = (self.generate(tf.one_hot(train.masks[show].astype(np.int32), k)).numpy() + 1) / 2
-            return grid_rows(train.masks[show] / max(1, k - 1), fake[..., 0], train.images[show, ..., 0])
-        return grid
+        return label_map_grid(self, train)
 
     def final_models(self, member):
         return {}  # sampled from the checkpoint
