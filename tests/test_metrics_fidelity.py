@@ -285,3 +285,29 @@ def test_mean_pairwise_distance_by_hand_and_intra_class_diversity():
     out = intra_class_diversity(collapsed, np.tile([0, 1], 20), real, labels, 2)
     assert out["mean"] == pytest.approx(0.0, abs=1e-12)
     assert np.isnan(intra_class_diversity(real[:1], [0], real, labels, 2)["per_class"][0])
+
+
+def _smooth_images(rng, n, size=16):
+    """Blurred-noise images: structured like anatomy, so nearest-neighbour distances spread."""
+    from scipy import ndimage
+    return ndimage.gaussian_filter(rng.standard_normal((n, size, size)), (0, 2, 2))
+
+
+def test_memorisation_audit_flags_copies_and_not_fresh_real_images():
+    from tfganaug.metrics.privacy import memorisation_audit
+    rng = np.random.default_rng(14)
+    train, heldout, fresh = _smooth_images(rng, 80), _smooth_images(rng, 80), _smooth_images(rng, 80)
+    copies = np.concatenate([train[:20], train[20:40] + rng.normal(0, 0.005, (20, 16, 16))])
+    copied = memorisation_audit(train, heldout, copies, quantile=0.05, num_pairs=5)
+    assert copied["flagged"] and copied["fraction_below"] == 1.0 and copied["p_value"] < 1e-10
+    assert [p["distance"] for p in copied["closest_pairs"]] == [0.0] * 5
+    assert {p["train_index"] for p in copied["closest_pairs"]} <= set(range(20))
+    assert copied["median_synthetic_nn"] < copied["median_heldout_nn"]
+    new = memorisation_audit(train, heldout, fresh, quantile=0.05)
+    assert not new["flagged"] and new["fraction_below"] < 0.15 and new["p_value"] > 0.01
+    assert (new["n_train"], new["n_heldout"], new["n_synthetic"]) == (80, 80, 80)
+    # threshold: the held-out set's own 5th percentile of nearest-training distances
+    held_nn = cdist(heldout.reshape(80, -1), train.reshape(80, -1)).min(axis=1)
+    assert new["threshold"] == pytest.approx(np.quantile(held_nn, 0.05))
+    with pytest.raises(InputError, match="quantile"):
+        memorisation_audit(train, heldout, fresh, quantile=1.5)
