@@ -253,7 +253,7 @@ def closest_pairs_figure(synthetic, train, audits: dict, channel: str):
 # ------------------------------------------------------------------ text and report section
 
 def _kid(m: dict) -> str:
-    return f"{m['kid_mean'] * 1e3:.2f} ± {m['kid_std'] * 1e3:.2f}"
+    return f"{m['kid_mean']:.3g} ± {m['kid_std']:.2g}"
 
 
 def read_fidelity(path) -> dict:
@@ -274,7 +274,8 @@ def fidelity_section(fidelity, heading: str = "## Fidelity") -> str:
              f"{r['n_synthetic']} synthetic images ({r['arch']}, {r['source_kind']}) against {r['data']}'s "
              f"{r['reference']}: {r['n_real_for_features']} of its {r['n_real_train']} images for the feature "
              f"statistics; {r['n_heldout']} held-out real images as the reference a perfect generator would reach. "
-             "KID x 10^3 (mean ± std over subsets); precision/recall with k = 3.", "",
+             "KID: mean ± std over subsets; precision/recall with k = 3; radiomics features z-scored with the "
+             "real training images' statistics.", "",
              "| extractor (version, sha256) | channel | FID | KID | precision | recall "
              "| held-out real: FID | KID | precision | recall |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -316,7 +317,7 @@ def format_fidelity(r: dict) -> str:
 
             def held(key, fmt):
                 return f" [{format(h[key], fmt)}]" if h else ""
-            lines.append(f"    {channel:<8} FID {s['fid']:.4g}{held('fid', '.4g')}  KID {_kid(s)} x1e-3  "
+            lines.append(f"    {channel:<8} FID {s['fid']:.4g}{held('fid', '.4g')}  KID {_kid(s)}  "
                          f"precision {s['precision']:.2f}{held('precision', '.2f')}  "
                          f"recall {s['recall']:.2f}{held('recall', '.2f')}")
     for space, a in r.get("memorisation", {}).items():
