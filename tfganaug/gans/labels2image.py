@@ -34,8 +34,8 @@ agree bitwise), two different maps independent draws.
 "Training" (``train_step``) accumulates the sums behind these statistics in non-trainable
 weights of the generator; one epoch over the training pairs fits them exactly (more epochs
 count the same pairs again and leave them unchanged up to rounding; flips do not change them).
-It is a `gans.base.GAN`, so train-gan, synthesize (``synthesises_from = "label_maps"``, as
-Pix2Pix), export and `evaluate --fidelity` treat it as any other label-map GAN.
+It is a `gans.base.LabelMapGAN` like Pix2Pix (``synthesises_from = "label_maps"``), so
+train-gan, synthesize, export and `evaluate --fidelity` treat it as any other label-map GAN.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfganaug.gans.base import GAN, label_map_grid
+from tfganaug.gans.base import LabelMapGAN
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
@@ -168,12 +168,10 @@ def build_generator(image_size: int, num_labels: int, channels: int, texture_sig
     return keras.Model(onehot, image, name="generator")
 
 
-class Labels2Image(GAN):
+class Labels2Image(LabelMapGAN):
     """Label map -> image from per-label intensity statistics of the training data (see the module docstring)."""
 
     tracker_names = ("l1_to_label_means",)
-    data_kind = "paired"
-    synthesises_from = "label_maps"
 
     def __init__(self, image_size=64, num_labels=3, out_channels=1, texture_sigma=1.0, edge_sigma=0.5, seed=0,
                  **kwargs):
@@ -190,20 +188,6 @@ class Labels2Image(GAN):
 
     def compile(self, **kwargs):
         keras.Model.compile(self, **kwargs)  # no optimizers: nothing is learned by gradient
-
-    def train_inputs(self, batches):
-        k = self.num_labels
-        return batches.map(lambda x, m: (tf.one_hot(m, k), x))
-
-    def grid_fn(self, class_names, train=None):
-        return label_map_grid(self, train)
-
-    def final_models(self, member):
-        return {}  # sampled from the checkpoint, as Pix2Pix
-
-    def generate(self, label_onehot, training=False):
-        """Image [B, H, W, C] in [-1, 1] for one-hot label maps [B, H, W, K]."""
-        return self.sampler()(tf.convert_to_tensor(label_onehot, tf.float32), training=training)
 
     def train_step(self, data):
         label, real = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.float32)

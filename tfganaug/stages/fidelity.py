@@ -14,7 +14,10 @@ figure first, so a folder with fidelity.json has its figure):
   and in domain-feature space: every synthetic sample's distance to its nearest training
   image, against the same distance for held-out real images; the share closer than the 5th
   percentile of the held-out distances and whether that share exceeds 5 % beyond chance. The
-  figure shows the closest pairs (synthetic above, its nearest training image below).
+  figure shows the closest pairs (synthetic above, its nearest training image below). A
+  flag means "closer to the training images than new patients are", which is copying only
+  when the held-out patients resemble the training ones: with one training patient (the
+  KiTS PNG slices) any image drawn from its statistics is flagged; look at the figure.
 
 Synthetic images come from a synthetic set's images.npz (its manifest names the generator run,
 whose config names the real data) or, for a GAN run folder, are sampled from it as
