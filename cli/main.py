@@ -239,15 +239,30 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
 @click.option("--whole-volumes", is_flag=True,
               help="Segmentation: score 2-D runs on every slice of each case, as 3-D runs always are "
                    "(default: the foreground slices and a share of empty ones, as in training).")
-def evaluate_cmd(run_dir, split, test_data, whole_volumes):
-    """Score classifier or segmentation runs; mean and 95% CI over seed runs.
+@click.option("--fidelity", is_flag=True,
+              help="A GAN run or synthetic set: FID/KID/precision-recall per extractor and channel, and the "
+                   "memorisation audit; writes fidelity.json and closest_pairs.png into it.")
+@click.option("--extractor", "extractors", default="radiomics,domain", show_default=True,
+              help="--fidelity: comma-separated feature extractors (radiomics, domain, inception_v3, random_conv, "
+                   "pixels).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="--fidelity with inception_v3: the local Keras InceptionV3 no-top weights file (.h5).")
+def evaluate_cmd(run_dir, split, test_data, whole_volumes, fidelity, extractors, weights):
+    """Score classifier or segmentation runs; mean and 95% CI over seed runs. With --fidelity,
+    judge a GAN run or synthetic set against the real data instead.
 
     \b
     Classifier: per-class sensitivity, specificity, accuracy, confusion matrix.
     Segmentation: IoU and Dice per class per slice and per case, volume error, BraTS regions.
     Examples: tfganaug evaluate runs/cls      (a run, or a folder of seed-N runs)
               tfganaug evaluate runs/seg --test totalseg-native --whole-volumes
+              tfganaug evaluate synth/p2p --fidelity --extractor radiomics,domain
     """
+    if fidelity:
+        from tfganaug.stages.fidelity import evaluate_fidelity, format_fidelity
+        result = evaluate_fidelity(run_dir, _csv(extractors) or [], weights,
+                                   log=lambda m: click.echo(m, err=True))
+        return click.echo(format_fidelity(result))
     from tfganaug.stages.evaluate import evaluate
     click.echo(evaluate(run_dir, split, test_data, whole_volumes or None))
 

@@ -3,6 +3,7 @@
 References are closed forms (Gaussians), eigenvalue formulas, pair loops and
 scipy.spatial.distance.cdist, all written independently of the code under test.
 """
+import hashlib
 import itertools
 import warnings
 
@@ -140,14 +141,15 @@ def test_precision_recall_extremes():
 
 def test_extractor_registry():
     assert {"inception_v3", "random_conv", "pixels"} <= set(available_extractors())
-    with pytest.raises(ConfigError, match="available: .*random_conv"):
+    assert {"radiomics", "domain"} <= set(available_extractors())
+    with pytest.raises(ConfigError, match="known: .*random_conv"):
         get_extractor("no_such_net")
     with pytest.raises(ConfigError, match="already registered"):
         register_extractor("pixels")(lambda: None)
 
 
 def test_registered_extractor_gets_unit_range_batches(monkeypatch):
-    monkeypatch.setattr(fidelity, "_FACTORIES", dict(fidelity._FACTORIES))
+    monkeypatch.setattr(fidelity, "EXTRACTORS", fidelity.Registry("feature extractor", dict(fidelity.EXTRACTORS._entries)))
     seen = []
 
     @register_extractor("channel_means")
@@ -200,9 +202,11 @@ def test_fidelity_report_carries_extractor_and_separates_shifted_sets():
     same = fidelity_report(real, real, seed=4, kid_subset_size=20)
     shifted = fidelity_report(real, bright, seed=4, kid_subset_size=20)
     assert same["extractor"] == "random_conv" and same["extractor_options"] == {"seed": 4}
+    assert same["extractor_version"] == "1" and len(same["extractor_sha256"]) == 64
+    assert fidelity_report(real, real, seed=5, kid_subset_size=20)["extractor_sha256"] != same["extractor_sha256"]
     assert (same["n_real"], same["n_fake"]) == (40, 40)
-    assert set(same) == {"fid", "kid_mean", "kid_std", "precision", "recall", "extractor",
-                         "extractor_options", "n_real", "n_fake"}
+    assert set(same) == {"fid", "kid_mean", "kid_std", "precision", "recall", "extractor", "extractor_version",
+                         "extractor_sha256", "extractor_options", "n_real", "n_fake"}
     assert abs(same["fid"]) < 1e-6 and same["precision"] == same["recall"] == 1.0
     assert shifted["fid"] > 100 * max(abs(same["fid"]), 1e-6) and shifted["kid_mean"] > same["kid_mean"]
 
@@ -224,8 +228,10 @@ def test_inception_from_local_weights_file(tmp_path, monkeypatch):
                                    input_shape=(299, 299, 3)).save_weights(weights)
     monkeypatch.setenv(fidelity.INCEPTION_WEIGHTS_ENV, str(weights))
     grey = np.random.default_rng(10).random((2, 28, 28, 1)).astype(np.float32)
-    features = get_extractor("inception_v3")(grey)
+    extractor = get_extractor("inception_v3")
+    features = extractor(grey)
     assert features.shape == (2, 2048) and np.isfinite(features).all()
+    assert extractor.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- memorisation (privacy.py)
@@ -279,3 +285,29 @@ def test_mean_pairwise_distance_by_hand_and_intra_class_diversity():
     out = intra_class_diversity(collapsed, np.tile([0, 1], 20), real, labels, 2)
     assert out["mean"] == pytest.approx(0.0, abs=1e-12)
     assert np.isnan(intra_class_diversity(real[:1], [0], real, labels, 2)["per_class"][0])
+
+
+def _smooth_images(rng, n, size=16):
+    """Blurred-noise images: structured like anatomy, so nearest-neighbour distances spread."""
+    from scipy import ndimage
+    return ndimage.gaussian_filter(rng.standard_normal((n, size, size)), (0, 2, 2))
+
+
+def test_memorisation_audit_flags_copies_and_not_fresh_real_images():
+    from tfganaug.metrics.privacy import memorisation_audit
+    rng = np.random.default_rng(14)
+    train, heldout, fresh = _smooth_images(rng, 80), _smooth_images(rng, 80), _smooth_images(rng, 80)
+    copies = np.concatenate([train[:20], train[20:40] + rng.normal(0, 0.005, (20, 16, 16))])
+    copied = memorisation_audit(train, heldout, copies, quantile=0.05, num_pairs=5)
+    assert copied["flagged"] and copied["fraction_below"] == 1.0 and copied["p_value"] < 1e-10
+    assert [p["distance"] for p in copied["closest_pairs"]] == [0.0] * 5
+    assert {p["train_index"] for p in copied["closest_pairs"]} <= set(range(20))
+    assert copied["median_synthetic_nn"] < copied["median_heldout_nn"]
+    new = memorisation_audit(train, heldout, fresh, quantile=0.05)
+    assert not new["flagged"] and new["fraction_below"] < 0.15 and new["p_value"] > 0.01
+    assert (new["n_train"], new["n_heldout"], new["n_synthetic"]) == (80, 80, 80)
+    # threshold: the held-out set's own 5th percentile of nearest-training distances
+    held_nn = cdist(heldout.reshape(80, -1), train.reshape(80, -1)).min(axis=1)
+    assert new["threshold"] == pytest.approx(np.quantile(held_nn, 0.05))
+    with pytest.raises(InputError, match="quantile"):
+        memorisation_audit(train, heldout, fresh, quantile=1.5)

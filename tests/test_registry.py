@@ -28,14 +28,15 @@ def test_lookup_lazy_entries_and_did_you_mean():
 
 
 def test_every_gan_implements_the_stage_contract():
-    assert GANS.names() == ("dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2")
+    assert GANS.names() == ("dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2", "labels2image")
     kinds = {}
     for name in GANS.names():
         cls = GANS.get(name)
         assert issubclass(cls, GAN) and cls.from_config.__func__ is not GAN.from_config.__func__, name
         kinds[name] = (cls.data_kind, cls.synthesises_from)
     assert kinds == {"dcgan": ("rois", "labels"), "acgan": ("rois", "labels"), "pix2pix": ("paired", "label_maps"),
-                     "cyclegan": ("unpaired", "source"), "stylegan2": ("paired", "noise")}
+                     "cyclegan": ("unpaired", "source"), "stylegan2": ("paired", "noise"),
+                     "labels2image": ("paired", "label_maps")}
     assert GANS.get("dcgan").members("dcgan", ["a", "b"]) == ["a", "b"]
     assert GANS.get("acgan").members("acgan", ["a", "b"]) == ["acgan"]
 

@@ -234,6 +234,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu_pix2pix": {"kind": "gan", "data": {"name": "phantom-kidney", "image_size": 64, "n_phantom_patients": 12},
                     "gan": {"arch": "pix2pix", "width": 16, "lr": 2e-4, "beta_1": 0.5, "epochs": 20,
                             "batch_size": 8, "augment": "flip", "sample_every_epochs": 5}},
+    # The zero-training baseline (gans/labels2image.py): one pass over the training pairs fits it.
+    "cpu_labels2image": {"kind": "gan", "data": {"name": "phantom-kidney", "image_size": 64, "n_phantom_patients": 12},
+                         "gan": {"arch": "labels2image", "epochs": 1, "batch_size": 16, "sample_every_epochs": 1}},
     "kits_unet": {"kind": "seg", "data": {"name": "kits19", "image_size": 256},
                   "seg": {"unet": "kits_light", "loss": "dice", "lr": 1e-3, "lr_schedule": "cosine",
                           "epochs": 100, "batch_size": 8, "augment": "flip"}},
@@ -307,7 +310,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-GAN_ARCHS = ("dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2")
+GAN_ARCHS = ("dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2", "labels2image")
 
 
 def parse_setting(setting: str) -> dict:

@@ -1,6 +1,6 @@
 """One named lookup for everything a config or the command line refers to by name (after
 stylegan2-ada-pytorch's `metrics/metric_main.py`): GAN architectures (`tfganaug.gans.GANS`),
-studies (`tfganaug.studies.STUDIES`).
+studies (`tfganaug.studies.STUDIES`), feature extractors (`tfganaug.metrics.fidelity.EXTRACTORS`).
 
 An entry is an object, or a "module:attribute" (or "module") string imported on first use, so the
 names (for Click choices and config validation) are known without importing TensorFlow.

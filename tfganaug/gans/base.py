@@ -42,6 +42,9 @@ these, with no branch on the architecture; register the class in `gans/__init__.
   what `synthesize` draws from); `final_models(member)` are saved as final/<name>.keras;
 * servable: `synthesises_from` also picks the SavedModel signature in stages/export.py.
 
+`LabelMapGAN` (below) implements the stream, grid, sampling and final models of the GANs
+conditioned on label maps (Pix2Pix, and the labels2image baseline, which has no D).
+
 Training tricks for small data sets, off by default so the paper presets stay the papers':
 `augment` (DiffAugment policies and/or ADA, Zhao et al. 2020, Karras et al. 2020) and
 `ema_beta` (an exponential moving average of G's weights, used for sampling, synthesis and
@@ -339,3 +342,33 @@ class GAN(keras.Model):
     def final_models(self, member: str) -> dict:
         """name -> Keras model saved as final/<name>.keras (the sampling generator)."""
         return {member: self.sampler()}
+
+
+class LabelMapGAN(GAN):
+    """What the stages need from a GAN conditioned on one-hot label maps (Pix2Pix, labels2image),
+    written once: it trains on (label map, image) pairs and synthesises from label maps."""
+
+    data_kind = "paired"
+    synthesises_from = "label_maps"
+
+    def train_inputs(self, batches):
+        k = self.num_labels
+        return batches.map(lambda x, m: (tf.one_hot(m, k), x))
+
+    def grid_fn(self, class_names, train=None):
+        """Rows: the label maps, the generated images for them (first channel), the real images."""
+        show, k = show_indices(len(train)), self.num_labels
+
+        def draw():
+            fake = (self.generate(tf.one_hot(train.masks[show].astype(np.int32), k)).numpy() + 1) / 2
+            return grid_rows(train.masks[show] / max(1, k - 1), fake[..., 0], train.images[show, ..., 0])
+        return draw
+
+    def final_models(self, member):
+        return {}  # sampled from the checkpoint
+
+    def generate(self, label_onehot, training=False):
+        """Image [B, H, W, C] in [-1, 1] for one-hot label maps [B, H, W, num_labels] (see
+        :func:`tfganaug.gans.pix2pix.label_to_onehot`), from the EMA generator when there is one;
+        ``training=True`` keeps Pix2Pix's dropout on, as its paper does."""
+        return self.sampler()(tf.convert_to_tensor(label_onehot, tf.float32), training=training)

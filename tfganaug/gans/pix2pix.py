@@ -61,8 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug.errors import ConfigError, InputError
-from tfganaug.gans.base import (GAN, global_mean, grid_rows, non_saturating_d, non_saturating_g, seed_generator_states,
-                                show_indices)
+from tfganaug.gans.base import LabelMapGAN, global_mean, non_saturating_d, non_saturating_g, seed_generator_states
 
 NORMS = ("instance", "batch")
 
@@ -183,7 +182,7 @@ def build_discriminator(image_size: int = 256, num_labels: int = 3, channels: in
     return keras.Model([labels, image], logits, name=name)
 
 
-class Pix2Pix(GAN):
+class Pix2Pix(LabelMapGAN):
     """Conditional GAN translating a one-hot label map into an image (Isola et al. 2017).
 
     Train with ``fit(x=label_onehot, y=image)`` (or a dataset of such pairs): label maps float32
@@ -212,9 +211,6 @@ class Pix2Pix(GAN):
         self.upsample = upsample
         self.lambda_l1 = float(lambda_l1)
 
-    data_kind = "paired"
-    synthesises_from = "label_maps"
-
     @classmethod
     def from_config(cls, cfg, *, num_labels, channels=1, member=0, steps=1):
         from tfganaug.gans import augment
@@ -226,28 +222,6 @@ class Pix2Pix(GAN):
         gan.compile(d_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1, beta_2=g.beta_2),
                     g_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1, beta_2=g.beta_2))
         return gan
-
-    def train_inputs(self, batches):
-        k = self.num_labels
-        return batches.map(lambda x, m: (tf.one_hot(m, k), x))
-
-    def grid_fn(self, class_names, train=None):
-        """Rows: the label maps, G's CT for them, the real CT."""
-        show, k = show_indices(len(train)), self.num_labels
-
-        def grid():
-            fake = (self.generate(tf.one_hot(train.masks[show].astype(np.int32), k)).numpy() + 1) / 2
-            return grid_rows(train.masks[show] / max(1, k - 1), fake[..., 0], train.images[show, ..., 0])
-        return grid
-
-    def final_models(self, member):
-        return {}  # sampled from the checkpoint
-
-    def generate(self, label_onehot, training=False):
-        """Image [B, H, W, out_channels] in [-1, 1] for one-hot label maps [B, H, W, num_labels]
-        (see :func:`label_to_onehot`), from the EMA generator when there is one;
-        ``training=True`` keeps dropout on, as the paper does."""
-        return self.sampler()(tf.convert_to_tensor(label_onehot, tf.float32), training=training)
 
     def _d(self, label, image):
         """D's patch logits on the (label map, image) pair, augmented jointly (see the module

@@ -9,9 +9,16 @@ in TF-GAN's ``frechet_classifier_distance_from_activations``:
   polynomial kernel, averaged over random subsets;
 * improved precision and recall, Kynkäänniemi et al. 2019 (k-NN manifold estimates).
 
-Features come from a named extractor (:func:`get_extractor`). A number is meaningful only
-next to the extractor that produced it, so :func:`fidelity_report` always returns the
-extractor's name and options. Built in:
+Features come from a named extractor (:func:`get_extractor`, registered in
+:data:`EXTRACTORS`). A number is meaningful only next to the extractor that produced it, so
+:func:`fidelity_report` always returns the extractor's name, version, sha256 and options.
+Built in:
+
+* ``radiomics``: weights-free first-order, GLCM and GLRLM features inside the foreground
+  (:mod:`tfganaug.metrics.radiomics`, after Konz et al.'s Fréchet Radiomics Distance),
+  z-scored with the real set's statistics before the metrics;
+* ``domain``: an encoder tfganaug trains on the real training split of the task's data and
+  caches by the hash of data and recipe (:mod:`tfganaug.metrics.domain`);
 
 * ``inception_v3``: Keras' ImageNet InceptionV3 (2048-D pool features) loaded from a local
   weights file; tfganaug never downloads weights at run time. Its values are on the
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 import warnings
 from typing import Any, Callable
@@ -35,6 +44,7 @@ from scipy import linalg
 
 from tfganaug.errors import ConfigError, InputError, TfganaugError
 from tfganaug.metrics.privacy import distance_blocks
+from tfganaug.registry import Registry
 
 INCEPTION_WEIGHTS_ENV = "TFGANAUG_INCEPTION_WEIGHTS"
 
@@ -157,26 +167,52 @@ def precision_recall_knn(real_features, fake_features, k: int = 3, batch_size: i
 
 # ---------------------------------------------------------------- feature extractors
 
-_FACTORIES: dict[str, Callable[..., Callable[[np.ndarray], Any]]] = {}
+EXTRACTORS = Registry("feature extractor", {
+    # trained by tfganaug on the real training split and cached (imports TensorFlow when built)
+    "domain": "tfganaug.metrics.domain:domain_extractor",
+})
+"""name -> ``factory(**options)`` returning the feature function (or :class:`Features`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """What an extractor factory may return: the feature function with its identity.
+
+    ``version`` changes whenever the features' definition does; ``sha256`` identifies the
+    exact features (a weights file's hash, or the hash of a weights-free recipe);
+    ``standardize`` asks for z-scoring with the real set's mean and standard deviation before
+    the metrics (hand-crafted features in mixed units, as in the Fréchet Radiomics Distance).
+    """
+
+    fn: Callable[[np.ndarray], Any]
+    version: str
+    sha256: str
+    standardize: bool = False
+
+
+def recipe_sha256(name: str, version: str, options: dict) -> str:
+    """sha256 of a weights-free extractor's name, version and options (canonical JSON)."""
+    text = json.dumps({"name": name, "version": version, "options": options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def register_extractor(name: str, overwrite: bool = False):
-    """Decorator registering ``factory(**options) -> fn`` under ``name``.
+    """Decorator registering ``factory(**options) -> fn`` (or :class:`Features`) under ``name``.
 
     ``fn`` receives float32 NHWC batches already mapped to [0, 1] and returns an
-    (n, n_features) array; :func:`get_extractor` does the checking and batching.
+    (n, n_features) array; :func:`get_extractor` does the checking and batching. A bare
+    ``fn`` gets version "0" and the hash of its name and options.
     """
     def decorator(factory):
-        if name in _FACTORIES and not overwrite:
+        if name in EXTRACTORS and not overwrite:
             raise ConfigError(f"feature extractor {name!r} is already registered")
-        _FACTORIES[name] = factory
-        return factory
+        return EXTRACTORS.register(name, factory)
     return decorator
 
 
 def available_extractors() -> list[str]:
     """Names accepted by :func:`get_extractor`."""
-    return sorted(_FACTORIES)
+    return sorted(EXTRACTORS.names())
 
 
 def _to_unit_range(images, value_range) -> np.ndarray:
@@ -206,6 +242,14 @@ class FeatureExtractor:
     fn: Callable[[np.ndarray], Any]
     batch_size: int = 64
     value_range: Any = "auto"
+    version: str = "0"
+    sha256: str = ""
+    standardize: bool = False
+
+    def identity(self) -> dict:
+        """What must be printed beside every number this extractor produced."""
+        return {"extractor": self.name, "extractor_version": self.version, "extractor_sha256": self.sha256,
+                "extractor_options": {k: str(v) if isinstance(v, os.PathLike) else v for k, v in self.options.items()}}
 
     def __call__(self, images) -> np.ndarray:
         x = _to_unit_range(images, self.value_range)
@@ -215,9 +259,11 @@ class FeatureExtractor:
 
 def get_extractor(name: str, batch_size: int = 64, value_range="auto", **options) -> FeatureExtractor:
     """Build the registered extractor ``name`` with ``options`` (see the module docstring)."""
-    if name not in _FACTORIES:
-        raise ConfigError(f"unknown feature extractor {name!r}; available: {', '.join(available_extractors())}")
-    return FeatureExtractor(name, dict(options), _FACTORIES[name](**options), batch_size, value_range)
+    built = EXTRACTORS.get(name)(**options)
+    if not isinstance(built, Features):
+        built = Features(built, "0", recipe_sha256(name, "0", options))
+    return FeatureExtractor(name, dict(options), built.fn, batch_size, value_range, built.version, built.sha256,
+                            built.standardize)
 
 
 def _grey_to_rgb(x):
@@ -241,13 +287,19 @@ def _inception_v3(weights_path: str | os.PathLike | None = None):
     import keras
     import tensorflow as tf
 
-    model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=os.fspath(path),
-                                           input_shape=(299, 299, 3))
+    from tfganaug.fsutil import sha256_file
+
+    try:
+        model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=os.fspath(path),
+                                               input_shape=(299, 299, 3))
+    except (ValueError, OSError) as exc:
+        raise InputError("InceptionV3 weights", "a Keras InceptionV3 no-top weights file (.h5)",
+                         " ".join(str(exc).split())[:160], path=path) from None
 
     def extract(x):
         rgb = tf.image.resize(_grey_to_rgb(x), (299, 299), method="bilinear")
         return model(rgb * 2.0 - 1.0, training=False).numpy()  # InceptionV3 expects [-1, 1]
-    return extract
+    return Features(extract, f"keras-applications-inceptionv3 (keras {keras.__version__})", sha256_file(path))
 
 
 def _random_kernels(seed: int, in_channels: int, widths: tuple[int, ...]) -> list[np.ndarray]:
@@ -275,7 +327,8 @@ def _random_conv(seed: int = 0, widths: tuple[int, ...] = (32, 64, 128, 256)):
         for kernel in kernels(x.shape[-1]):
             h = tf.nn.leaky_relu(tf.nn.conv2d(h, kernel, strides=2, padding="SAME"), alpha=0.2)
         return tf.reduce_mean(h, axis=(1, 2)).numpy()
-    return extract
+    options = {"seed": seed, "widths": list(widths)}
+    return Features(extract, "1", recipe_sha256("random_conv", "1", options))
 
 
 @register_extractor("pixels")
@@ -285,16 +338,45 @@ def _pixels(size: int = 16):
 
     def extract(x):
         return tf.image.resize(x, (size, size), method="area").numpy().reshape(x.shape[0], -1)
-    return extract
+    return Features(extract, "1", recipe_sha256("pixels", "1", {"size": size}))
+
+
+@register_extractor("radiomics")
+def _radiomics(levels: int = 16, foreground: float = 0.02):
+    """Weights-free first-order, GLCM and GLRLM features per channel (:mod:`.radiomics`),
+    z-scored with the real set's statistics before the metrics, as the FRD does."""
+    from tfganaug.metrics import radiomics
+
+    if not (isinstance(levels, int) and 2 <= levels <= 256):
+        raise ConfigError(f"radiomics levels must be an integer in [2, 256], got {levels!r}")
+
+    def extract(x):
+        return np.concatenate([radiomics.radiomics_features(x[..., c], levels, foreground)
+                               for c in range(x.shape[-1])], axis=1)
+    options = {"levels": levels, "foreground": foreground, "features": radiomics.feature_names()}
+    return Features(extract, radiomics.RADIOMICS_VERSION,
+                    recipe_sha256("radiomics", radiomics.RADIOMICS_VERSION, options), standardize=True)
 
 
 # ---------------------------------------------------------------- reports
 
 
+def standardize_features(real: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets z-scored with the real set's per-feature mean and standard deviation (a
+    constant feature is only centred), so features in different units weigh alike."""
+    mean, std = real.mean(axis=0), real.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    return (real - mean) / std, (fake - mean) / std
+
+
 def fidelity_from_features(real_features, fake_features, extractor: str, k: int = 3,
-                           kid_num_subsets: int = 10, kid_subset_size: int = 1000, kid_seed: int = 0) -> dict:
-    """FID, KID and precision/recall of precomputed features, labelled with their extractor."""
+                           kid_num_subsets: int = 10, kid_subset_size: int = 1000, kid_seed: int = 0,
+                           standardize: bool = False) -> dict:
+    """FID, KID and precision/recall of precomputed features, labelled with their extractor;
+    ``standardize``: z-score both with the real set's statistics first."""
     real, fake = _check_feature_pair(real_features, fake_features, min_samples=k + 1)
+    if standardize:
+        real, fake = standardize_features(real, fake)
     kid_mean, kid_std = kid_from_features(real, fake, kid_num_subsets, kid_subset_size, kid_seed)
     precision, recall = precision_recall_knn(real, fake, k)
     return {"fid": fid_from_features(real, fake), "kid_mean": kid_mean, "kid_std": kid_std,
@@ -309,10 +391,11 @@ def fidelity_report(real_images, fake_images, extractor: str = "random_conv", *,
 
     ``extractor_options`` go to :func:`get_extractor` (e.g. ``seed`` for ``random_conv``,
     ``weights_path`` for ``inception_v3``). Returns ``dict(fid, kid_mean, kid_std,
-    precision, recall, extractor, extractor_options, n_real, n_fake)``.
+    precision, recall, extractor, extractor_version, extractor_sha256, extractor_options,
+    n_real, n_fake)``.
     """
     ext = get_extractor(extractor, **extractor_options)
     report = fidelity_from_features(ext(real_images), ext(fake_images), ext.name, k,
-                                    kid_num_subsets, kid_subset_size, kid_seed)
-    report["extractor_options"] = dict(ext.options)
+                                    kid_num_subsets, kid_subset_size, kid_seed, ext.standardize)
+    report.update(ext.identity())
     return report

@@ -1,9 +1,14 @@
-"""Memorisation check: are generated images copies of training images?
+"""Memorisation checks: are generated images copies of training images?
 
-A distance-to-closest-record test in the spirit of Meehan et al. 2020 ("A non-parametric
-test to detect data-copying in generative models"): each fake's L2 distance to its nearest
-training image is compared with how close training images are to each other (leave-one-out
-nearest-neighbour distances). Works on pixels or on features (e.g. from
+:func:`memorisation_audit` (what `tfganaug evaluate --fidelity` reports) measures synthetic
+samples against held-out real ones; :func:`memorisation_report` against the spread of the
+training set itself.
+
+Both are distance-to-closest-record tests in the spirit of Meehan et al. 2020 ("A
+non-parametric test to detect data-copying in generative models"): each fake's L2 distance
+to its nearest training image is compared with held-out real images' distances (audit) or
+with how close training images are to each other (leave-one-out nearest-neighbour
+distances, report). Both work on pixels or on features (e.g. from
 :func:`tfganaug.metrics.fidelity.get_extractor`); distances are computed in row blocks so
 5000 x 5000 comparisons never hold the full distance matrix.
 """
@@ -100,6 +105,45 @@ def memorisation_report(real, fake, threshold_quantile: float = 0.01, num_pairs:
         "median_real_nn": float(np.median(real_nn)),
         "median_fake_nn": float(np.median(fake_nn)),
         "closest_pairs": [{"fake_index": int(i), "real_index": int(nearest[i]), "distance": float(fake_nn[i])}
+                          for i in order],
+    }
+
+
+def memorisation_audit(train, heldout, synthetic, quantile: float = 0.05, num_pairs: int = 8,
+                       alpha: float = 0.01, batch_size: int = 512) -> dict:
+    """Are synthetic samples closer to the training set than new real samples are?
+
+    Each synthetic sample's nearest-neighbour distance to the training set is compared with
+    the same distance for held-out real samples (real data the generator never saw, the
+    reference for "as close as an unseen patient is"; Yoon et al. 2020's distance-to-closest-
+    record test, Meehan et al. 2020's data-copying idea). The threshold is the ``quantile``
+    quantile of the held-out distances, so about ``quantile`` of new real samples fall at or
+    below it. A set is ``flagged`` when its share below the threshold exceeds ``quantile``
+    beyond chance: a one-sided binomial test at level ``alpha`` (``p_value``). Samples are
+    flattened: pixels or features (e.g. of the domain encoder). Returns ``dict(threshold,
+    quantile, fraction_below, n_below, p_value, flagged, n_train, n_heldout, n_synthetic,
+    median_heldout_nn, median_synthetic_nn, closest_pairs)``, ``closest_pairs`` the
+    ``num_pairs`` (synthetic_index, train_index, distance) records nearest first.
+    """
+    from scipy.stats import binomtest
+
+    if not 0 < quantile < 1:
+        raise InputError("quantile", "a number in (0, 1)", repr(quantile))
+    train, synthetic = _check_pair(train, synthetic)
+    _, heldout = _check_pair(train, heldout)
+    heldout_nn, _ = nearest_real_distances(train, heldout, batch_size)
+    synthetic_nn, nearest = nearest_real_distances(train, synthetic, batch_size)
+    threshold = float(np.quantile(heldout_nn, quantile))
+    below = synthetic_nn <= threshold
+    p_value = float(binomtest(int(below.sum()), len(below), quantile, alternative="greater").pvalue)
+    order = np.argsort(synthetic_nn, kind="stable")[:num_pairs]
+    return {
+        "threshold": threshold, "quantile": quantile,
+        "fraction_below": float(below.mean()), "n_below": int(below.sum()),
+        "p_value": p_value, "alpha": alpha, "flagged": bool(p_value < alpha),
+        "n_train": int(len(train)), "n_heldout": int(len(heldout)), "n_synthetic": int(len(synthetic)),
+        "median_heldout_nn": float(np.median(heldout_nn)), "median_synthetic_nn": float(np.median(synthetic_nn)),
+        "closest_pairs": [{"synthetic_index": int(i), "train_index": int(nearest[i]), "distance": float(synthetic_nn[i])}
                           for i in order],
     }
 
