@@ -229,7 +229,7 @@ def test_study_smoke_end_to_end(tmp_path, paper, conditions):
     if paper == "son":
         assert "Regions follow the BraTS convention" in report and "whose reference lacks the region: whole tumour" in report
         # the real-trained U-Net scored on the synthetic set, beside its score on real slices
-        scored = json.loads((study / "seed-0" / "100r" / "evaluation-images_npz.json").read_text())
+        scored = json.loads((study / "seed-0" / "100R" / "evaluation-images_npz.json").read_text())
         assert scored["n_slices"] == 120 and scored["data"].endswith("images.npz")
         assert "| synthetic | 120 |" in report and "Ratio synthetic / real:" in report
         # real and synthetic blocks of four contrasts + mask, 2-px cells at 16 px: 10 rows
