@@ -247,6 +247,13 @@ def test_study_smoke_end_to_end(tmp_path, paper, conditions):
         assert "phantom-abdomen-native - Dice per case" in report and "*paper: cyclegan*" in report
     if paper == "son":
         assert "Regions follow the BraTS convention" in report and "whose reference lacks the region: whole tumour" in report
+        # the real-trained U-Net scored on the synthetic set, beside its score on real slices
+        scored = json.loads((study / "seed-0" / "100R" / "evaluation-images_npz.json").read_text())
+        assert scored["n_slices"] == 120 and scored["data"].endswith("images.npz")
+        assert "| synthetic | 120 |" in report and "Ratio synthetic / real:" in report
+        # real and synthetic blocks of four contrasts + mask, 2-px cells at 16 px: 10 rows
+        from PIL import Image
+        assert Image.open(tmp_path / "report" / "real_vs_synthetic.png").size[1] > 10 * 2 * 16
 
 
 def test_cli_train_gan_rejects_cyclegan_without_second_domain(tmp_path, capsys):

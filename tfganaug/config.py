@@ -288,10 +288,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                               "channel_base": 16384, "channel_max": 512, "lr": 2.5e-3, "beta_1": 0.0,
                               "beta_2": 0.99, "r1_gamma": 10.0, "epochs": 100, "batch_size": 16,
                               "augment": "flip", "sample_every_epochs": 5}},
-    # No DiffAugment / ADA here (yet): in 800 steps of the son cpu budget (brats 64 px, flair + t1ce,
-    # 160 slices) translation,cutout + ADA target 0.6 (p reached 0.17) gave blurrier brain blobs than
-    # none; neither showed anatomy yet. Not measured at the budget's full 3,000 steps, where D
-    # overfitting (and so augmentation) matters more.
+    # CPU StyleGAN2. The Son study's cpu budget (studies/son.py: brats2018, 4 contrasts + mask, 32 px,
+    # 700 slices, 3,000 steps of batch 8) adds to the paper's training: narrow widths (channel_base
+    # 1024, max 64), a 4-layer mapping, no path-length regulariser (pl_weight 0, as StyleGAN2-ADA's
+    # small-data configurations; one G pass less every 4 steps) and a faster G EMA (0.995). With the
+    # percentile MR normalisation (data.mr_norm) it draws recognisable brains (outline, ventricles,
+    # contrasts that agree across channels, though blurred) with oedema masks on FLAIR-bright spots,
+    # no necrosis or enhancing labels. No DiffAugment / ADA, measured at that budget (seed 0): ADA
+    # (target 0.6) let p rise to 0.25 by step 1,200 and fall to 0 by step 3,000; its fixed-z grid had
+    # 3 of 6 near-black slices (none: 1 of 6) and the real-trained U-Net's oedema Dice on its
+    # synthetic set was 0.25 (none: 0.27; on real held-out slices 0.27), though it drew some
+    # enhancing tumour (0.16% of pixels) that the U-Net never found.
     "cpu_stylegan2": {"kind": "gan", "data": {"name": "phantom-brain", "image_size": 32, "n_phantom_patients": 12,
                                               "phantom_size": 64},
                       "gan": {"arch": "stylegan2", "latent_dim": 64, "w_dim": 64, "mapping_layers": 2,

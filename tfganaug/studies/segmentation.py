@@ -98,6 +98,8 @@ def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=N
             evaluate_seg(folder, whole_volumes=whole)
             for test in b.get("tests", []):
                 evaluate_seg(folder, test_data=test, whole_volumes=whole)
+            if condition == spec.get("synthetic_check"):
+                evaluate_seg(folder, test_data=str(out / "synth" / "images.npz"))
     return out
 
 
@@ -120,6 +122,44 @@ def evaluations(study: Path, plan: dict, test: str | None = None) -> dict[str, l
         if rows:
             out[condition] = rows
     return out
+
+
+def synthetic_check(study: Path, plan: dict) -> list[str]:
+    """Do the synthetic masks match their images? (issue 13, for the mask-making GANs): the U-Net
+    of condition `STUDY["synthetic_check"]`, trained on real slices only, segments the synthetic
+    set; its per-slice mean Dice against the generated masks should be at least 0.7x its Dice
+    on the real held-out slices."""
+    condition = spec_of(plan["study"]).get("synthetic_check")
+    real = evaluations(study, plan).get(condition, [])
+    fake = evaluations(study, plan, str(study / "synth" / "images.npz")).get(condition, [])
+    if not real or not fake:
+        return []
+    # Compared on the labels the generated masks contain: a label the GAN never draws has no
+    # synthetic Dice, and the mean over the others would flatter or punish the synthetic set.
+    classes = [c for c in real[0]["classes"] if fake[0]["per_slice"]["n_scored"][c] > 0]
+    missing = [c for c in real[0]["classes"] if c not in classes]
+    if not classes:
+        return ["### Do the generated masks match the generated images?", "",
+                "The synthetic masks contain no foreground label and the U-Net finds none: nothing to score.", ""]
+
+    def stat(rows):
+        return mean_ci([nan_mean([e["per_slice"]["dice"][c] for c in classes]) for e in rows])
+
+    def per_label(rows):
+        return " / ".join(f"{nan_mean([e['per_slice']['dice'][c] for e in rows]):.2f}" for c in classes)
+    r, f = stat(real), stat(fake)
+    ratio = f["mean"] / r["mean"] if r["mean"] > 0 else float("nan")
+    return ["### Do the generated masks match the generated images?", "",
+            f"The `{condition}` U-Net (real training slices only) segments real held-out slices and the "
+            f"synthetic set; Dice against the reference / the generated masks, per slice, mean over the labels "
+            f"the synthetic set scores ({' / '.join(classes)}; in neither its masks nor the U-Net's predictions: "
+            f"{', '.join(missing) or 'none'}), "
+            f"[95% CI over {len(fake)} seed(s)]. The target (issue 13): synthetic at least 0.7x real.", "",
+            "| slices | n | mean Dice | per label |", "|---|---|---|---|",
+            f"| real held-out ({real[0]['data']} {real[0]['split']}) | {real[0]['n_slices']} | {format_ci(r)} | "
+            f"{per_label(real)} |",
+            f"| synthetic | {fake[0]['n_slices']} | {format_ci(f)} | {per_label(fake)} |", "",
+            f"Ratio synthetic / real: **{ratio:.2f}** ({'meets' if ratio >= 0.7 else 'below'} the 0.7 target).", ""]
 
 
 def table(title: str, evaluations: dict, level: str, metric: str, paper_key=None, paper=None) -> list[str]:
@@ -216,6 +256,7 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
     lines += ["## Results", ""]
     main_eval = evaluations(study, plan)
     lines += paper(plan["study"]).results(study, plan, main_eval)
+    lines += synthetic_check(study, plan)
     lines += ["## Verdict", "", paper(plan["study"]).verdict(study, plan, main_eval), ""]
     no_derivatives = any(n in NO_DERIVATIVES for n in (b["data"]["name"], b["gan"].get("domain_b")))
     with atomic_dir(out, overwrite=True) as tmp:
@@ -253,19 +294,34 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
 
     cfg = load(study / "gan" / "config.json")
     with np.load(study / "synth" / "images.npz", allow_pickle=False) as z:
-        fake = z["images"]
-    real = load_segsets(cfg.data)["train"].images
+        fake, fake_masks = z["images"], z["masks"][:8]
+    train = load_segsets(cfg.data)["train"]
+    real = train.images
     sets = {"real training slices (" + cfg.data.name + ")": real, "synthetic": fake}
-    rows = [real[:6], fake[:6]]
     if cfg.gan.arch == "cyclegan":
+        rows = [real[:6], fake[:6]]
         other = domain_slices(cfg, cfg.gan.domain_b).images
         sets[f"real target domain ({cfg.gan.domain_b})"] = other
         rows.append(other[np.linspace(0, len(other) - 1, 6).round().astype(int)])
-    n = min(len(r) for r in rows)
-    save_grid(np.concatenate([r[:n, ..., :1] for r in rows]), out / "real_vs_synthetic.png", rows=len(rows))
+        n = min(len(r) for r in rows)
+        rows = [r[:n, ..., :1] for r in rows]
+        what = " / ".join(sets) + " (the synthetic row is the CycleGAN translation of the real row above it)"
+    else:
+        # Every channel and the mask, real slices with a lesion (spread over the set) above the
+        # first synthetic samples, so contrasts and masks can be compared with their images.
+        k = max(1, len(train.class_names) - 1)
+        lesion = np.flatnonzero(train.masks.reshape(len(train), -1).any(axis=1))
+        pick = lesion[np.linspace(0, len(lesion) - 1, min(8, len(lesion))).round().astype(int)]
+        n = min(len(pick), len(fake_masks))
+        rows = []
+        for images, masks in ((real[pick[:n]], train.masks[pick[:n]]), (fake[:n], fake_masks[:n])):
+            rows += [images[..., c:c + 1] for c in range(images.shape[-1])] + [masks[..., None] / k]
+        names = list(train.channel_names) + ["mask"]
+        what = f"real training slices with a lesion ({cfg.data.name}): " + ", ".join(names) + \
+            "; then the same rows for synthetic samples"
+    save_grid(np.concatenate(rows), out / "real_vs_synthetic.png", rows=len(rows))
     lines = ["## Synthetic slices", "",
-             "Rows of `real_vs_synthetic.png`: " + " / ".join(sets) + (" (the synthetic row is the CycleGAN "
-             "translation of the real row above it)" if cfg.gan.arch == "cyclegan" else "") + ".", "",
+             "Rows of `real_vs_synthetic.png`: " + what + ".", "",
              "Checkerboard index (Odena et al. 2016): share of spectral power at the Nyquist frequencies, where "
              "transposed convolutions leave their period-2 pattern; a synthetic set well above the real sets has "
              "checkerboard artefacts (first channel, all slices).", "",
