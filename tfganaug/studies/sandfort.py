@@ -36,9 +36,10 @@ STUDY = {
                 # transposed 3x3 convolutions the translations were speckled with a checkerboard
                 # (index 1.2e-3 on IRCADb and 8.6e-4 on the TotalSegmentator contrast series after
                 # 720 of the 1,200 steps; real slices 2.7e-5 / 7.0e-5, non-contrast target 4.4e-5);
-                # with resize 1.2e-4 / 1.4e-4 after 440 steps and a smooth liver in the sample grid
-                # (at 400 steps the transposed version was still speckled). Not yet measured over
-                # the whole budget; body wall and couch still show streaks at 440 steps.
+                # with resize 1.2e-4 / 1.4e-4 after 440 steps and 7.2e-5 / 3.9e-4 after all 1,200
+                # (seed 0): IRCADb translations keep the anatomy with a smooth, darker liver and
+                # less enhanced kidneys; body wall and bowel stay streaky, and the TotalSegmentator
+                # contrast series (other field of view, arms in the slice) stays grainy.
                 "gan": {"domain_b": "totalseg-native", "width": 16, "n_res_blocks": 6, "epochs": 30,
                         "steps_per_epoch": 40, "batch_size": 2, "sample_every_epochs": 10, "upsample": "resize"},
                 "synth": {"n": 0},
