@@ -245,6 +245,11 @@ def test_study_smoke_end_to_end(tmp_path, paper, conditions):
     assert (tmp_path / "report" / "synthetic_samples.png").exists()
     if paper == "sandfort":
         assert "phantom-abdomen-native - Dice per case" in report and "*paper: cyclegan*" in report
+        # the translation figure: 6 source slices, their translations, 6 target slices
+        assert "![translation.png](translation.png)" in report
+        from PIL import Image
+        size = Image.open(tmp_path / "report" / "translation.png").size
+        assert size[0] > size[1] > 0
     if paper == "son":
         assert "Regions follow the BraTS convention" in report and "whose reference lacks the region: whole tumour" in report
         # the real-trained U-Net scored on the synthetic set, beside its score on real slices

@@ -230,7 +230,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # couch into a dotted line and striped the body on unseen label maps, and doubled the
     # checkerboard index (training / other patients' label maps 1.4e-4 / 1.7e-4 vs 0.7e-4 / 0.8e-4;
     # real slices 0.4-0.5e-4). The L1 term (lambda 100) ties G to the pairs, so an overfitting D is
-    # not what limits Pix2Pix here; the 16 training slices of one patient are.
+    # not what limits Pix2Pix here; the 16 training slices of one patient are. A joint flip /
+    # +-10 degree rotation / 8 % shift / 0.9-1.1 scale of the training pairs did not help either
+    # (blurrier body with a grid pattern; fakes from other patients' maps segmented at 0.66x the
+    # real kidney Dice after 480 steps vs 0.70x without after 344). What made the kits fakes look
+    # like CT is rendering them from perturbed training maps (studies/kits_capstone.py).
     "cpu_pix2pix": {"kind": "gan", "data": {"name": "phantom-kidney", "image_size": 64, "n_phantom_patients": 12},
                     "gan": {"arch": "pix2pix", "width": 16, "lr": 2e-4, "beta_1": 0.5, "epochs": 20,
                             "batch_size": 8, "augment": "flip", "sample_every_epochs": 5}},
@@ -253,7 +257,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the grain of the translations (checkerboard index 3.8e-5 vs 1.4e-4, native target 1.0e-5) but
     # blurred them (Laplacian std 0.05 vs 0.11, target 0.10) and left the contrast-enhanced kidney
     # brighter (mean 0.69 vs 0.61; native target 0.56, contrast source 0.92): the translation
-    # itself got worse.
+    # itself got worse. On real CT (the sandfort cpu budget, 128 px) the transposed convolutions
+    # speckled the translations with a checkerboard, and that budget switches resize on alone
+    # (measured in studies/sandfort.py).
     "cpu_cyclegan": {"kind": "gan", "data": {"name": "phantom-abdomen", "image_size": 64, "n_phantom_patients": 12},
                      "gan": {"arch": "cyclegan", "domain_b": "phantom-abdomen-native", "width": 16,
                              "n_res_blocks": 3, "lr": 2e-4, "beta_1": 0.5, "epochs": 10, "batch_size": 4,

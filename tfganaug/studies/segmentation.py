@@ -261,6 +261,7 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
     no_derivatives = any(n in NO_DERIVATIVES for n in (b["data"]["name"], b["gan"].get("domain_b")))
     with atomic_dir(out, overwrite=True) as tmp:
         lines += _synthetic_section(study, tmp)
+        lines += _translation_section(study, tmp, b.get("translation_figure"))
         lines += ["## Figures", ""]
         for f in _figures(study, plan, tmp):
             if no_derivatives and f != "training_curves.png":
@@ -330,6 +331,30 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
         lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
     no_derivatives = any(n in NO_DERIVATIVES for n in (cfg.data.name, cfg.gan.domain_b))
     return lines + ["", "" if no_derivatives else "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
+
+
+def _translation_section(study: Path, out: Path, source: str | None) -> list[str]:
+    """CycleGAN only: slices of `source` (a freely licensed contrast scan when domain A's licence
+    forbids showing derivatives), their G_AB translation and real slices of domain B, one column
+    per source slice spread over the scan."""
+    if not source:
+        return []
+    from tfganaug.stages.train_gan import domain_slices, load_gan
+    from tfganaug.viz import save_grid
+
+    _, cfg, _, gans = load_gan(study / "gan")
+    gan = gans[0][1]
+    real = domain_slices(cfg, source).images
+    target = domain_slices(cfg, cfg.gan.domain_b).images
+    pick = lambda images: images[np.linspace(0, len(images) - 1, 6).round().astype(int)]
+    x = pick(real)
+    fake = np.clip((gan.translate_ab(x * 2 - 1).numpy() + 1) / 2, 0, 1)
+    save_grid(np.concatenate([x[..., :1], fake[..., :1], pick(target)[..., :1]]), out / "translation.png", rows=3)
+    return ["## Translation", "",
+            f"Rows of `translation.png`: {source} slices (contrast source) / the CycleGAN's translation of each (G_AB, "
+            f"contrast -> non-contrast) / real {cfg.gan.domain_b} slices (the target domain; other positions, not "
+            "the same patient as the row above unless the data says so).", "",
+            "![translation.png](translation.png)", ""]
 
 
 def _seeds_run(study: Path, plan: dict) -> str:
