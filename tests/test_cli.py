@@ -74,18 +74,20 @@ def test_class_fidelity_and_the_gan_training_report(study, tmp_path, capsys):
     for arch in ("dcgan", "acgan"):
         f = fidelity[arch]
         assert f["n_synthetic"] == 30 and 0.0 <= f["synthetic_accuracy"] <= 1.0 and f["n_real"] > 50
+        assert len(f["diversity"]["per_class"]) == 3 and all(v > 0 for v in f["diversity"]["per_class"])
     assert json.loads((study / "seed-0" / "cls-reference" / "status.json").read_text())["n_train_real"] > \
         json.loads((study / "seed-0" / "cls-classic" / "status.json").read_text())["n_train_real"]
     report = (study / "report" / "report.md").read_text()
     assert "## Do the synthetic ROIs look like their class?" in report and "| DCGAN | " in report
     assert "| DiffAugment policies on D's input | none | translation,cutout | translation,cutout |" in report
+    assert "| ACGAN D's class loss on fakes | - / True | - | False |" in report and "diversity per class" in report
 
     paper = tmp_path / "paper"
     code, _, err = run_cli(capsys, "study", "--budget", "smoke", "--gan-training", "paper", "--out", paper, "--quiet")
     assert code == 0, err
     cfg = json.loads((paper / "seed-0" / "gan-acgan" / "config.json").read_text())["gan"]
-    assert (cfg["diffaug"], cfg["g_ema_beta"], cfg["upsample"], cfg["d_dropout"], cfg["conditioning"]) == \
-        ("none", 0.0, "transpose", 0.5, "multiply")
+    assert (cfg["diffaug"], cfg["g_ema_beta"], cfg["upsample"], cfg["d_dropout"], cfg["conditioning"],
+            cfg["d_classifies_fakes"], cfg["mode_seeking"]) == ("none", 0.0, "transpose", 0.5, "multiply", True, 0.0)
     out = tmp_path / "gan-training"
     code, _, err = run_cli(capsys, "report-gan-training", paper, study, "--out", out)
     assert code == 0, err

@@ -13,6 +13,19 @@ def test_paper_presets_carry_the_papers_settings():
     assert (acgan.gan.kernel_size, acgan.gan.d_dropout, acgan.gan.lr, acgan.gan.epochs) == (3, 0.5, 1e-4, 50)
     assert (cnn.cls.lr, cnn.cls.epochs, cnn.cls.batch_size, cnn.cls.dropout) == (1e-3, 150, 64, 0.5)
     assert dcgan.data.image_size == 64 and dcgan.gan.latent_dim == 100
+    # Odena et al.'s ACGAN: D classifies fakes too, no mode-seeking term; the EMA G is off
+    assert (acgan.gan.d_classifies_fakes, acgan.gan.mode_seeking, acgan.gan.g_ema_beta) == (True, 0.0, 0.0)
+
+
+def test_frid_adar_gans_see_organ_crops_unrotated_and_lesions_classically_augmented():
+    from tfganaug.studies.frid_adar import _configs
+    for budget in ("demo", "cpu", "paper"):
+        organ, phantom = _configs(budget, "organamnist", None, None, 0), _configs(budget, "phantom", None, None, 0)
+        for arch in ("dcgan", "acgan"):
+            assert organ[f"gan-{arch}"].gan.augment == "none" and phantom[f"gan-{arch}"].gan.augment == "classic"
+        assert organ["cls-classic"].cls.augment == "classic"  # the CNN conditions stay the paper's
+    cpu = _configs("cpu", "phantom", None, None, 0)["gan-acgan"].gan
+    assert (cpu.d_classifies_fakes, cpu.mode_seeking) == (False, 1.0)
 
 
 def test_json_round_trip(tmp_path):

@@ -199,7 +199,8 @@ def test_small_data_tricks_train_and_the_ema_generator_is_an_average(arch):
     for a, new, ema in zip(old_ema, new_g, g_ema.trainable_weights):  # one step: 0.75 old + 0.25 new
         np.testing.assert_allclose(ema.numpy(), 0.75 * a + 0.25 * new, rtol=1e-5, atol=1e-7)
     stats = [(w, e) for w, e in zip(gan.generator.weights, g_ema.weights) if not w.trainable]
-    assert stats and all(np.array_equal(w.numpy(), e.numpy()) for w, e in stats)  # BN statistics copied
+    # BN statistics are the copy's own (test_ema_generator_recomputes_its_batch_norm_statistics), not G's
+    assert stats and not any(np.array_equal(w.numpy(), e.numpy()) for w, e in stats)
     items = gan.checkpoint_items()
     assert {"generator_ema", "diffaug_p", "diffaug_rng"} <= set(items)
     # Sampling goes through the EMA copy.
@@ -207,6 +208,87 @@ def test_small_data_tricks_train_and_the_ema_generator_is_an_average(arch):
     labels = tf.constant([0, 1, 2], tf.int32)
     expected = g_ema([z, labels] if arch == "acgan" else z, training=False).numpy()
     np.testing.assert_array_equal(gan.generate(z, labels).numpy(), expected)
+
+
+@pytest.mark.parametrize("arch", GAN_ARCHS)
+def test_ema_generator_recomputes_its_batch_norm_statistics(arch):
+    """After the EMA update of the weights, the EMA copy's moving mean / variance are updated
+    from its own activations (one training-mode pass on fresh noise), exactly as a copy with the
+    averaged weights would update them, and not copied from the trained G."""
+    cfg = GANConfig(arch=arch, width=16, latent_dim=8, kernel_size=3 if arch == "acgan" else 5, g_ema_beta=0.75,
+                    upsample="resize", conditioning="concat")
+    gan = build_gan(cfg, image_size=16, num_classes=3, seed=0)
+    g, g_ema = gan.generator, gan.ema["generator"]
+    rng = np.random.default_rng(1)
+    for w in g.trainable_weights:  # G after some training steps
+        w.assign(w.numpy() + rng.normal(0, 0.1, w.shape).astype(np.float32))
+    for w in g.non_trainable_weights:  # G's own statistics, which the copy must not take
+        w.assign(w.numpy() + 5.0)
+    noise_state = gan.noise.state.numpy().copy()
+    inputs = gan.ema_statistics_inputs("generator", 8)
+    expected = keras.models.clone_model(g_ema)
+    for src, dst in zip(g_ema.weights, expected.weights, strict=True):
+        dst.assign(src)
+    for src, old, dst in zip(g.trainable_weights, g_ema.trainable_weights, expected.trainable_weights, strict=True):
+        dst.assign(src + (old - src) * 0.75)
+    gan.noise.state.assign(noise_state)  # end_step draws the same inputs again
+    gan.end_step(8)
+    expected(inputs, training=True)
+    stats = [(a, b) for a, b in zip(g_ema.weights, expected.weights) if not a.trainable]
+    assert stats
+    for a, b in zip(g_ema.weights, expected.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    for a, b in zip(g_ema.non_trainable_weights, g.non_trainable_weights, strict=True):
+        assert not np.allclose(a.numpy(), b.numpy())
+
+
+def test_acgan_d_classifies_fakes_only_with_odenas_term():
+    """d_classifies_fakes (the paper's ACGAN, Odena et al.) adds the class loss on fakes to D's
+    loss; without it (cpu_acgan) D's loss does not depend on its class logits on fakes at all."""
+    rng = np.random.default_rng(0)
+    src = [tf.constant(rng.normal(size=(4, 1)), tf.float32) for _ in range(2)]
+    cls = [tf.constant(rng.normal(size=(4, 3)), tf.float32) for _ in range(2)]
+    labels, fake_labels = tf.constant([0, 1, 2, 0]), tf.constant([2, 2, 1, 0])
+    ce = keras.losses.sparse_categorical_crossentropy
+    for on in (True, False):
+        gan = build_gan(GANConfig(arch="acgan", width=16, latent_dim=8, kernel_size=3, d_classifies_fakes=on),
+                        image_size=16, num_classes=3, seed=0)
+        with tf.GradientTape() as tape:
+            tape.watch(cls[1])
+            loss = gan.d_per_example(labels, src[0], cls[0], fake_labels, src[1], cls[1])
+        base = tf.nn.softplus(-src[0][:, 0]) + tf.nn.softplus(src[1][:, 0]) + ce(labels, cls[0], from_logits=True)
+        fake_term = ce(fake_labels, cls[1], from_logits=True)
+        np.testing.assert_allclose(loss.numpy(), (base + fake_term if on else base).numpy(), rtol=1e-6)
+        grad = tape.gradient(loss, cls[1])
+        assert (grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0) if on else grad is None
+
+
+def test_mode_seeking_loss_is_maos_ratio_and_acgan_pairs_share_classes():
+    """Mao et al.'s term in closed form, and an ACGAN G step with it draws pairs of one class."""
+    from tfganaug.gans.acgan import mode_seeking_loss
+    images = tf.constant([[0.0], [1.0], [0.5], [0.0], [3.0]])  # pairs (0, 3) and (1, 4); 2 is unpaired
+    z = tf.constant([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0], [1.0, 1.0], [0.0, 0.0]])
+    dx, dz = (0.0 + 2.0) / 2, 1.0  # mean |x_i - x_j| over the pairs, mean |z_i - z_j|
+    np.testing.assert_allclose(float(mode_seeking_loss(images, z)), 1.0 / (dx / dz + 1e-5), rtol=1e-6)
+    same = tf.constant([[1.0], [1.0], [1.0], [1.0]])
+    assert float(mode_seeking_loss(same, tf.constant([[0.0], [1.0], [2.0], [3.0]]))) > 1e4  # collapse is costly
+    gan = build_gan(GANConfig(arch="acgan", width=16, latent_dim=8, kernel_size=3, mode_seeking=1.0,
+                              conditioning="concat"), image_size=16, num_classes=3, seed=0)
+    seen = []
+    real_generator = gan.generator
+    gan.generator = keras.Model(real_generator.inputs, real_generator.outputs)
+    original_call = gan.generator.call
+
+    def spy(inputs, *args, **kwargs):
+        seen.append(inputs[1])
+        return original_call(inputs, *args, **kwargs)
+
+    gan.generator.call = spy
+    x = np.zeros((6, 16, 16, 1), np.float32)
+    logs = gan.train_step((tf.constant(x), tf.constant([0, 1, 2, 0, 1, 2])))
+    labels = seen[-1].numpy()  # the G step's labels
+    np.testing.assert_array_equal(labels[:3], labels[3:])
+    assert np.isfinite(float(logs["g_loss"]))
 
 
 def test_tricks_off_leave_the_checkpoint_as_before():

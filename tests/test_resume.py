@@ -19,7 +19,8 @@ EPOCHS = 8
 
 CONFIGS = {  # name: (command, run-folder member, config)
     # ACGAN: both optimizers, the noise generator, six Dropout seed states, the EMA generator
-    # and the augmentation state (DiffAugment + ADA: p, its accumulators, its RNG) must come back.
+    # with its own batch-norm statistics and the augmentation state (DiffAugment + ADA: p, its
+    # accumulators, its RNG) must come back; cpu_acgan's mode-seeking term is on.
     # ADA target 0.01 (paper 0.6): a tiny D in 24 steps rarely reaches r_t = 0.6, and p must move
     # for the resume to exercise it.
     "train-gan": ("train-gan", "acgan",
@@ -90,6 +91,8 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, name):
     if cfg.kind == "gan" and cfg.gan.ada_target is not None:
         # ADA's state and the EMA generator are in the checkpoint (and so compared above), p is logged
         assert any(k.startswith("diffaug_p/") for k in a) and any(k.startswith("generator_ema/") for k in a)
+    if member == "acgan":  # the EMA G's own batch-norm statistics (recomputed each step) come back too
+        assert any(k.startswith("generator_ema/") and "moving_mean" in k for k in a)
         assert all("ada_p" in row for row in rows)
         assert len({row["ada_p"] for row in rows}) > 1, "p should move in this run"
     assert json.loads((crashed / "status.json").read_text())["state"] == "complete"

@@ -118,6 +118,8 @@ class GANConfig:
     ada_speed_images: int = 20000      # ADA: images for p to move by 1 (paper: 500k on long runs; shorter for CPU budgets)
     g_ema_beta: float = 0.0            # EMA of G's weights for dcgan/acgan/pix2pix/cyclegan (0: off; stylegan2 uses ema_beta)
     conditioning: str = "multiply"     # acgan G: multiply (z x class embedding, the paper's code) | concat (z ++ one-hot)
+    d_classifies_fakes: bool = True    # acgan D: class loss on fakes too (Odena et al.); False: on reals only (gans/acgan.py)
+    mode_seeking: float = 0.0          # acgan G: weight of Mao et al. 2019's mode-seeking term (0: off, the paper)
     upsample: str = "transpose"        # dcgan/acgan/pix2pix/cyclegan G: transpose (paper) | resize (nearest 2x + conv, no checkerboard)
 
 
@@ -204,7 +206,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # samples, synthesis and export, and resize-then-convolve upsampling. ACGAN also drops D's
     # dropout (with 40-60 ROIs per class it kept D from learning the classes) and appends the
     # one-hot label to z instead of multiplying z by a class embedding (which collapsed to one
-    # image per class). Without them, 400-2,000 CPU steps gave noise and one collapsed
+    # image per class), and trains D's class head on real ROIs only (d_classifies_fakes False;
+    # with Odena et al.'s fake term G and D agreed on class cues the real ROIs lack: gans/acgan.py)
+    # and adds Mao et al.'s mode-seeking term to G's loss (one image per class otherwise).
+    # The EMA generators of both recompute their own batch-norm statistics (gans/base.py).
+    # Without them, 400-2,000 CPU steps gave noise and one collapsed
     # checkerboard (the sample grids of reports/frid-adar before this change).
     "cpu_dcgan": {"kind": "gan", "data": {"image_size": 32},
                   "gan": {"arch": "dcgan", "width": 128, "kernel_size": 5, "lr": 2e-4,
@@ -213,7 +219,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu_acgan": {"kind": "gan", "data": {"image_size": 32},
                   "gan": {"arch": "acgan", "width": 128, "kernel_size": 3, "d_dropout": 0.0,
                           "lr": 2e-4, "epochs": 60, "batch_size": 32, "diffaug": "translation,cutout",
-                          "g_ema_beta": 0.99, "upsample": "resize", "conditioning": "concat"}},
+                          "g_ema_beta": 0.99, "upsample": "resize", "conditioning": "concat",
+                          "d_classifies_fakes": False, "mode_seeking": 1.0}},
     # CPU segmentation presets use soft Dice + cross-entropy: with 16-100 training slices, Dice
     # alone (the papers' loss) learned slowly or collapsed to empty predictions in our runs.
     # SGD at lr 1e-2 (paper 1e-3): the paper's 150 epochs over a many-fold augmented set are

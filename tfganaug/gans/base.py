@@ -229,18 +229,35 @@ class GAN(keras.Model):
         """What D sees: `x` after the differentiable augmentation (identity when off)."""
         return self.augment(x) if self.augment.active else x
 
+    def ema_statistics_inputs(self, name: str, n):
+        """Inputs on which the EMA copy `name` recomputes its batch-normalisation statistics
+        after each EMA update (a batch of n latent draws for the ROI GANs), or None to copy the
+        statistics of the trained generator instead (G without batch normalisation, or one
+        whose inputs are training images)."""
+        return None
+
     def end_step(self, batch_size) -> None:
-        """ADA's p update, then the EMA update of every generator copy."""
+        """ADA's p update, then the EMA update of every generator copy.
+
+        The moving BN statistics are not averaged: they must describe the activations of the
+        EMA weights themselves. Copied from the trained G (momentum 0.9: its last ~10 steps)
+        they belonged to other weights than the EMA's average over ~1/(1 - beta) steps, and
+        the EMA G sampled with mismatched normalisation (washed-out, off-class ROIs). So the
+        copy runs once per step in training mode on fresh noise (`ema_statistics_inputs`):
+        its moving statistics then follow its own activations, and are checkpointed with it."""
         if self.augment.active:
             self.augment.update_p(batch_size)
         beta = self.ema_beta
         for name, copy in self.ema.items():
             source = self.ema_sources()[name]
+            inputs = self.ema_statistics_inputs(name, batch_size)
             for src, dst in zip(_float_weights(source), _float_weights(copy), strict=True):
                 if src.trainable:
                     dst.assign(src + (dst - src) * beta)
-                else:  # statistics (BN moving mean/var) are copied, as for StyleGAN2's G_ema
+                elif inputs is None:  # statistics copied from G, as for StyleGAN2's G_ema
                     dst.assign(src)
+            if inputs is not None:
+                copy(inputs, training=True)  # updates only the copy's moving mean / variance
 
     def training_items(self) -> dict:
         """Checkpoint items of the augmentation and the EMA copies (only those that are on)."""

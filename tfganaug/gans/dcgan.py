@@ -209,6 +209,9 @@ class DCGAN(GAN):
     def generate(self, z, labels=None, training=False):
         return self.sampler()(z, training=training)
 
+    def ema_statistics_inputs(self, name, n):
+        return self.sample_z(n)
+
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
         n = tf.shape(real)[0]
