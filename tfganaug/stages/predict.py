@@ -114,7 +114,11 @@ def load_segmenter_for_prediction(path) -> Segmenter:
                          "a run folder that still exists", f"nothing at {source_run}; pass the run folder instead",
                          info_path)
     _, cfg = RunFolder.load(source_run)
-    serve = tf.saved_model.load(str(version)).signatures[SIGNATURE]
+    signatures = tf.saved_model.load(str(version)).signatures
+    # predict preprocesses as the run did, so it calls the signature that takes slices preprocessed as in
+    # training: `preprocessed` where serving_default takes raw intensities (exports since raw-input serving),
+    # serving_default in older exports.
+    serve = signatures["preprocessed"] if "preprocessed" in signatures else signatures[SIGNATURE]
     status = {"class_names": info["class_names"], "channel_names": info.get("channel_names")}
     return _segmenter(str(version), cfg, status, info.get("output", "softmax"),
                       lambda x: serve(image=tf.constant(x, tf.float32))["probabilities"].numpy())

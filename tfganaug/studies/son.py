@@ -36,7 +36,7 @@ STUDY = {
                 "gan": {"latent_dim": 128, "w_dim": 128, "mapping_layers": 4, "channel_base": 1024,
                         "channel_max": 64, "epochs": 60, "steps_per_epoch": 50, "batch_size": 8,
                         "pl_weight": 0.0, "ema_beta": 0.995, "sample_every_epochs": 10},
-                "synth": {"n": 1200},
+                "synth": {"n": 2400},  # 300F needs 3x the 700 real training slices
                 "seg": {"base_filters": 16, "depth": 3, "epochs": 30, "steps_per_epoch": 10, "batch_size": 16},
                 "seeds": [0, 1, 2], "tests": []},
     },
