@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfganaug.data.ct import window_hu
 from tfganaug.errors import InputError
 
 UNITS = ("HU", "grey8", "zscore", "unit")
@@ -152,13 +153,11 @@ def to_unit_tf(raw, units: str, data_cfg, volumes: bool = False):
         # statistics per volume: each of a 3-D request's volumes, or a 2-D request's slices together
         x = tf.map_fn(lambda v: _mr_to_unit(v, data_cfg), x) if volumes else _mr_to_unit(x, data_cfg)
     elif units == "HU":
-        low = data_cfg.window_level - data_cfg.window_width / 2
-        x = tf.clip_by_value((x - low) / data_cfg.window_width, 0.0, 1.0)
+        x = window_hu(x, data_cfg.window_width, data_cfg.window_level)
     elif units == "grey8":
         x = tf.clip_by_value(x / 255.0, 0.0, 1.0)
     # pointwise maps commute with padding: pad with the background already mapped
-    fill = {"HU": min(max((AIR_HU - (data_cfg.window_level - data_cfg.window_width / 2))
-                          / data_cfg.window_width, 0.0), 1.0),
+    fill = {"HU": float(window_hu(AIR_HU, data_cfg.window_width, data_cfg.window_level)),
             "zscore": 0.5 if data_cfg.mr_norm == "zscore" else 0.0}.get(units, 0.0)
     x, top, left = _square(x, fill)
     shape = tf.shape(x)
