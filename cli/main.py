@@ -404,6 +404,49 @@ def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_
     click.echo(f"report: {module.write_report(study, report_dir or Path(out) / 'report')}")
 
 
+@app.command("reproduce")
+@click.argument("paper", type=click.Choice(["all", *STUDIES.names()]))
+@click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "paper"]), default="smoke", show_default=True,
+              help="smoke: minutes on phantoms, plumbing only; cpu: the labelled CPU budget of reports/ (hours on "
+                   "2 cores); paper: the papers' settings (GPU); demo: frid-adar only. A budget a paper lacks is "
+                   "refused before anything runs.")
+@click.option("--seeds", default=None, callback=lambda c, p, v: _seeds(c, p, v) if v else None,
+              help="Comma-separated seeds (default: each budget's).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Study folders, one per paper.")
+@click.option("--reports", "reports_dir", type=click.Path(file_okay=False), default=None,
+              help="Report folders and their README.md summary (default: OUT/reports; reports/ replaces the "
+                   "committed ones).")
+@click.option("--quiet", is_flag=True)
+def reproduce_cmd(paper, budget, seeds, out, reports_dir, quiet):
+    """A paper's whole protocol, data to report (or all four), then the summary table of the reports.
+
+    \b
+    Examples:
+      tfganaug reproduce all --budget smoke --out runs/reproduce            (phantoms; plumbing only)
+      tfganaug reproduce kits --budget cpu --out runs/kits --reports reports
+      tfganaug reproduce all --budget cpu --out runs/all --reports reports  (hours on a CPU)
+    Rerun the same command after a crash or a stop: finished stages are kept, unfinished ones resume.
+    """
+    from tfganaug.studies.reproduce import reproduce
+    log = (lambda _: None) if quiet else click.echo
+    summary = reproduce(paper, budget, out, reports=reports_dir, seeds=seeds, verbose=0 if quiet else 2, log=log)
+    click.echo(f"summary: {summary}")
+
+
+@app.command("report-summary")
+@click.argument("reports_dir", type=click.Path())
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Default: REPORTS_DIR/README.md.")
+def report_summary_cmd(reports_dir, out):
+    """One table over all paper reports (claim, paper's figure, ours with CI, data, test patients,
+    budget, seeds, verdict), from the summary.json beside each report.
+
+    \b
+    Example: tfganaug report-summary reports            (writes reports/README.md)
+    """
+    from tfganaug.studies.summary import write_summary
+    click.echo(f"summary: {write_summary(reports_dir, out or Path(reports_dir) / 'README.md')}")
+
+
 @app.command("report")
 @click.argument("study_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False))

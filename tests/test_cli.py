@@ -39,7 +39,7 @@ def test_every_command_has_help_with_an_example(capsys, command):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The whole Frid-Adar study at the smoke budget, through the CLI (two seeds)."""
-    out = tmp_path_factory.mktemp("study") / "smoke"
+    out = tmp_path_factory.mktemp("study") / "frid-adar"  # where `reproduce frid-adar --out <parent>` looks
     proc = subprocess.run([sys.executable, "-m", "cli.main", "study", "--budget", "smoke", "--out", str(out),
                            "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -134,6 +134,20 @@ def test_stages_run_alone_from_the_study_folders(study, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_reproduce_resumes_a_finished_study_and_writes_its_report_and_the_summary(study, tmp_path, capsys):
+    """`reproduce frid-adar --budget smoke` is the README's study under the name of its protocol:
+    given the finished smoke study as its folder, it trains nothing and writes the report and
+    the summary table (tests/test_reproduce.py checks the rest of both)."""
+    before = {p: p.stat().st_mtime_ns for p in study.glob("seed-*/*/status.json")}
+    code, out, err = run_cli(capsys, "reproduce", "frid-adar", "--budget", "smoke", "--out", study.parent,
+                             "--reports", tmp_path / "reports", "--quiet")
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert "## " in (tmp_path / "reports" / "frid-adar" / "report.md").read_text()
+    assert "frid-adar" in (tmp_path / "reports" / "README.md").read_text()
+    assert f"summary: {tmp_path / 'reports' / 'README.md'}" in out
+
+
 def test_bad_synthetic_sets_are_refused_before_training(study, tmp_path, capsys):
     synth = study / "seed-0" / "synth-acgan"
     out = tmp_path / "cls"
