@@ -59,12 +59,14 @@ def strategy_for(cfg) -> tf.distribute.Strategy:
         return _STRATEGIES["multiworker"]
     if cfg.distribute == "mirrored":
         # The local GPUs; without any, the logical CPUs (one unless split, as the tests do).
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        devices = tuple(d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))
+        if ("mirrored", devices) not in _STRATEGIES:
+            _STRATEGIES["mirrored", devices] = tf.distribute.MirroredStrategy(list(devices))
+        return _STRATEGIES["mirrored", devices]
     return tf.distribute.get_strategy()
 
 
-_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+_STRATEGIES: dict = {}  # "multiworker" or ("mirrored", devices) -> the process's strategy
 
 
 def multiworker_cluster() -> dict:
