@@ -61,7 +61,7 @@ def test_cases_shapes_and_meta(cases):
     by_id = {c.patient_id: c for c in cases}
     assert sorted(set(by_id["10001"].meta["raters"])) == [1, 2, 3]  # one patient, three rater folders
     liver = np.concatenate([c.image[..., 0][c.mask == 1] for c in cases])
-    assert 60 < np.median(liver) < 110  # estimated HU of contrast-enhanced liver (85 when fitted)
+    assert 80 < np.median(liver) < 120  # estimated HU of contrast-enhanced liver (101 when fitted)
 
 
 def test_split_by_case_id_keeps_each_patient_on_one_side(data_root):
@@ -83,9 +83,9 @@ def test_display_grey_back_to_estimated_hu():
     grey[28:36, 28:36] = 0                         # fat inside it, clipped to 0 by the display window
     grey[20, 20], grey[40, 40] = 255, 1
     hu = display_to_hu(grey)
-    assert hu[0, 0] == -1024.0 and hu[32, 32] == -96.0
+    assert hu[0, 0] == -1024.0 and hu[32, 32] == -89.0
     np.testing.assert_allclose([hu[20, 20], hu[40, 40], hu[24, 24]],
-                               [310.0, -60.0 + 370.0 / 255, -60.0 + 100 * 370.0 / 255], rtol=1e-6)
+                               [290.0, -20.0 + 310.0 / 255, -20.0 + 100 * 310.0 / 255], rtol=1e-6)
 
 
 def _pair(root, name, grey, rgb, rater=1):

@@ -24,23 +24,26 @@ with other slices; the case id is the patient.
 * **Intensities.** The PNGs are display-windowed to 0..255 with a window the repository does
   not document (no HU). Measured here, not guessed: a linear window ``grey = 255 (HU - L + W/2)
   / W``, clipped, was fitted (least squares over the 2nd-98th percentiles) so that the grey
-  levels of the body on the CURVAS slices with kidney match the HU of the body on the IRCADb
-  slices with kidney (body: the largest filled component of non-zero pixels). Pooled over the
-  11 patients with kidney slices: **W 369, L 125 HU** (floor -60, ceiling 310 HU; rms misfit
-  8.9 grey levels); fitted per patient W 198-458 (sd 92), L 101-162 (sd 18), so the window is
-  uncertain to about +-30 HU (W) and +-5 HU (L) as a mean, more per patient. Checks: CURVAS
-  fat and air are 0 (fat lies below the floor: IRCADb's fat median is -85 HU); bone saturates
-  on 3 % of body pixels, where IRCADb has 3 % above 250 HU; the two-tissue fit on liver and
-  kidney medians alone is unstable (per-patient W 266 to 4,743: kidney enhancement varies with
-  the contrast phase, 92-229 grey levels between patients). :func:`display_to_hu` turns the
-  grey levels back into **estimated HU** with W 370 / L 125, so CURVAS meets IRCADb's HU
-  slices through the study's own window (WW 400 / WL 50): liver median 85 HU (0.59 in that
-  window; IRCADb 112 HU, 0.66), kidney 165 HU (0.79; IRCADb 205 HU, 0.89). The pixels at 0,
-  whose HU the PNG has lost, get -1024 HU (air) outside the body and -96 HU inside
-  (:func:`body_of`), the median HU of the IRCADb body voxels below the floor (mostly fat). Taken as grey / 255 instead, the
-  liver would sit at 0.39 and fat at 0, far from IRCADb's 0.66 and 0.16. Units are "HU" with
-  ``meta["hu_estimated"] = True``: values between -60 and 310 HU are estimates, no finer than
-  the 1.45 HU of one grey level.
+  levels of the body (:func:`body_of`) on the CURVAS slices with kidney match the HU of the body
+  (filled HU > -400) on the IRCADb slices with kidney. Pooled over the 11 patients with kidney
+  slices: **W 308, L 135 HU** (rms misfit 4.5 grey levels), used rounded as W 310 / L 135
+  (floor -20, ceiling 290 HU); over the nine training patients alone W 311 / L 132 (rms 4.7),
+  the same within the error, so the val patients' share in the fit does not matter. Its error: fitted per patient W 194-429 (sd 87), L 111-171
+  (sd 20); with the body taken as the largest filled component alone (no hull) the pooled fit
+  moves to W 369 / L 125 (rms 8.9), so W is known to about +-60 HU and L to about +-10 HU.
+  Checks: CURVAS fat and air are 0 (fat lies below the floor: IRCADb's fat median is -85 HU);
+  bone saturates on 3 % of body pixels, where IRCADb has 3 % above 250 HU; a two-tissue fit
+  on the liver and kidney medians alone is unstable (per-patient W 266 to 4,743: kidney
+  enhancement varies with the contrast phase, medians 92-229 grey levels between patients).
+  :func:`display_to_hu` turns the grey levels back into **estimated HU**, so CURVAS meets
+  IRCADb's HU slices through the study's own window (WW 400 / WL 50): liver median 101 HU
+  (0.63 in that window; IRCADb patient 1 112 HU, 0.66), kidney 168 HU (0.79; IRCADb 205 HU,
+  0.89). The pixels at 0, whose HU the PNG has lost, get -1024 HU (air) outside the body and
+  -89 HU inside, the median HU of the IRCADb body voxels below the floor (mostly fat: 0.15 in
+  the study window, IRCADb fat 0.16). Taken as grey / 255 instead, the liver would sit at 0.39
+  and fat at 0, far from IRCADb's 0.66 and 0.16. Units are "HU" with ``meta["hu_estimated"] =
+  True``: values between -20 and 290 HU are estimates, no finer than the 1.2 HU of one grey
+  level, and one window serves every patient.
 * No pixel spacing: ``spacing_mm`` is (1, 1, 1) with ``meta["spacing_known"] = False``, so CURVAS
   volume errors are in voxels, not millilitres (Dice does not need spacing). A case's slices
   are sorted by slice number and are not contiguous (``meta["slice_numbers"]``, ``meta["raters"]``
@@ -67,10 +70,10 @@ MASK_COLOURS = {(0, 0, 0): 0, (255, 0, 255): 1, (255, 255, 0): 2, (0, 255, 255):
 """Exact mask colours -> :data:`~tfganaug.data.abdomen.ABDOMEN_CLASSES` labels (pancreas -> background)."""
 EXPECTED_COLOURS = ("only (0, 0, 0) background, (255, 0, 255) magenta liver, (255, 255, 0) yellow kidney, "
                     "(0, 255, 255) cyan pancreas")
-DISPLAY_WINDOW = (370.0, 125.0)
+DISPLAY_WINDOW = (310.0, 135.0)
 """Width and level (HU) of the PNGs' undocumented display window, as fitted (module docstring)."""
-BODY_BELOW_FLOOR_HU = -96.0
-"""Median HU of IRCADb body voxels below the window's floor (-60 HU): the value given to body pixels at 0."""
+BODY_BELOW_FLOOR_HU = -89.0
+"""Median HU of IRCADb body voxels below the window's floor (-20 HU): the value given to body pixels at 0."""
 AIR_HU = -1024.0
 _NAME = re.compile(r"^(\d+)_(\d+)\.png$")
 
