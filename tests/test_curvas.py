@@ -71,7 +71,7 @@ def test_split_by_case_id_keeps_each_patient_on_one_side(data_root):
     assert not train & val
     assert len(sets["train"]) + len(sets["val"]) == 88
     assert sets["train"].images.shape[1:] == (32, 32, 1) and 0 <= sets["train"].images.min() <= 1
-    held_out = load_segsets(DataConfig(name="curvas-val", image_size=32), )
+    held_out = load_segsets(DataConfig(name="curvas-val", image_size=32))
     assert set(held_out["train"].patients()) | set(held_out["val"].patients()) | set(
         held_out["test"].patients()) == val
 

@@ -25,16 +25,18 @@ with other slices; the case id is the patient.
   not document (no HU). Measured here, not guessed: a linear window ``grey = 255 (HU - L + W/2)
   / W``, clipped, was fitted (least squares over the 2nd-98th percentiles) so that the grey
   levels of the body (:func:`body_of`) on the CURVAS slices with kidney match the HU of the body
-  (filled HU > -400) on the IRCADb slices with kidney. Pooled over the 11 patients with kidney
-  slices: **W 308, L 135 HU** (rms misfit 4.5 grey levels), used rounded as W 310 / L 135
-  (floor -20, ceiling 290 HU); over the nine training patients alone W 311 / L 132 (rms 4.7),
-  the same within the error, so the val patients' share in the fit does not matter. Its error: fitted per patient W 194-429 (sd 87), L 111-171
-  (sd 20); with the body taken as the largest filled component alone (no hull) the pooled fit
-  moves to W 369 / L 125 (rms 8.9), so W is known to about +-60 HU and L to about +-10 HU.
-  Checks: CURVAS fat and air are 0 (fat lies below the floor: IRCADb's fat median is -85 HU);
-  bone saturates on 3 % of body pixels, where IRCADb has 3 % above 250 HU; a two-tissue fit
-  on the liver and kidney medians alone is unstable (per-patient W 266 to 4,743: kidney
-  enhancement varies with the contrast phase, medians 92-229 grey levels between patients).
+  (filled HU > -400) on the IRCADb slices with kidney. Pooled over the 12 patients: **W 308,
+  L 135 HU** (rms misfit 4.5 grey levels), used rounded as W 310 / L 135 (floor -20, ceiling
+  290 HU); over the nine training patients alone W 311 / L 132 (rms 4.7), the same within the
+  error, so the val patients' share in the fit does not matter. Its error: fitted per patient
+  W 194-429 (sd 87), L 111-171 (sd 20); with the body taken as the largest filled component
+  alone (no hull) the pooled fit moves to W 369 / L 125 (rms 8.9), so W is known to about
+  +-60 HU and L to about +-10 HU. Checks: CURVAS fat and air are 0 (fat lies below the floor:
+  IRCADb's fat median is -85 HU); 0 on 33 % and 255 on 2.7 % of the body pixels (median over
+  slices with kidney), where IRCADb has 39 % below the floor and 2.3 % above the ceiling; a
+  two-tissue fit on the liver and kidney medians alone is unstable (per-patient W 266 to
+  4,743: kidney enhancement varies with the contrast phase, medians 92-229 grey levels
+  between patients).
   :func:`display_to_hu` turns the grey levels back into **estimated HU**, so CURVAS meets
   IRCADb's HU slices through the study's own window (WW 400 / WL 50): liver median 101 HU
   (0.63 in that window; IRCADb patient 1 112 HU, 0.66), kidney 168 HU (0.79; IRCADb 205 HU,
@@ -45,7 +47,7 @@ with other slices; the case id is the patient.
   True``: values between -20 and 290 HU are estimates, no finer than the 1.2 HU of one grey
   level, and one window serves every patient.
 * No pixel spacing: ``spacing_mm`` is (1, 1, 1) with ``meta["spacing_known"] = False``, so CURVAS
-  volume errors are in voxels, not millilitres (Dice does not need spacing). A case's slices
+  volumes are in pixel units, not millilitres (Dice and relative volume errors do not need it). A case's slices
   are sorted by slice number and are not contiguous (``meta["slice_numbers"]``, ``meta["raters"]``
   and ``meta["files"]`` per slice). Radiological orientation (patient's right on the image's
   left), as the other abdominal sources.
