@@ -371,9 +371,10 @@ def predict_cmd(model, scans, out, batch_size, overwrite):
 @click.option("--paper", type=click.Choice(STUDIES.names()), default="frid-adar",
               show_default=True, help="frid-adar: DCGAN/ACGAN + lesion CNN; kits: Pix2Pix + U-Net; sandfort: "
               "CycleGAN + U-Net (contrast -> non-contrast); son: StyleGAN2 + U-Net (BraTS).")
-@click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "paper"]), default="demo", show_default=True,
+@click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "cpu-curvas", "paper"]), default="demo",
+              show_default=True,
               help="smoke: seconds, plumbing only; demo: minutes on a laptop CPU; cpu: the labelled CPU budget "
-                   "of reports/; paper: the paper's settings (GPU).")
+                   "of reports/; cpu-curvas (sandfort): cpu on IRCADb + CURVAS; paper: the paper's settings (GPU).")
 @click.option("--data", default="phantom", show_default=True, help="phantom, organamnist, or a path (see train-gan).")
 @click.option("--classes", default=None, help="Comma-separated class names (organamnist default: liver,kidney-left,spleen).")
 @click.option("--train-per-class", type=int, default=None, help="Training ROIs per class (default: the budget's).")
@@ -394,7 +395,7 @@ def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_
              tfganaug study --budget cpu --data organamnist --out runs/frid-adar --report reports/frid-adar
              tfganaug study --paper kits --budget cpu --out runs/kits --report reports/kits-pix2pix
              tfganaug study --paper son --budget smoke --out runs/son-smoke      (seconds; plumbing only)
-    Segmentation studies have budgets smoke and cpu; their data is fixed by the budget.
+    Segmentation studies have budgets smoke and cpu (sandfort also cpu-curvas); their data is fixed by the budget.
     Rerun the same command after a crash: finished stages are kept, unfinished ones resume.
     """
     from tfganaug.studies import STUDIES

@@ -21,6 +21,9 @@ Conventions (every reader keeps them, tests pin them):
   ``DataConfig.mr_norm``, percentiles of the brain by default).
 * ``modality``: ``"CT"`` or ``"MR"``; ``domain``: free text such as ``"contrast"`` /
   ``"non-contrast"`` (Sandfort et al.) or ``""``.
+* ``unlabelled``: classes of ``class_names`` the source does not annotate (CURVAS has no
+  spleen): their voxels read as background, so their Dice in this case is unknown, not 0, and
+  `stages.evaluate` leaves them out of this case's scores.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class Case:
     domain: str = ""
     source: str = ""
     meta: dict = field(default_factory=dict)
+    unlabelled: tuple[str, ...] = ()
 
     def __post_init__(self):
         where = self.source or self.patient_id
@@ -68,6 +72,10 @@ class Case:
         if self.units not in ("HU", "grey8", "zscore"):
             raise InputError("case units", "HU, grey8 or zscore", repr(self.units), where)
         self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
+        self.unlabelled = tuple(self.unlabelled)
+        if not set(self.unlabelled) <= set(self.class_names[1:]):
+            raise InputError("unlabelled classes", f"some of {list(self.class_names[1:])}",
+                             f"{list(self.unlabelled)}", where)
 
     @property
     def num_slices(self) -> int:

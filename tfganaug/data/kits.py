@@ -129,18 +129,20 @@ def _load_case(root: Path, folder: Path) -> Case:
 
 # --- PNG slice pairs ---------------------------------------------------------------------------
 
-def _colour_mask(rgb: np.ndarray, path) -> np.ndarray:
-    """(H, W, 3) uint8 in MASK_COLOURS -> (H, W) labels; any other colour is an InputError."""
+def colour_mask(rgb: np.ndarray, path, colours: dict = MASK_COLOURS,
+                expected: str = "only (0, 0, 0) background, (0, 0, 255) blue kidney, (255, 0, 0) red tumour"
+                ) -> np.ndarray:
+    """(H, W, 3) uint8 in `colours` ({(r, g, b): label}) -> (H, W) labels; any other colour is an
+    InputError naming the file, `expected` and the colours found."""
     codes = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
-    known = {(r << 16) | (g << 8) | b: label for (r, g, b), label in MASK_COLOURS.items()}
+    known = {(r << 16) | (g << 8) | b: label for (r, g, b), label in colours.items()}
     present, counts = np.unique(codes, return_counts=True)
     unexpected = [(int(c >> 16), int((c >> 8) & 255), int(c & 255), int(n))
                   for c, n in zip(present, counts) if int(c) not in known]
     if unexpected:
         listed = ", ".join(f"{c[:3]} x{c[3]}" for c in unexpected[:8])
         more = f" and {len(unexpected) - 8} more" if len(unexpected) > 8 else ""
-        raise InputError("mask colours", "only (0, 0, 0) background, (0, 0, 255) blue kidney, "
-                         "(255, 0, 0) red tumour", f"unexpected colours {listed}{more}", path)
+        raise InputError("mask colours", expected, f"unexpected colours {listed}{more}", path)
     lut_keys = np.array(sorted(known), np.uint32)
     lut_vals = np.array([known[k] for k in sorted(known)], np.uint8)
     return lut_vals[np.searchsorted(lut_keys, codes)]
@@ -161,7 +163,7 @@ def read_png_slice(path: Path) -> np.ndarray:
 def _read_png_mask(path: Path) -> np.ndarray:
     array, meta = read_image(path)
     if meta["axes"] == "yxc":
-        return _colour_mask(array.astype(np.uint8), path)
+        return colour_mask(array.astype(np.uint8), path)
     mask, _ = read_segmentation(path, labels=LABELS)
     return mask
 

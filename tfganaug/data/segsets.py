@@ -8,7 +8,9 @@
 * a shared real data set (../shared/data or $TFGANAUG_DATA): ``kits19`` (the paired CT-slice /
   colour-mask PNGs), ``kits19-labels`` (official label volumes without CT: inputs for
   label -> CT synthesis), ``ircadb`` (contrast CT, manual masks), ``totalseg-contrast`` /
-  ``totalseg-native`` (TotalSegmentator examples), ``brats``;
+  ``totalseg-native`` (TotalSegmentator examples), ``curvas`` / ``curvas-val`` (contrast CT
+  PNG slices of 12 patients, liver and kidney; estimated HU), ``brats``; named sources joined
+  by "+" (``ircadb+curvas``), each split on its own and the splits joined;
 * a path: a KiTS19 folder (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``), a folder
   with ``images/`` and ``masks/`` PNGs, a BraTS folder of case folders, or an ``.npz`` with
   ``images`` (N,H,W[,C]) in [0,1], ``masks`` (N,H,W), optional ``patient_ids`` and
@@ -31,7 +33,7 @@ one, or k-fold by patient (`folds`, `fold`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +60,15 @@ class SegSet:
     channel_names: tuple[str, ...]
     source: str
     domain: str = ""
+    unlabelled: dict = field(default_factory=dict)  # patient id -> classes its source does not annotate
 
     def __len__(self) -> int:
         return len(self.masks)
 
     def subset(self, index) -> "SegSet":
         return SegSet(self.images[index], self.masks[index], self.patient_ids[index], self.slice_index[index],
-                      self.spacing_mm[index], self.class_names, self.channel_names, self.source, self.domain)
+                      self.spacing_mm[index], self.class_names, self.channel_names, self.source, self.domain,
+                      self.unlabelled)
 
     @property
     def num_classes(self) -> int:
@@ -173,15 +177,19 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
         raise InputError("data", "at least one case with an image and a label map", "none", source)
     return SegSet(np.concatenate(images), np.concatenate(masks), np.array(pids), np.concatenate(index),
                   np.concatenate(spacing), tuple(class_names), tuple(channel_names), source,
-                  cases[0].domain)
+                  cases[0].domain, {c.patient_id: c.unlabelled for c in cases if c.unlabelled})
 
 
 # ---------------------------------------------------------------------------- sources
 
 def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
     """Cases of a named source (`data.sources`), plus its fixed split by patient id (or None);
-    any other name is a path to a KiTS19 folder, PNG pairs, a BraTS folder or an .npz."""
-    from tfganaug.data.sources import SOURCES
+    a combination such as ``ircadb+curvas`` gives the cases of all its parts (no split: each part
+    is split on its own by `load_segsets`); any other name is a path to a KiTS19 folder, PNG
+    pairs, a BraTS folder or an .npz."""
+    from tfganaug.data.sources import SOURCES, parts_of
+    if len(parts_of(name)) > 1:
+        return [case for part in parts_of(name) for case in source_cases(part, cfg)[0]], None
     if name in SOURCES:
         return SOURCES.get(name)(cfg)
     path = Path(name)
@@ -256,7 +264,19 @@ def z_block_ids(patient_ids: np.ndarray, slice_index: np.ndarray) -> np.ndarray:
 
 def load_segsets(cfg, all_slices: bool = False) -> dict[str, SegSet]:
     """train / val / test `SegSet`s for a `DataConfig` (see the module docstring); `all_slices`
-    keeps whole cases (the 3-D U-Net) instead of the foreground slices and a share of empty ones."""
+    keeps whole cases (the 3-D U-Net) instead of the foreground slices and a share of empty ones.
+    A combination of named sources (``ircadb+curvas``) splits each part as it would be split
+    alone and joins the splits, so every part's patients stay on their own side."""
+    from tfganaug.data.sources import parts_of
+    if len(parts_of(cfg.name)) > 1:
+        sets = [load_segsets(replace(cfg, name=part), all_slices) for part in parts_of(cfg.name)]
+        joined = {}
+        for split in ("train", "val", "test"):
+            joined[split] = sets[0][split]
+            for other in sets[1:]:
+                joined[split] = concat_segsets(joined[split], other[split])
+            joined[split].source = cfg.name
+        return joined
     if cfg.name.endswith(".npz"):
         if all_slices:
             raise InputError("3-D data", "cases with whole volumes (a named source or a folder of cases)",
@@ -307,13 +327,17 @@ def load_segsets(cfg, all_slices: bool = False) -> dict[str, SegSet]:
 
 
 def concat_segsets(a: SegSet, b: SegSet) -> SegSet:
-    """`a` followed by the slices of `b` whose patients are not in `a`."""
+    """`a` followed by the slices of `b` whose patients are not in `a` (same classes and channels)."""
     if b is a:
         return a
+    if (a.class_names, a.channel_names) != (b.class_names, b.channel_names):
+        raise InputError("data", f"classes {a.class_names} and channels {a.channel_names} in every part",
+                         f"{b.class_names} and {b.channel_names}", b.source)
     b = b.subset(np.flatnonzero(~np.isin(b.patient_ids, a.patient_ids)))
     return SegSet(np.concatenate([a.images, b.images]), np.concatenate([a.masks, b.masks]),
                   np.concatenate([a.patient_ids, b.patient_ids]), np.concatenate([a.slice_index, b.slice_index]),
-                  np.concatenate([a.spacing_mm, b.spacing_mm]), a.class_names, a.channel_names, a.source, a.domain)
+                  np.concatenate([a.spacing_mm, b.spacing_mm]), a.class_names, a.channel_names, a.source, a.domain,
+                  {**a.unlabelled, **b.unlabelled})
 
 
 def all_slices_of(cfg, whole_volumes: bool = False) -> SegSet:

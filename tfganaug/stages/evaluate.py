@@ -135,6 +135,12 @@ def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
                "volume_true_ml": dict(zip(fg, map(float, vol["volume_true_ml"]))),
                "volume_pred_ml": dict(zip(fg, map(float, vol["volume_pred_ml"]))),
                "relative_volume_error_percent": dict(zip(fg, map(float, vol["relative_difference_percent"])))}
+        # A class the case's source does not annotate (CURVAS: spleen) reads as background in the
+        # reference, so a predicted organ there may be right: its scores are unknown (NaN), not 0.
+        for name in test.unlabelled.get(pid, ()):
+            slice_dice[sel, fg.index(name)] = slice_iou[sel, fg.index(name)] = np.nan
+            for key in ("dice", "iou", "volume_true_ml", "relative_volume_error_percent"):
+                row[key][name] = float("nan")
         if tuple(names) == BRATS_CLASS_NAMES:  # the BraTS convention: a region empty in both scores 1
             regions = brats_regions_dice(t, p)
             row["brats_regions"] = {key: regions[r] for r, key in BRATS_REGION_KEYS.items()}
@@ -157,6 +163,10 @@ def score_segmentation(test: SegSet, pred: np.ndarray) -> dict:
         "cases": cases,
         "empty_handling": "a class empty in both reference and prediction is left out of its mean (NaN)",
     }
+    if test.unlabelled:
+        result["unlabelled"] = {pid: list(names) for pid, names in test.unlabelled.items() if pid in cases}
+        result["unlabelled_handling"] = ("a class a case's source does not annotate (`unlabelled`) is left out of "
+                                         "that case's scores (NaN), not scored 0")
     result["per_slice"]["mean_dice"] = nan_mean(list(result["per_slice"]["dice"].values()))
     result["per_case"]["mean_dice"] = nan_mean(list(result["per_case"]["dice"].values()))
     if any("brats_regions" in c for c in cases.values()):

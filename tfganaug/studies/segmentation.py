@@ -25,7 +25,14 @@ from tfganaug.studies.base import (condition_curves, copy_configs, machine, open
                                    timing)
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
-NO_DERIVATIVES = {"ircadb"}  # 3D-IRCADb-01: CC BY-NC-ND, no derivatives may be redistributed
+NO_DERIVATIVES = {"ircadb": "3D-IRCADb-01's licence (CC BY-NC-ND) forbids redistributing derivatives",
+                  "curvas": "CURVAS (CC BY-NC) images stay out of repositories (the shared data's terms)"}
+
+
+def _no_derivatives(*names) -> list[str]:
+    """The data sets among `names` (or their parts, as in ``ircadb+curvas``) whose pixels may not be shown."""
+    from tfganaug.data.sources import parts_of
+    return sorted({part for name in names if name for part in parts_of(name) if part in NO_DERIVATIVES})
 
 
 def paper(name: str):
@@ -76,7 +83,7 @@ def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=N
     b = spec["budgets"][budget]
     out = Path(out)
     seeds = seeds or b["seeds"]
-    conditions = conditions or list(spec["conditions"])
+    conditions = conditions or b.get("conditions") or list(spec["conditions"])
     plan = {"study": study, "budget": budget, "budget_settings": b, "seeds": seeds, "conditions": conditions}
     plan = open_study(out, plan, fixed=("study", "budget", "budget_settings"), merge=("seeds", "conditions"))
     configs = _configs(study, budget, 0, out)
@@ -258,7 +265,7 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
     lines += paper(plan["study"]).results(study, plan, main_eval)
     lines += synthetic_check(study, plan)
     lines += ["## Verdict", "", paper(plan["study"]).verdict(study, plan, main_eval), ""]
-    no_derivatives = any(n in NO_DERIVATIVES for n in (b["data"]["name"], b["gan"].get("domain_b")))
+    no_derivatives = _no_derivatives(b["data"]["name"], b["gan"].get("domain_b"))
     with atomic_dir(out, overwrite=True) as tmp:
         lines += _synthetic_section(study, tmp)
         lines += _translation_section(study, tmp, b.get("translation_figure"))
@@ -271,9 +278,9 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
         if no_derivatives:
             for f in ("real_vs_synthetic.png",):
                 (tmp / f).unlink(missing_ok=True)
-            lines += ["", "Figures that show pixels of " + ", ".join(sorted(NO_DERIVATIVES)) + " (real or translated "
-                      "slices) are written by `tfganaug report` on your machine but left out here: the data's licence "
-                      "(CC BY-NC-ND) forbids redistributing derivatives."]
+            lines += ["", "Figures that show pixels of " + ", ".join(no_derivatives) + " (real or translated "
+                      "slices) are written by `tfganaug report` on your machine but left out here: "
+                      + "; ".join(NO_DERIVATIVES[n] for n in no_derivatives) + "."]
         seeds = ",".join(map(str, plan["seeds"]))
         lines += ["", "## Reproduce", "", "```",
                   f"tfganaug study --paper {plan['study']} --budget {plan['budget']} --seeds {seeds} --out <study>",
@@ -329,7 +336,7 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
              "| set | slices | checkerboard index |", "|---|---|---|"]
     for name, images in sets.items():
         lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
-    no_derivatives = any(n in NO_DERIVATIVES for n in (cfg.data.name, cfg.gan.domain_b))
+    no_derivatives = _no_derivatives(cfg.data.name, cfg.gan.domain_b)
     return lines + ["", "" if no_derivatives else "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
 
 
