@@ -219,7 +219,9 @@ def _corpus(root: Path) -> list[dict]:
             for name in config_names:  # one key's wrong type goes to the command of its section
                 section = name.split(".")[0] if "." in name else None
                 if section is None or SECTION_COMMAND.get(section, "train-gan") == command:
-                    add(command, config, f"config {name}", str(configs / f"{name}.json"), "error", "dry")
+                    valid = name == f"kind-{kind}"  # a config naming only its own kind is a whole, valid one
+                    add(command, config, f"config {name}", str(configs / f"{name}.json"), "ok" if valid else "error",
+                        "dry")
             fixture = {"gan": "gan-acgan", "cls": "cls", "seg": "seg"}[kind]
             add(command, config, "config of its kind", f"{{runs}}/{fixture}/config.json", "ok", "dry")
         if any(p.name == "dry_run" for p in cmd.params):  # the base itself is valid

@@ -16,6 +16,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import traceback
 import zipfile
 import zlib
@@ -470,7 +471,8 @@ def _worker(cases_path: str, results_path: str) -> None:
             continue
         current["id"] = case["id"]
         signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
-        results[case["id"]] = _run_case(case)
+        t0 = time.monotonic()
+        results[case["id"]] = {**_run_case(case), "seconds": round(time.monotonic() - t0, 3)}
         signal.setitimer(signal.ITIMER_REAL, 0)
         Path(results_path).write_text(json.dumps(results))  # what ran survives a crash
 
