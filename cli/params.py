@@ -80,7 +80,7 @@ class Names(Text):
         names = [n.strip() for n in super().convert(value, param, ctx).split(",")]
         folded = [n.lower() for n in names]
         if "" in names or len(set(folded)) != len(folded):
-            self.fail(f"expected comma-separated names without empty items or repeats, got {value!r}", param, ctx)
+            self.fail(f"expected comma-separated names without repeats or empty items, got {value!r}", param, ctx)
         return ",".join(names)
 
 

@@ -373,6 +373,7 @@ def _from_dict(cls, values: dict, where: str):
 
 _SCALARS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
             "bool": ((bool,), "true or false")}
+_PLURALS = {"int": "integers", "float": "finite numbers", "str": "strings", "bool": "booleans"}
 
 
 def _check_type(f: dataclasses.Field, value, where: str) -> None:
@@ -385,8 +386,8 @@ def _check_type(f: dataclasses.Field, value, where: str) -> None:
         return
     kind, null = kinds[0], " or null" if "None" in parts else ""
     if kind.startswith("list[") and kind[5:-1] in _SCALARS:
-        if not isinstance(value, list) or not all(_is_a(kind[5:-1], v) for v in value):
-            raise ConfigError(f"{where}: expected a list of {_SCALARS[kind[5:-1]][1]}s{null}, got {value!r}")
+        if not isinstance(value, (list, tuple)) or not all(_is_a(kind[5:-1], v) for v in value):
+            raise ConfigError(f"{where}: expected a list of {_PLURALS[kind[5:-1]]}{null}, got {value!r}")
     elif kind in _SCALARS and not _is_a(kind, value):
         finite = kind == "float" and isinstance(value, float)  # the value is NaN or infinite
         raise ConfigError(f"{where}: expected {'a finite number' if finite else _SCALARS[kind][1]}{null}, got {value!r}")
