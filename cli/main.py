@@ -67,11 +67,14 @@ def _mr_contrasts(ctx, contrasts, data):
 
 def data_options(f):
     options = [
-        click.option("--data", type=Text(), metavar="NAME|PATH", default=None, help="phantom (built-in default), organamnist, or a path to an "
+        click.option("--data", type=Text(), metavar="NAME|PATH", default=None,
+                     help="phantom (built-in default), organamnist, or a path to an "
                      ".npz (images, labels[, patient_ids, class_names]) or a class-per-folder PNG tree."),
-        click.option("--classes", type=Names(), default=None, help="Comma-separated class names to keep, e.g. liver,kidney-left,spleen."),
+        click.option("--classes", type=Names(), default=None,
+                     help="Comma-separated class names to keep, e.g. liver,kidney-left,spleen."),
         click.option("--image-size", type=IMAGE_SIZE, default=None, help="ROI size in pixels (paper: 64)."),
-        click.option("--train-per-class", type=PER_CLASS, default=None, help="Low-data regime: training ROIs per class."),
+        click.option("--train-per-class", type=PER_CLASS, default=None,
+                     help="Low-data regime: training ROIs per class."),
         click.option("--config", type=FsPath(dir_okay=False), default=None,
                      help="A config.json (e.g. from a run folder) instead of a preset."),
         click.option("--overwrite", is_flag=True, help="Replace an existing run folder instead of resuming it."),
@@ -115,22 +118,30 @@ def app():
 @click.option("--arch", type=Choice(GANS.names()), default="acgan",
               show_default=True, help="dcgan: one generator per class; acgan: one class-conditional generator "
               "(lesion ROIs); pix2pix: label map -> image; cyclegan: domain A <-> B; stylegan2: contrasts + mask.")
-@click.option("--domain-b", type=Text(), metavar="NAME|PATH", default=None, help="cyclegan: the second domain's data (e.g. totalseg-native); "
+@click.option("--domain-b", type=Text(), metavar="NAME|PATH", default=None,
+              help="cyclegan: the second domain's data (e.g. totalseg-native); "
               "--data is domain A.")
 @click.option("--resolution", type=IMAGE_SIZE, default=None, help="Alias of --image-size (stylegan2).")
-@click.option("--contrasts", type=Names(), default=None, help="MR sources: comma-separated contrasts in channel order, e.g. "
+@click.option("--contrasts", type=Names(), default=None,
+              help="MR sources: comma-separated contrasts in channel order, e.g. "
               "t1,t1ce,t2,flair (BraTS 2023 names t1n,t1c,t2w,t2f also work).")
-@click.option("--preset", type=Text(), metavar="NAME", default=None, help="Config preset (default cpu_<arch>; paper: frid_adar_<arch>).")
+@click.option("--preset", type=Text(), metavar="NAME", default=None,
+              help="Config preset (default cpu_<arch>; paper: frid_adar_<arch>).")
 @data_options
 @click.option("--epochs", type=EPOCHS, default=None, help="Training epochs (paper: DCGAN 70, ACGAN 50).")
-@click.option("--width", type=IntRange(8, MAX_WIDTH), default=None, help="Generator width: first layer 4x4xWIDTH (paper 1024).")
+@click.option("--width", type=IntRange(8, MAX_WIDTH), default=None,
+              help="Generator width: first layer 4x4xWIDTH (paper 1024).")
 @click.option("--batch-size", type=BATCH, default=None, help="Global batch size (paper 64).")
-@click.option("--lr", type=FloatRange(0.0, 1.0, lo_open=True), default=None, help="Adam learning rate (paper: DCGAN 2e-4, ACGAN 1e-4).")
-@click.option("--diffaug", type=Names(), default=None, help="DiffAugment policies for everything D sees, comma-separated: "
+@click.option("--lr", type=FloatRange(0.0, 1.0, lo_open=True), default=None,
+              help="Adam learning rate (paper: DCGAN 2e-4, ACGAN 1e-4).")
+@click.option("--diffaug", type=Names(), default=None,
+              help="DiffAugment policies for everything D sees, comma-separated: "
               "translation, cutout, intensity (Zhao et al. 2020), or none.")
-@click.option("--ada-target", type=FloatRange(0.0, 1.0, lo_open=True, hi_open=True), default=None, help="ADA (Karras et al. 2020): steer the augmentation "
+@click.option("--ada-target", type=FloatRange(0.0, 1.0, lo_open=True, hi_open=True), default=None,
+              help="ADA (Karras et al. 2020): steer the augmentation "
               "probability so E[sign D(real)] stays at this target (paper 0.6).")
-@click.option("--ema", "g_ema_beta", type=FloatRange(0.0, 1.0, hi_open=True), default=None, help="EMA decay of G's weights used for samples, "
+@click.option("--ema", "g_ema_beta", type=FloatRange(0.0, 1.0, hi_open=True), default=None,
+              help="EMA decay of G's weights used for samples, "
               "synthesis and export, e.g. 0.999 (0: off; stylegan2 always has its own).")
 @click.option("--upsample", type=Choice(["transpose", "resize"]), default=None,
               help="G's 2x upsampling: transpose (the papers') or resize (nearest + conv, no checkerboard).")
@@ -171,16 +182,21 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
                    "elastic, tumour scaled/moved, flips), or a source such as kits19-labels or a KiTS19 folder.")
 @click.option("--perturb", type=RATIO, default=None, help="pix2pix: share of label maps perturbed (default: 1 for "
               "--labels perturb, else 0).")
-@click.option("--from", "source", type=Text(), metavar="NAME|PATH", default=None, help="cyclegan: labelled domain-A data to translate (default: the "
+@click.option("--from", "source", type=Text(), metavar="NAME|PATH", default=None,
+              help="cyclegan: labelled domain-A data to translate (default: the "
               "run's --data); labels are carried over.")
-@click.option("--truncation", type=FloatRange(0.0, 2.0), default=1.0, show_default=True, help="stylegan2: truncation psi.")
+@click.option("--truncation", type=FloatRange(0.0, 2.0), default=1.0, show_default=True,
+              help="stylegan2: truncation psi.")
 @click.option("--no-png", is_flag=True, help="Write only images.npz and the manifest.")
 @click.option("--overwrite", is_flag=True)
-@click.option("--server", type=Text(), metavar="URL", default=None, help="Instead of RUN_DIR: a TF Serving REST endpoint serving a dcgan/acgan "
+@click.option("--server", type=Text(), metavar="URL", default=None,
+              help="Instead of RUN_DIR: a TF Serving REST endpoint serving a dcgan/acgan "
               "export, e.g. http://localhost:8501 (noise drawn here from --seed, as for a run folder).")
 @click.option("--model", type=Text(), metavar="NAME", default=None, help="--server: the served model's name.")
-@click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None, help="--server: a version (default: the server's latest).")
-@click.option("--classes", type=Names(), default=None, help="--server: the model's class names in label order, comma-separated "
+@click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None,
+              help="--server: a version (default: the server's latest).")
+@click.option("--classes", type=Names(), default=None,
+              help="--server: the model's class names in label order, comma-separated "
               "(class_names in its assets.extra/tfganaug_export.json).")
 @click.option("--body", type=Choice(["inputs", "instances"]), default="inputs", show_default=True,
               help="--server: columnar (inputs) or row (instances) request bodies.")
@@ -226,7 +242,8 @@ def synthesize_cmd(ctx, run_dir, count, out, seed, labels, perturb, source, trun
 @click.option("--augment", type=Choice(["none", "classic"]), default=None,
               help="classic: rotation, flips, translation, scale (the paper's).")
 @click.option("--synthetic", type=FsPath(), default=None, help="A folder written by `tfganaug synthesize`.")
-@click.option("--synthetic-ratio", type=FloatRange(0.0, 1.0, hi_open=True), default=None, help="Share of synthetic ROIs per batch, in [0, 1).")
+@click.option("--synthetic-ratio", type=FloatRange(0.0, 1.0, hi_open=True), default=None,
+              help="Share of synthetic ROIs per batch, in [0, 1).")
 @click.option("--epochs", type=EPOCHS, default=None)
 @click.option("--batch-size", type=BATCH, default=None)
 @click.option("--seeds", type=Seeds(MAX_SEED), default="0", show_default=True,
@@ -298,25 +315,31 @@ def evaluate_cmd(ctx, run_dir, split, test_data, whole_volumes, fidelity, extrac
 
 @app.command("train-seg")
 @click.option("--arch", type=Choice(["unet"]), default="unet", show_default=True)
-@click.option("--preset", type=Text(), metavar="NAME", default=None, help="cpu_unet_kits (default), cpu_unet_abdomen, cpu_unet3d_abdomen, "
+@click.option("--preset", type=Text(), metavar="NAME", default=None,
+              help="cpu_unet_kits (default), cpu_unet_abdomen, cpu_unet3d_abdomen, "
               "cpu_unet_brats; paper: kits_unet, sandfort_unet, sandfort_unet3d, son_unet.")
 @data_options
 @click.option("--unet", "unet_preset", type=Choice(["kits_light", "kits_heavy", "sandfort", "son", "sandfort3d"]),
               default=None, help="U-Net variant (KiTS capstone light/heavy, Sandfort 2-D, Son; sandfort3d: the "
               "paper's 3-D U-Net on windows of slices).")
-@click.option("--patch-depth", type=IntRange(1, 512), default=None, help="3-D U-Net: slices per training window (default 16).")
+@click.option("--patch-depth", type=IntRange(1, 512), default=None,
+              help="3-D U-Net: slices per training window (default 16).")
 @click.option("--padding", type=Choice(["valid", "same"]), default=None,
               help="valid: the paper's unpadded 3x3 convolutions with crop-and-concatenate (overlap-tile input).")
 @click.option("--augment", type=Choice(["none", "flip", "standard", "histeq"]), default=None,
               help="standard: flips, crop, rotation <= 30 deg, elastic b-spline (Sandfort); histeq: standard + "
                    "histogram shift toward --histeq-reference.")
-@click.option("--histeq-reference", type=Text(), metavar="NAME|PATH", default=None, help="Data whose histogram histeq moves toward (non-contrast CT).")
+@click.option("--histeq-reference", type=Text(), metavar="NAME|PATH", default=None,
+              help="Data whose histogram histeq moves toward (non-contrast CT).")
 @click.option("--synthetic", type=FsPath(), default=None, help="A folder written by `tfganaug synthesize`.")
 @click.option("--synthetic-ratio", type=RATIO, default=None, help="Share of synthetic slices per batch, in [0, 1].")
-@click.option("--setting", type=Text(), metavar="NAME", default=None, help="Son et al.'s training set: 100R, 100F, 100F+100R, 300F+100R, 300A+100R.")
-@click.option("--train-patients", type=IntRange(1, 10**6), default=None, help="Small-real-set regime: training patients kept.")
+@click.option("--setting", type=Text(), metavar="NAME", default=None,
+              help="Son et al.'s training set: 100R, 100F, 100F+100R, 300F+100R, 300A+100R.")
+@click.option("--train-patients", type=IntRange(1, 10**6), default=None,
+              help="Small-real-set regime: training patients kept.")
 @click.option("--contrasts", type=Names(), default=None, help="MR sources: comma-separated contrasts in channel order.")
-@click.option("--folds", type=IntRange(2, 100), default=None, help="k-fold cross-validation by patient: number of folds.")
+@click.option("--folds", type=IntRange(2, 100), default=None,
+              help="k-fold cross-validation by patient: number of folds.")
 @click.option("--fold", type=IntRange(0, 99), default=None, help="With --folds: the fold used as test set (0-based).")
 @click.option("--epochs", type=EPOCHS, default=None)
 @click.option("--batch-size", type=BATCH, default=None)
@@ -363,7 +386,8 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
 @click.argument("run_dir", type=FsPath())
 @click.option("--out", required=True, type=FsPath(file_okay=False),
               help="Model folder in TF Serving layout: OUT/<version>/saved_model.pb")
-@click.option("--version", "model_version", type=IntRange(0, 2**63 - 1), default=None, help="Version number (default: next free).")
+@click.option("--version", "model_version", type=IntRange(0, 2**63 - 1), default=None,
+              help="Version number (default: next free).")
 @click.option("--overwrite", is_flag=True)
 def export_cmd(run_dir, out, model_version, overwrite):
     """Export a GAN (z, label -> image) or classifier (image -> probabilities) as a SavedModel.
@@ -410,9 +434,12 @@ def predict_cmd(model, scans, out, batch_size, overwrite):
 @click.option("--budget", type=Choice(["smoke", "demo", "cpu", "paper"]), default="demo", show_default=True,
               help="smoke: seconds, plumbing only; demo: minutes on a laptop CPU; cpu: the labelled CPU budget "
                    "of reports/; paper: the paper's settings (GPU).")
-@click.option("--data", type=Text(), metavar="NAME|PATH", default="phantom", show_default=True, help="phantom, organamnist, or a path (see train-gan).")
-@click.option("--classes", type=Names(), default=None, help="Comma-separated class names (organamnist default: liver,kidney-left,spleen).")
-@click.option("--train-per-class", type=PER_CLASS, default=None, help="Training ROIs per class (default: the budget's).")
+@click.option("--data", type=Text(), metavar="NAME|PATH", default="phantom", show_default=True,
+              help="phantom, organamnist, or a path (see train-gan).")
+@click.option("--classes", type=Names(), default=None,
+              help="Comma-separated class names (organamnist default: liver,kidney-left,spleen).")
+@click.option("--train-per-class", type=PER_CLASS, default=None,
+              help="Training ROIs per class (default: the budget's).")
 @click.option("--seeds", type=Seeds(MAX_SEED), default=None,
               help="Comma-separated seeds (default: the budget's).")
 @click.option("--out", required=True, type=FsPath(file_okay=False))
@@ -510,6 +537,9 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `tfganaug` alone: the help, as Click prints it
+        click.echo(exc.ctx.get_help(), err=True)
+        sys.exit(2)
     except click.UsageError as exc:  # one line, as for every other user mistake (Click prints three)
         click.echo(f"error: {usage_line(exc)}", err=True)
         sys.exit(2)

@@ -112,7 +112,7 @@ def usage_line(exc: click.UsageError) -> str:
         if isinstance(hint, (list, tuple)):
             hint = " / ".join(hint)
         return f"{hint}: {exc.message}"
-    command = f" (see tfganaug {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
+    command = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
     return " ".join(exc.format_message().split()) + command
 
 

@@ -176,6 +176,13 @@ def test_bad_inputs_get_one_line(capsys, tmp_path):
     assert not out.exists() and not (tmp_path / "s").exists() and not (tmp_path / "m").exists()
 
 
+def test_no_command_prints_the_help_and_an_unknown_one_is_one_line(capsys):
+    code, _, err = run_cli(capsys)
+    assert code == 2 and err.startswith("Usage: tfganaug") and "train-gan" in err
+    code, _, err = run_cli(capsys, "trian-gan")
+    assert_one_line_error(code, err, "No such command 'trian-gan'", "tfganaug --help")
+
+
 def test_synthesize_refuses_a_set_too_large_to_hold_and_class_names_match_any_case(capsys, tmp_path):
     import shutil
     run = tmp_path / "gan"
