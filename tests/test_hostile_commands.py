@@ -182,7 +182,7 @@ def _corpus(root: Path) -> list[dict]:
     def fill(text: str) -> str:
         return text.format(runs=runs, files=files)
 
-    def add(command, param, label, value, expect, mode, extra=()):
+    def add(command, param, label, value, expect, mode):
         n = next(counter)
         out = root / "out" / f"{n}" / OUT_NAME.get(command, "o")
         base = [fill(a) for a in BASES[command]]
@@ -198,7 +198,6 @@ def _corpus(root: Path) -> list[dict]:
         if any(isinstance(p, click.Option) and p.name == "out" for p in app.commands[command].params) \
                 and param.name != "out":
             argv += ["--out", str(out)]
-        argv += list(extra)
         has_dry = any(p.name == "dry_run" for p in app.commands[command].params)
         if mode == "dry" and has_dry:
             argv.append("--dry-run")
@@ -206,7 +205,7 @@ def _corpus(root: Path) -> list[dict]:
         given = fill(value).strip()
         names = [flag or param.name.upper()] + ([Path(given).name if "/" in given else given] if given else [])
         cases.append({"id": f"{command}:{flag or param.name}:{label}", "call": "parse" if mode == "parse" else "cli",
-                      "path": fill(value), "expect": expect, "names": names, "value": value,
+                      "path": fill(value), "expect": expect, "names": names,
                       "kwargs": {"argv": argv, "out": str(out), "watch": str(root)}})
 
     for command, cmd in sorted(app.commands.items()):
