@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from cli.params import Choice, FloatRange, FsPath, IntRange, Names, Seeds, Text, usage_line
+from tfganaug.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_SEED, MAX_WIDTH
 from tfganaug.errors import TfganaugError
 from tfganaug.gans import GANS
 from tfganaug.studies import STUDIES
@@ -28,11 +30,14 @@ def _csv(value):
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _seeds(ctx, param, value):
-    try:
-        return [int(s) for s in _csv(value)] if value else [0]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 0,1,2, got '{value}'") from None
+# Ranges of the numeric options: what a run on one machine can sensibly ask for (a value past
+# them is a typo or would exhaust memory before anything is learned).
+SEED = IntRange(0, MAX_SEED)
+IMAGE_SIZE = IntRange(8, MAX_IMAGE_SIZE)     # config.validate adds: a power of two, the arch's minimum
+EPOCHS = IntRange(1, MAX_EPOCHS)
+BATCH = IntRange(1, MAX_BATCH_SIZE)
+PER_CLASS = IntRange(2, 10**6)
+RATIO = FloatRange(0.0, 1.0)
 
 
 def _build_cfg(kind, preset, config, overrides: dict, seed: int):
@@ -45,24 +50,42 @@ def _seed_runs(seeds, out):
     return seed_runs(seeds, out)
 
 
+def _only_with(ctx, needed: str, *names):
+    """Refuse options the command line gives that apply only together with `needed`."""
+    for param in ctx.command.params:
+        if param.name in names and ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT:
+            ctx.fail(f"{param.opts[0]}: expected together with {needed}, which is not given")
+
+
+def _mr_contrasts(ctx, contrasts, data):
+    """--contrasts names MR channels: refused for a data set that has none (it would be ignored)."""
+    mr = ("brat" in data.lower() or "brain" in data.lower() or Path(data).is_dir())
+    if contrasts and not mr:
+        ctx.fail(f"--contrasts: expected MR data (brats, brats2018, phantom-brain or a BraTS folder) as --data, "
+                 f"got {data}")
+
+
 def data_options(f):
     options = [
-        click.option("--data", default=None, help="phantom (built-in default), organamnist, or a path to an "
+        click.option("--data", type=Text(), metavar="NAME|PATH", default=None,
+                     help="phantom (built-in default), organamnist, or a path to an "
                      ".npz (images, labels[, patient_ids, class_names]) or a class-per-folder PNG tree."),
-        click.option("--classes", default=None, help="Comma-separated class names to keep, e.g. liver,kidney-left,spleen."),
-        click.option("--image-size", type=int, default=None, help="ROI size in pixels (paper: 64)."),
-        click.option("--train-per-class", type=int, default=None, help="Low-data regime: training ROIs per class."),
-        click.option("--config", type=click.Path(dir_okay=False), default=None,
+        click.option("--classes", type=Names(), default=None,
+                     help="Comma-separated class names to keep, e.g. liver,kidney-left,spleen."),
+        click.option("--image-size", type=IMAGE_SIZE, default=None, help="ROI size in pixels (paper: 64)."),
+        click.option("--train-per-class", type=PER_CLASS, default=None,
+                     help="Low-data regime: training ROIs per class."),
+        click.option("--config", type=FsPath(dir_okay=False), default=None,
                      help="A config.json (e.g. from a run folder) instead of a preset."),
         click.option("--overwrite", is_flag=True, help="Replace an existing run folder instead of resuming it."),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
-        click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]), default=None,
+        click.option("--distribute", type=Choice(["none", "mirrored", "multiworker"]), default=None,
                      help="mirrored: tf.distribute.MirroredStrategy over this machine's GPUs; multiworker: "
                           "MultiWorkerMirroredStrategy over the processes TF_CONFIG lists (start the same command "
                           "on every worker; the chief, worker 0, writes --out, which must be on a file system all "
                           "workers see). Batch size is global."),
-        click.option("--on-divergence", type=click.Choice(["stop", "rollback"]), default=None,
+        click.option("--on-divergence", type=Choice(["stop", "rollback"]), default=None,
                      help="On a NaN/Inf loss or weight: stop (default), or roll back to the last good checkpoint "
                           "and halve the learning rate (at most max_rollbacks times; may change on resume)."),
     ]
@@ -92,35 +115,44 @@ def app():
 
 
 @app.command("train-gan", epilog=EPILOG_GAN)
-@click.option("--arch", type=click.Choice(GANS.names()), default="acgan",
+@click.option("--arch", type=Choice(GANS.names()), default="acgan",
               show_default=True, help="dcgan: one generator per class; acgan: one class-conditional generator "
               "(lesion ROIs); pix2pix: label map -> image; cyclegan: domain A <-> B; stylegan2: contrasts + mask.")
-@click.option("--domain-b", default=None, help="cyclegan: the second domain's data (e.g. totalseg-native); "
+@click.option("--domain-b", type=Text(), metavar="NAME|PATH", default=None,
+              help="cyclegan: the second domain's data (e.g. totalseg-native); "
               "--data is domain A.")
-@click.option("--resolution", type=int, default=None, help="Alias of --image-size (stylegan2).")
-@click.option("--contrasts", default=None, help="MR sources: comma-separated contrasts in channel order, e.g. "
+@click.option("--resolution", type=IMAGE_SIZE, default=None, help="Alias of --image-size (stylegan2).")
+@click.option("--contrasts", type=Names(), default=None,
+              help="MR sources: comma-separated contrasts in channel order, e.g. "
               "t1,t1ce,t2,flair (BraTS 2023 names t1n,t1c,t2w,t2f also work).")
-@click.option("--preset", default=None, help="Config preset (default cpu_<arch>; paper: frid_adar_<arch>).")
+@click.option("--preset", type=Text(), metavar="NAME", default=None,
+              help="Config preset (default cpu_<arch>; paper: frid_adar_<arch>).")
 @data_options
-@click.option("--epochs", type=int, default=None, help="Training epochs (paper: DCGAN 70, ACGAN 50).")
-@click.option("--width", type=int, default=None, help="Generator width: first layer 4x4xWIDTH (paper 1024).")
-@click.option("--batch-size", type=int, default=None, help="Global batch size (paper 64).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (paper: DCGAN 2e-4, ACGAN 1e-4).")
-@click.option("--diffaug", default=None, help="DiffAugment policies for everything D sees, comma-separated: "
+@click.option("--epochs", type=EPOCHS, default=None, help="Training epochs (paper: DCGAN 70, ACGAN 50).")
+@click.option("--width", type=IntRange(8, MAX_WIDTH), default=None,
+              help="Generator width: first layer 4x4xWIDTH (paper 1024).")
+@click.option("--batch-size", type=BATCH, default=None, help="Global batch size (paper 64).")
+@click.option("--lr", type=FloatRange(0.0, 1.0, lo_open=True), default=None,
+              help="Adam learning rate (paper: DCGAN 2e-4, ACGAN 1e-4).")
+@click.option("--diffaug", type=Names(), default=None,
+              help="DiffAugment policies for everything D sees, comma-separated: "
               "translation, cutout, intensity (Zhao et al. 2020), or none.")
-@click.option("--ada-target", type=float, default=None, help="ADA (Karras et al. 2020): steer the augmentation "
+@click.option("--ada-target", type=FloatRange(0.0, 1.0, lo_open=True, hi_open=True), default=None,
+              help="ADA (Karras et al. 2020): steer the augmentation "
               "probability so E[sign D(real)] stays at this target (paper 0.6).")
-@click.option("--ema", "g_ema_beta", type=float, default=None, help="EMA decay of G's weights used for samples, "
+@click.option("--ema", "g_ema_beta", type=FloatRange(0.0, 1.0, hi_open=True), default=None,
+              help="EMA decay of G's weights used for samples, "
               "synthesis and export, e.g. 0.999 (0: off; stylegan2 always has its own).")
-@click.option("--upsample", type=click.Choice(["transpose", "resize"]), default=None,
+@click.option("--upsample", type=Choice(["transpose", "resize"]), default=None,
               help="G's 2x upsampling: transpose (the papers') or resize (nearest + conv, no checkerboard).")
-@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--precision", type=Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--out", required=True, type=FsPath(file_okay=False), help="Run folder.")
 def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, image_size, train_per_class, config, overwrite,
                   dry_run, quiet, distribute, on_divergence, epochs, width, batch_size, lr, diffaug, ada_target,
                   g_ema_beta, upsample, precision, seed, out):
     """Train a GAN into a run folder: DCGAN/ACGAN (lesion ROIs), Pix2Pix, CycleGAN or StyleGAN2."""
+    ctx = click.get_current_context()
     cfg = _build_cfg("gan", preset, config, {
         "data": {**_data_overrides(data, classes, image_size or resolution, train_per_class),
                  "contrasts": _csv(contrasts)},
@@ -128,6 +160,9 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
                 "batch_size": batch_size, "lr": lr, "domain_b": domain_b, "diffaug": diffaug,
                 "ada_target": ada_target, "g_ema_beta": g_ema_beta, "upsample": upsample},
         "precision": precision, "on_divergence": on_divergence, "distribute": distribute}, seed)
+    _mr_contrasts(ctx, contrasts, cfg.data.name)
+    if domain_b and cfg.gan.arch != "cyclegan":
+        ctx.fail(f"--domain-b: expected together with --arch cyclegan, got a {cfg.gan.arch} configuration")
     if dry_run:
         return _print_cfg(cfg)
     from tfganaug.stages.train_gan import train_gan
@@ -136,33 +171,38 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
 
 
 @app.command("synthesize")
-@click.argument("run_dir", type=click.Path(), required=False)
-@click.option("--n", "count", type=int, default=None,
+@click.argument("run_dir", type=FsPath(), required=False)
+@click.option("--n", "count", type=IntRange(1, 2**31 - 1), default=None,
               help="Number of samples (dcgan/acgan: balanced over classes, default 1000; pix2pix: default one per "
                    "label map; cyclegan: at most one per source slice; stylegan2: required).")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--labels", default="train", show_default=True,
+@click.option("--out", required=True, type=FsPath(file_okay=False))
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--labels", type=Text(), metavar="NAME|PATH", default="train", show_default=True,
               help="pix2pix: label maps to render: 'train' (the run's training maps), 'perturb' (those, perturbed: "
                    "elastic, tumour scaled/moved, flips), or a source such as kits19-labels or a KiTS19 folder.")
-@click.option("--perturb", type=float, default=None, help="pix2pix: share of label maps perturbed (default: 1 for "
+@click.option("--perturb", type=RATIO, default=None, help="pix2pix: share of label maps perturbed (default: 1 for "
               "--labels perturb, else 0).")
-@click.option("--from", "source", default=None, help="cyclegan: labelled domain-A data to translate (default: the "
+@click.option("--from", "source", type=Text(), metavar="NAME|PATH", default=None,
+              help="cyclegan: labelled domain-A data to translate (default: the "
               "run's --data); labels are carried over.")
-@click.option("--truncation", type=float, default=1.0, show_default=True, help="stylegan2: truncation psi.")
+@click.option("--truncation", type=FloatRange(0.0, 2.0), default=1.0, show_default=True,
+              help="stylegan2: truncation psi.")
 @click.option("--no-png", is_flag=True, help="Write only images.npz and the manifest.")
 @click.option("--overwrite", is_flag=True)
-@click.option("--server", default=None, help="Instead of RUN_DIR: a TF Serving REST endpoint serving a dcgan/acgan "
+@click.option("--server", type=Text(), metavar="URL", default=None,
+              help="Instead of RUN_DIR: a TF Serving REST endpoint serving a dcgan/acgan "
               "export, e.g. http://localhost:8501 (noise drawn here from --seed, as for a run folder).")
-@click.option("--model", default=None, help="--server: the served model's name.")
-@click.option("--model-version", type=int, default=None, help="--server: a version (default: the server's latest).")
-@click.option("--classes", default=None, help="--server: the model's class names in label order, comma-separated "
+@click.option("--model", type=Text(), metavar="NAME", default=None, help="--server: the served model's name.")
+@click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None,
+              help="--server: a version (default: the server's latest).")
+@click.option("--classes", type=Names(), default=None,
+              help="--server: the model's class names in label order, comma-separated "
               "(class_names in its assets.extra/tfganaug_export.json).")
-@click.option("--body", type=click.Choice(["inputs", "instances"]), default="inputs", show_default=True,
+@click.option("--body", type=Choice(["inputs", "instances"]), default="inputs", show_default=True,
               help="--server: columnar (inputs) or row (instances) request bodies.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--batch-size", type=BATCH, default=256, show_default=True,
               help="--server: rows per request.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+@click.option("--timeout", type=FloatRange(0.0, 3600.0, lo_open=True), default=60.0, show_default=True,
               help="--server: seconds to wait for each answer.")
 @click.pass_context
 def synthesize_cmd(ctx, run_dir, count, out, seed, labels, perturb, source, truncation, no_png, overwrite, server,
@@ -182,6 +222,7 @@ def synthesize_cmd(ctx, run_dir, count, out, seed, labels, perturb, source, trun
     if (run_dir is None) == (server is None):
         ctx.fail("give either RUN_DIR or --server (with --model and --classes)")
     if server is None:
+        _only_with(ctx, "--server", "model", "model_version", "classes", "body", "batch_size", "timeout")
         from tfganaug.stages.synthesize import synthesize
         path = synthesize(run_dir, count, out, seed=seed, overwrite=overwrite, png=not no_png, labels=labels,
                           perturb=perturb, source=source, truncation=truncation)
@@ -196,17 +237,18 @@ def synthesize_cmd(ctx, run_dir, count, out, seed, labels, perturb, source, trun
 
 
 @app.command("train-cls")
-@click.option("--preset", default=None, help="cpu_cnn (default) or frid_adar_cnn (paper).")
+@click.option("--preset", type=Text(), metavar="NAME", default=None, help="cpu_cnn (default) or frid_adar_cnn (paper).")
 @data_options
-@click.option("--augment", type=click.Choice(["none", "classic"]), default=None,
+@click.option("--augment", type=Choice(["none", "classic"]), default=None,
               help="classic: rotation, flips, translation, scale (the paper's).")
-@click.option("--synthetic", type=click.Path(), default=None, help="A folder written by `tfganaug synthesize`.")
-@click.option("--synthetic-ratio", type=float, default=None, help="Share of synthetic ROIs per batch, in [0, 1).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--seeds", default="0", callback=_seeds, show_default=True,
+@click.option("--synthetic", type=FsPath(), default=None, help="A folder written by `tfganaug synthesize`.")
+@click.option("--synthetic-ratio", type=FloatRange(0.0, 1.0, hi_open=True), default=None,
+              help="Share of synthetic ROIs per batch, in [0, 1).")
+@click.option("--epochs", type=EPOCHS, default=None)
+@click.option("--batch-size", type=BATCH, default=None)
+@click.option("--seeds", type=Seeds(MAX_SEED), default="0", show_default=True,
               help="Comma-separated seeds; more than one writes OUT/seed-N per seed.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=FsPath(file_okay=False))
 def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
                   distribute, on_divergence, augment, synthetic, synthetic_ratio, epochs, batch_size, seeds, out):
     """Train the lesion CNN (Frid-Adar et al.) with classic and/or synthetic augmentation.
@@ -230,11 +272,11 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
 
 
 @app.command("evaluate")
-@click.argument("run_dir", type=click.Path())
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+@click.argument("run_dir", type=FsPath())
+@click.option("--split", type=Choice(["train", "val", "test"]), default=None,
               help="Split to score (default: the run's data.eval_split; segmentation: test, or val where the "
                    "data set fixes only train/val).")
-@click.option("--test", "test_data", default=None,
+@click.option("--test", "test_data", type=Text(), metavar="NAME|PATH", default=None,
               help="Segmentation: score on another data set (all its slices), e.g. totalseg-native.")
 @click.option("--whole-volumes", is_flag=True,
               help="Segmentation: score 2-D runs on every slice of each case, as 3-D runs always are "
@@ -242,12 +284,13 @@ def train_cls_cmd(preset, data, classes, image_size, train_per_class, config, ov
 @click.option("--fidelity", is_flag=True,
               help="A GAN run or synthetic set: FID/KID/precision-recall per extractor and channel, and the "
                    "memorisation audit; writes fidelity.json and closest_pairs.png into it.")
-@click.option("--extractor", "extractors", default="radiomics,domain", show_default=True,
+@click.option("--extractor", "extractors", type=Names(), default="radiomics,domain", show_default=True,
               help="--fidelity: comma-separated feature extractors (radiomics, domain, inception_v3, random_conv, "
                    "pixels).")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+@click.option("--weights", type=FsPath(dir_okay=False), default=None,
               help="--fidelity with inception_v3: the local Keras InceptionV3 no-top weights file (.h5).")
-def evaluate_cmd(run_dir, split, test_data, whole_volumes, fidelity, extractors, weights):
+@click.pass_context
+def evaluate_cmd(ctx, run_dir, split, test_data, whole_volumes, fidelity, extractors, weights):
     """Score classifier or segmentation runs; mean and 95% CI over seed runs. With --fidelity,
     judge a GAN run or synthetic set against the real data instead.
 
@@ -258,6 +301,9 @@ def evaluate_cmd(run_dir, split, test_data, whole_volumes, fidelity, extractors,
               tfganaug evaluate runs/seg --test totalseg-native --whole-volumes
               tfganaug evaluate synth/p2p --fidelity --extractor radiomics,domain
     """
+    for name, flag in (("extractors", "--extractor"), ("weights", "--weights")):
+        if not fidelity and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            ctx.fail(f"{flag}: expected together with --fidelity (it chooses the fidelity features)")
     if fidelity:
         from tfganaug.stages.fidelity import evaluate_fidelity, format_fidelity
         result = evaluate_fidelity(run_dir, _csv(extractors) or [], weights,
@@ -268,32 +314,38 @@ def evaluate_cmd(run_dir, split, test_data, whole_volumes, fidelity, extractors,
 
 
 @app.command("train-seg")
-@click.option("--arch", type=click.Choice(["unet"]), default="unet", show_default=True)
-@click.option("--preset", default=None, help="cpu_unet_kits (default), cpu_unet_abdomen, cpu_unet3d_abdomen, "
+@click.option("--arch", type=Choice(["unet"]), default="unet", show_default=True)
+@click.option("--preset", type=Text(), metavar="NAME", default=None,
+              help="cpu_unet_kits (default), cpu_unet_abdomen, cpu_unet3d_abdomen, "
               "cpu_unet_brats; paper: kits_unet, sandfort_unet, sandfort_unet3d, son_unet.")
 @data_options
-@click.option("--unet", "unet_preset", type=click.Choice(["kits_light", "kits_heavy", "sandfort", "son", "sandfort3d"]),
+@click.option("--unet", "unet_preset", type=Choice(["kits_light", "kits_heavy", "sandfort", "son", "sandfort3d"]),
               default=None, help="U-Net variant (KiTS capstone light/heavy, Sandfort 2-D, Son; sandfort3d: the "
               "paper's 3-D U-Net on windows of slices).")
-@click.option("--patch-depth", type=int, default=None, help="3-D U-Net: slices per training window (default 16).")
-@click.option("--padding", type=click.Choice(["valid", "same"]), default=None,
+@click.option("--patch-depth", type=IntRange(1, 512), default=None,
+              help="3-D U-Net: slices per training window (default 16).")
+@click.option("--padding", type=Choice(["valid", "same"]), default=None,
               help="valid: the paper's unpadded 3x3 convolutions with crop-and-concatenate (overlap-tile input).")
-@click.option("--augment", type=click.Choice(["none", "flip", "standard", "histeq"]), default=None,
+@click.option("--augment", type=Choice(["none", "flip", "standard", "histeq"]), default=None,
               help="standard: flips, crop, rotation <= 30 deg, elastic b-spline (Sandfort); histeq: standard + "
                    "histogram shift toward --histeq-reference.")
-@click.option("--histeq-reference", default=None, help="Data whose histogram histeq moves toward (non-contrast CT).")
-@click.option("--synthetic", type=click.Path(), default=None, help="A folder written by `tfganaug synthesize`.")
-@click.option("--synthetic-ratio", type=float, default=None, help="Share of synthetic slices per batch, in [0, 1].")
-@click.option("--setting", default=None, help="Son et al.'s training set: 100R, 100F, 100F+100R, 300F+100R, 300A+100R.")
-@click.option("--train-patients", type=int, default=None, help="Small-real-set regime: training patients kept.")
-@click.option("--contrasts", default=None, help="MR sources: comma-separated contrasts in channel order.")
-@click.option("--folds", type=int, default=None, help="k-fold cross-validation by patient: number of folds.")
-@click.option("--fold", type=int, default=None, help="With --folds: the fold used as test set (0-based).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--seeds", default="0", callback=_seeds, show_default=True,
+@click.option("--histeq-reference", type=Text(), metavar="NAME|PATH", default=None,
+              help="Data whose histogram histeq moves toward (non-contrast CT).")
+@click.option("--synthetic", type=FsPath(), default=None, help="A folder written by `tfganaug synthesize`.")
+@click.option("--synthetic-ratio", type=RATIO, default=None, help="Share of synthetic slices per batch, in [0, 1].")
+@click.option("--setting", type=Text(), metavar="NAME", default=None,
+              help="Son et al.'s training set: 100R, 100F, 100F+100R, 300F+100R, 300A+100R.")
+@click.option("--train-patients", type=IntRange(1, 10**6), default=None,
+              help="Small-real-set regime: training patients kept.")
+@click.option("--contrasts", type=Names(), default=None, help="MR sources: comma-separated contrasts in channel order.")
+@click.option("--folds", type=IntRange(2, 100), default=None,
+              help="k-fold cross-validation by patient: number of folds.")
+@click.option("--fold", type=IntRange(0, 99), default=None, help="With --folds: the fold used as test set (0-based).")
+@click.option("--epochs", type=EPOCHS, default=None)
+@click.option("--batch-size", type=BATCH, default=None)
+@click.option("--seeds", type=Seeds(MAX_SEED), default="0", show_default=True,
               help="Comma-separated seeds; more than one writes OUT/seed-N per seed.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=FsPath(file_okay=False))
 def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
                   distribute, on_divergence, unet_preset, patch_depth, padding, augment, histeq_reference, synthetic,
                   synthetic_ratio, setting, train_patients, contrasts, folds, fold, epochs, batch_size, seeds, out):
@@ -307,6 +359,10 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
       tfganaug train-seg --preset cpu_unet_brats --setting 300F+100R --synthetic synth/sg2 --out runs/seg
       tfganaug train-seg --data ircadb --unet sandfort3d --augment standard --out runs/seg3d
     """
+    ctx = click.get_current_context()
+    if classes or train_per_class:  # data options shared with the ROI commands; nothing here reads them
+        ctx.fail(f"{'--classes' if classes else '--train-per-class'}: expected no class selection for segmentation "
+                 "(the U-Net segments every labelled structure; see --train-patients)")
     for seed, target in _seed_runs(seeds, out):
         cfg = _build_cfg("seg", preset, config, {
             "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients,
@@ -315,6 +371,9 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
                     "histeq_reference": histeq_reference, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
                     "setting": setting, "epochs": epochs, "batch_size": batch_size},
             "on_divergence": on_divergence, "distribute": distribute}, seed)
+        _mr_contrasts(ctx, contrasts, cfg.data.name)
+        if histeq_reference and cfg.seg.augment != "histeq":
+            ctx.fail(f"--histeq-reference: expected together with --augment histeq, got augment {cfg.seg.augment}")
         if dry_run:
             _print_cfg(cfg)
             continue
@@ -324,10 +383,11 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
 
 
 @app.command("export")
-@click.argument("run_dir", type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.argument("run_dir", type=FsPath())
+@click.option("--out", required=True, type=FsPath(file_okay=False),
               help="Model folder in TF Serving layout: OUT/<version>/saved_model.pb")
-@click.option("--version", "model_version", type=int, default=None, help="Version number (default: next free).")
+@click.option("--version", "model_version", type=IntRange(0, 2**63 - 1), default=None,
+              help="Version number (default: next free).")
 @click.option("--overwrite", is_flag=True)
 def export_cmd(run_dir, out, model_version, overwrite):
     """Export a GAN (z, label -> image) or classifier (image -> probabilities) as a SavedModel.
@@ -342,11 +402,11 @@ def export_cmd(run_dir, out, model_version, overwrite):
 
 
 @app.command("predict")
-@click.argument("model", type=click.Path())
-@click.argument("scans", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
+@click.argument("model", type=FsPath())
+@click.argument("scans", nargs=-1, required=True, type=FsPath())
+@click.option("--out", required=True, type=FsPath(dir_okay=False),
               help="The label map to write (.nii.gz or .nii); the volumes go to <name>.volumes.json beside it.")
-@click.option("--batch-size", type=click.IntRange(1, 1024), default=16, show_default=True,
+@click.option("--batch-size", type=IntRange(1, 1024), default=16, show_default=True,
               help="Slices per forward pass of a 2-D U-Net.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing mask and volumes file.")
 def predict_cmd(model, scans, out, batch_size, overwrite):
@@ -368,22 +428,25 @@ def predict_cmd(model, scans, out, batch_size, overwrite):
 
 
 @app.command("study")
-@click.option("--paper", type=click.Choice(STUDIES.names()), default="frid-adar",
+@click.option("--paper", type=Choice(STUDIES.names()), default="frid-adar",
               show_default=True, help="frid-adar: DCGAN/ACGAN + lesion CNN; kits: Pix2Pix + U-Net; sandfort: "
               "CycleGAN + U-Net (contrast -> non-contrast); son: StyleGAN2 + U-Net (BraTS).")
-@click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "cpu-curvas", "paper"]), default="demo",
+@click.option("--budget", type=Choice(["smoke", "demo", "cpu", "cpu-curvas", "paper"]), default="demo",
               show_default=True,
               help="smoke: seconds, plumbing only; demo: minutes on a laptop CPU; cpu: the labelled CPU budget "
                    "of reports/; cpu-curvas (sandfort): cpu on IRCADb + CURVAS; paper: the paper's settings (GPU).")
-@click.option("--data", default="phantom", show_default=True, help="phantom, organamnist, or a path (see train-gan).")
-@click.option("--classes", default=None, help="Comma-separated class names (organamnist default: liver,kidney-left,spleen).")
-@click.option("--train-per-class", type=int, default=None, help="Training ROIs per class (default: the budget's).")
-@click.option("--seeds", default=None, callback=lambda c, p, v: _seeds(c, p, v) if v else None,
+@click.option("--data", type=Text(), metavar="NAME|PATH", default="phantom", show_default=True,
+              help="phantom, organamnist, or a path (see train-gan).")
+@click.option("--classes", type=Names(), default=None,
+              help="Comma-separated class names (organamnist default: liver,kidney-left,spleen).")
+@click.option("--train-per-class", type=PER_CLASS, default=None,
+              help="Training ROIs per class (default: the budget's).")
+@click.option("--seeds", type=Seeds(MAX_SEED), default=None,
               help="Comma-separated seeds (default: the budget's).")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", required=True, type=FsPath(file_okay=False))
+@click.option("--report", "report_dir", type=FsPath(file_okay=False), default=None,
               help="Write the report here (default: OUT/report).")
-@click.option("--gan-training", type=click.Choice(["small-data", "paper"]), default="small-data", show_default=True,
+@click.option("--gan-training", type=Choice(["small-data", "paper"]), default="small-data", show_default=True,
               help="frid-adar: small-data (DiffAugment, EMA G, resize upsampling: the cpu_* presets) or paper "
                    "(the papers' training at the same budget, for before/after comparisons).")
 @click.option("--quiet", is_flag=True)
@@ -399,6 +462,10 @@ def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_
     Rerun the same command after a crash: finished stages are kept, unfinished ones resume.
     """
     from tfganaug.studies import STUDIES
+    report = Path(report_dir or Path(out) / "report")  # checked now, not after hours of training
+    if report.exists() and (not report.is_dir() or (any(report.iterdir()) and not (report / "report.md").exists())):
+        click.get_current_context().fail(f"--report: expected a new folder or an earlier report (with report.md), "
+                                         f"got {report}, which holds other files")
     module = STUDIES.get(paper)
     study = module.run_study(out, budget=budget, seeds=seeds, verbose=0 if quiet else 2, data=data,
                              classes=_csv(classes), train_per_class=train_per_class, gan_training=gan_training)
@@ -406,15 +473,15 @@ def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_
 
 
 @app.command("reproduce")
-@click.argument("paper", type=click.Choice(["all", *STUDIES.names()]))
-@click.option("--budget", type=click.Choice(["smoke", "demo", "cpu", "paper"]), default="smoke", show_default=True,
+@click.argument("paper", type=Choice(["all", *STUDIES.names()]))
+@click.option("--budget", type=Choice(["smoke", "demo", "cpu", "cpu-curvas", "paper"]), default="smoke",
+              show_default=True,
               help="smoke: minutes on phantoms, plumbing only; cpu: the labelled CPU budget of reports/ (hours on "
                    "2 cores); paper: the papers' settings (GPU); demo: frid-adar only. A budget a paper lacks is "
                    "refused before anything runs.")
-@click.option("--seeds", default=None, callback=lambda c, p, v: _seeds(c, p, v) if v else None,
-              help="Comma-separated seeds (default: each budget's).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Study folders, one per paper.")
-@click.option("--reports", "reports_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--seeds", type=Seeds(MAX_SEED), default=None, help="Comma-separated seeds (default: each budget's).")
+@click.option("--out", required=True, type=FsPath(file_okay=False), help="Study folders, one per paper.")
+@click.option("--reports", "reports_dir", type=FsPath(file_okay=False), default=None,
               help="Report folders and their README.md summary (default: OUT/reports; reports/ replaces the "
                    "committed ones).")
 @click.option("--quiet", is_flag=True)
@@ -435,8 +502,8 @@ def reproduce_cmd(paper, budget, seeds, out, reports_dir, quiet):
 
 
 @app.command("report-summary")
-@click.argument("reports_dir", type=click.Path())
-@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Default: REPORTS_DIR/README.md.")
+@click.argument("reports_dir", type=FsPath(file_okay=False))
+@click.option("--out", default=None, type=FsPath(dir_okay=False), help="Default: REPORTS_DIR/README.md.")
 def report_summary_cmd(reports_dir, out):
     """One table over all paper reports (claim, paper's figure, ours with CI, data, test patients,
     budget, seeds, verdict), from the summary.json beside each report.
@@ -449,8 +516,8 @@ def report_summary_cmd(reports_dir, out):
 
 
 @app.command("report")
-@click.argument("study_dir", type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.argument("study_dir", type=FsPath())
+@click.option("--out", required=True, type=FsPath(file_okay=False))
 def report_cmd(study_dir, out):
     """Write report.md + figures from a study folder (tables with the paper's figures beside ours).
 
@@ -462,9 +529,9 @@ def report_cmd(study_dir, out):
 
 
 @app.command("report-gan-training")
-@click.argument("paper_study", type=click.Path())
-@click.argument("small_data_study", type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.argument("paper_study", type=FsPath())
+@click.argument("small_data_study", type=FsPath())
+@click.option("--out", required=True, type=FsPath(file_okay=False))
 def report_gan_training_cmd(paper_study, small_data_study, out):
     """Compare the papers' GAN training with the small-data training (two Frid-Adar study folders).
 
@@ -478,15 +545,15 @@ def report_gan_training_cmd(paper_study, small_data_study, out):
 
 
 @app.command("bench")
-@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+@click.option("--preset", type=Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
               help="quick: 32 px, widths 32/64, U-Nets at 64 px, a few minutes; paper: 64 px, width 1024, batch 64, "
                    "U-Nets at 128 px (slow on CPU); smoke: toy sizes, checks that it runs.")
-@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "all"]), default="float32",
+@click.option("--precision", type=Choice(["float32", "mixed_bfloat16", "all"]), default="float32",
               show_default=True, help="all: every row in float32 and in mixed_bfloat16.")
-@click.option("--out", type=click.Path(file_okay=False), default="reports/bench", show_default=True,
+@click.option("--out", type=FsPath(file_okay=False), default="reports/bench", show_default=True,
               help="Folder for bench.md.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, hidden=True, help="Override timed steps.")
-@click.option("--warmup", type=click.IntRange(min=1), default=None, hidden=True, help="Override warm-up steps.")
+@click.option("--steps", type=IntRange(1, 10_000), default=None, hidden=True, help="Override timed steps.")
+@click.option("--warmup", type=IntRange(1, 10_000), default=None, hidden=True, help="Override warm-up steps.")
 def bench_cmd(preset, precision, out, steps, warmup):
     """Time GAN and CNN training steps and the input chain; print a table and write OUT/bench.md.
 
@@ -514,9 +581,15 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `tfganaug` alone: the help, as Click prints it
+        click.echo(exc.ctx.get_help(), err=True)
+        sys.exit(2)
+    except click.UsageError as exc:  # one line, as for every other user mistake (Click prints three)
+        click.echo(f"error: {usage_line(exc)}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(2)
     except TfganaugError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

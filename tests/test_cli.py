@@ -24,7 +24,7 @@ def run_cli(capsys, *args):
 def assert_one_line_error(code, err, *fragments):
     assert code == 2, err
     lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 or lines[0].startswith("Usage:"), err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err  # Click's usage errors too (cli/params.py)
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in err, err
@@ -174,17 +174,27 @@ def test_bad_inputs_get_one_line(capsys, tmp_path):
         (["train-cls", "--seeds", "a,b", "--out", out], ["comma-separated integers"]),
         (["train-gan", "--arch", "stylegan9", "--out", out], ["stylegan9"]),
         # values out of range (issue 16): one line with the range, before anything is built
-        (["train-gan", "--seed", -1, "--out", out], ["seed an integer in [0, 4294967295]", "-1"]),
-        (["train-gan", "--seed", 2**32, "--out", out], ["seed an integer in [0, 4294967295]"]),
-        (["train-cls", "--seeds", "0,-3", "--out", out], ["--seeds: expected distinct integers in", "0,-3"]),
-        (["train-seg", "--seeds", "1,1", "--out", out], ["--seeds: expected distinct integers"]),
-        (["train-gan", "--image-size", 65536, "--out", out], ["power of two in [16, 1024]", "65536"]),
+        (["train-gan", "--seed", -1, "--out", out], ["--seed: expected an integer in [0, 4294967295]", "-1"]),
+        (["train-gan", "--seed", 2**32, "--out", out], ["--seed: expected an integer in [0, 4294967295]"]),
+        (["train-cls", "--seeds", "0,-3", "--out", out], ["--seeds: expected distinct comma-separated integers in",
+                                                          "0,-3"]),
+        (["train-seg", "--seeds", "1,1", "--out", out], ["--seeds: expected distinct comma-separated integers"]),
+        (["train-gan", "--image-size", 65536, "--out", out], ["--image-size: expected an integer in [8, 1024]", "65536"]),
+        (["train-gan", "--arch", "stylegan9", "--out", out], ["--arch: expected one of dcgan, acgan"]),
+        (["train-gan", "--bogus", "--out", out], ["No such option", "--bogus", "tfganaug train-gan --help"]),
         (["train-cls", "--classes", "cyst,CYST", "--out", out], ["without repeats", "CYST"]),
     ]
     for args, fragments in cases:
         code, _, err = run_cli(capsys, *args)
         assert_one_line_error(code, err, *fragments)
     assert not out.exists() and not (tmp_path / "s").exists() and not (tmp_path / "m").exists()
+
+
+def test_no_command_prints_the_help_and_an_unknown_one_is_one_line(capsys):
+    code, _, err = run_cli(capsys)
+    assert code == 2 and err.startswith("Usage: tfganaug") and "train-gan" in err
+    code, _, err = run_cli(capsys, "trian-gan")
+    assert_one_line_error(code, err, "No such command 'trian-gan'", "tfganaug --help")
 
 
 def test_synthesize_refuses_a_set_too_large_to_hold_and_class_names_match_any_case(capsys, tmp_path):

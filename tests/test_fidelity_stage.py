@@ -70,7 +70,7 @@ def test_bad_input_is_one_line_with_exit_code_2(run, tmp_path, capsys):
         evaluate_fidelity(tmp_path)
     for args, message in [(["--extractor", "radiomix"], "did you mean 'radiomics'"),
                           (["--extractor", "inception_v3"], "--weights"),
-                          (["--extractor", ","], "at least one feature extractor")]:
+                          (["--extractor", ","], "--extractor: expected comma-separated names without repeats or empty items")]:
         with pytest.raises(SystemExit) as exit_info:
             main(["evaluate", str(run), "--fidelity", *args])
         err = capsys.readouterr().err.strip().splitlines()

@@ -12,9 +12,11 @@ import io
 import json
 import os
 import resource
+import signal
 import struct
 import subprocess
 import sys
+import time
 import traceback
 import zipfile
 import zlib
@@ -24,6 +26,7 @@ import numpy as np
 import pytest
 
 MEMORY_CAP = 3 * 2**30  # importing TensorFlow and the CLI peaks at 1.66 GB of address space (VmPeak)
+TIME_LIMIT = 120        # seconds per case: a case that starts training instead of failing is cut off
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -365,7 +368,9 @@ def _run_case(case: dict) -> dict:
     kwargs, path = case["kwargs"], case["path"]
     try:
         if case["call"] == "cli":
-            return _run_cli(kwargs["argv"], kwargs["out"])
+            return _run_cli(kwargs["argv"], kwargs["out"], kwargs.get("watch"))
+        if case["call"] == "parse":
+            return _parse(kwargs["argv"])
         _call(case["call"], case.get("folder", path), kwargs)
     except TfganaugError as exc:
         return {"outcome": "ours", "type": type(exc).__name__, "message": str(exc)}
@@ -401,39 +406,95 @@ def _call(call: str, path: str, kwargs: dict):
     raise AssertionError(call)
 
 
-def _run_cli(argv: list[str], out: str) -> dict:
+def _run_cli(argv: list[str], out: str, watch: str | None = None) -> dict:
+    """The command in this process; `watch`: a folder in which nothing may be created, changed or removed."""
     from contextlib import redirect_stderr, redirect_stdout
     from cli.main import main
     err = io.StringIO()
     code = None
+    before = _snapshot(watch)
     try:
         with redirect_stderr(err), redirect_stdout(io.StringIO()):
             main(argv)
     except SystemExit as exc:
         code = exc.code
-    return {"outcome": f"exit {code}", "stderr": err.getvalue(), "out_exists": os.path.exists(out)}
+    after = _snapshot(watch)
+    return {"outcome": f"exit {code}", "stderr": err.getvalue(), "out_exists": os.path.exists(out),
+            "written": sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))}
+
+
+def _snapshot(folder: str | None) -> dict:
+    """Every file and folder below `folder` with its size and modification time."""
+    if folder is None:
+        return {}
+    found = {}
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            stat = os.lstat(path)
+            found[path] = (stat.st_size if name in files else -1, stat.st_mtime_ns)
+    return found
+
+
+def _parse(argv: list[str]) -> dict:
+    """Only Click's parsing and conversion of the options (the control of a value the option accepts)."""
+    from contextlib import redirect_stderr
+    from cli.main import app
+    import click
+    err = io.StringIO()
+    try:
+        with redirect_stderr(err):
+            ctx = app.commands[argv[0]].make_context(argv[0], list(argv[1:]), parent=click.Context(app))
+    except click.UsageError as exc:
+        return {"outcome": "refused", "message": exc.format_message()}
+    return {"outcome": "ok", "params": {k: repr(v) for k, v in ctx.params.items()}}
 
 
 def _worker(cases_path: str, results_path: str) -> None:
+    """Run the cases not yet in `results_path`; a case past TIME_LIMIT is recorded as a timeout
+    and ends the process (TensorFlow cannot be interrupted safely), for `run_cases` to go on."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import warnings
     warnings.simplefilter("ignore")
-    results = {}
+    results = json.loads(Path(results_path).read_text()) if Path(results_path).exists() else {}
+    current = {}
+
+    def on_alarm(signum, frame):
+        results[current["id"]] = {"outcome": "timeout", "stack": "".join(traceback.format_stack(frame))[-3000:]}
+        Path(results_path).write_text(json.dumps(results))
+        os._exit(3)
+
+    signal.signal(signal.SIGALRM, on_alarm)
     for case in json.loads(Path(cases_path).read_text()):
-        results[case["id"]] = _run_case(case)
+        if case["id"] in results:
+            continue
+        current["id"] = case["id"]
+        signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
+        t0 = time.monotonic()
+        results[case["id"]] = {**_run_case(case), "seconds": round(time.monotonic() - t0, 3)}
+        signal.setitimer(signal.ITIMER_REAL, 0)
         Path(results_path).write_text(json.dumps(results))  # what ran survives a crash
+
+
+def run_cases(cases: list[dict], folder: Path, results_path: Path, cwd: Path, timeout: float) -> dict:
+    """The cases in subprocesses of this file, a new one after each timeout; {id: result}."""
+    (folder / "cases.json").write_text(json.dumps(cases))
+    results_path.unlink(missing_ok=True)
+    for _ in range(10):
+        proc = subprocess.run([sys.executable, __file__, str(folder / "cases.json"), str(results_path)],
+                              capture_output=True, text=True, timeout=timeout, cwd=cwd)
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        if proc.returncode != 3:  # 3: a case timed out; the others go on in a new process
+            break
+    assert proc.returncode == 0 and len(results) == len(cases), proc.stderr[-3000:]
+    return results
 
 
 @pytest.fixture(scope="module")
 def outcomes():
-    root, cases = ROOT, CASES
-    (root / "cases.json").write_text(json.dumps(cases))
-    proc = subprocess.run([sys.executable, __file__, str(root / "cases.json"), str(root / "results.json")],
-                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
-    results = json.loads((root / "results.json").read_text()) if (root / "results.json").exists() else {}
-    assert proc.returncode == 0 and len(results) == len(cases), proc.stderr[-3000:]
-    return {c["id"]: (c, results[c["id"]]) for c in cases}
+    results = run_cases(CASES, ROOT, ROOT / "results.json", Path(__file__).resolve().parents[1], 600)
+    return {c["id"]: (c, results[c["id"]]) for c in CASES}
 
 
 def _build_corpus() -> tuple[Path, list[dict]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ from tfganaug.errors import ConfigError
 
 MAX_SEED = 2**32 - 1      # NumPy's and TensorFlow's seed range
 MAX_IMAGE_SIZE = 1024     # the papers use 64-256 px; larger is a typo or a whole-scan size
+MAX_CONFIG_BYTES = 2**20  # a resolved config.json is about 4 kB
+MAX_EPOCHS = 100_000      # the papers train 50-200 epochs
+MAX_BATCH_SIZE = 4096     # the papers use 1-64
+MAX_WIDTH = 4096          # GAN width (paper 1024); 2**40 would be built before anything else fails
 DIFFAUG_POLICIES = ("translation", "cutout", "intensity")  # gans/augment.py implements them
 
 
@@ -368,18 +373,31 @@ def _from_dict(cls, values: dict, where: str):
 
 _SCALARS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
             "bool": ((bool,), "true or false")}
+_PLURALS = {"int": "integers", "float": "finite numbers", "str": "strings", "bool": "booleans"}
 
 
 def _check_type(f: dataclasses.Field, value, where: str) -> None:
-    """A scalar field gets a value of its annotated type (an int where a float is wanted, too;
-    never a bool for a number), or None where the annotation allows it: one line otherwise."""
+    """A field gets a value of its annotated type (an int where a float is wanted, too; never a
+    bool for a number; a finite float; a list of such for list[...]), or None where the
+    annotation allows it: one line otherwise."""
     parts = [p.strip() for p in str(f.type).split("|")]
     kinds = [p for p in parts if p != "None"]
-    if len(kinds) != 1 or kinds[0] not in _SCALARS or (value is None and "None" in parts):
+    if len(kinds) != 1 or (value is None and "None" in parts):
         return
-    types, what = _SCALARS[kinds[0]]
-    if not isinstance(value, types) or (kinds[0] != "bool" and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {what}{' or null' if 'None' in parts else ''}, got {value!r}")
+    kind, null = kinds[0], " or null" if "None" in parts else ""
+    if kind.startswith("list[") and kind[5:-1] in _SCALARS:
+        if not isinstance(value, (list, tuple)) or not all(_is_a(kind[5:-1], v) for v in value):
+            raise ConfigError(f"{where}: expected a list of {_PLURALS[kind[5:-1]]}{null}, got {value!r}")
+    elif kind in _SCALARS and not _is_a(kind, value):
+        finite = kind == "float" and isinstance(value, float)  # the value is NaN or infinite
+        raise ConfigError(f"{where}: expected {'a finite number' if finite else _SCALARS[kind][1]}{null}, got {value!r}")
+
+
+def _is_a(kind: str, value) -> bool:
+    types = _SCALARS[kind][0]
+    if not isinstance(value, types) or (kind != "bool" and isinstance(value, bool)):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 _NESTED = {(RunConfig, "data"): DataConfig, (RunConfig, "gan"): GANConfig,
@@ -435,11 +453,19 @@ def load(path: str | Path) -> RunConfig:
     """A configuration file (e.g. a run folder's config.json); old files keep their behaviour (`_upgrade`)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: expected a JSON configuration of at most {MAX_CONFIG_BYTES} bytes, "
+                              f"got {size} bytes")
         values = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: expected a JSON configuration, got unreadable content ({exc})") from None
+        raise ConfigError(f"{path}: expected a JSON configuration, got unreadable content "
+                          f"({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: expected a JSON configuration, got one nested too deeply to read "
+                          "(RecursionError)") from None
     return from_dict(_upgrade(values), str(path))
 
 
@@ -465,9 +491,10 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(len(classes) == len(set(classes)), "data.classes without repeats (names match case-insensitively)",
          cfg.data.classes)
     if cfg.gan.arch in ("dcgan", "acgan"):
-        need(cfg.gan.width >= 8 and cfg.gan.width % 8 == 0, "gan.width a multiple of 8", cfg.gan.width)
+        need(8 <= cfg.gan.width <= MAX_WIDTH and cfg.gan.width % 8 == 0, f"gan.width a multiple of 8 up to {MAX_WIDTH}",
+             cfg.gan.width)
     else:
-        need(isinstance(cfg.gan.width, int) and cfg.gan.width >= 1, "gan.width a positive integer", cfg.gan.width)
+        need(1 <= cfg.gan.width <= MAX_WIDTH, f"gan.width an integer in [1, {MAX_WIDTH}]", cfg.gan.width)
     need(0.0 <= cfg.cls.synthetic_ratio < 1.0, "cls.synthetic_ratio in [0, 1)", cfg.cls.synthetic_ratio)
     need(cfg.cls.synthetic_ratio == 0.0 or cfg.cls.synthetic, "cls.synthetic set when synthetic_ratio > 0",
          cfg.cls.synthetic)
@@ -534,10 +561,12 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
          cfg.distribute)
     need(cfg.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
          "precision float32, mixed_bfloat16 or mixed_float16", cfg.precision)
-    for name, value in (("gan.epochs", cfg.gan.epochs), ("cls.epochs", cfg.cls.epochs),
-                        ("gan.batch_size", cfg.gan.batch_size), ("cls.batch_size", cfg.cls.batch_size),
-                        ("seg.epochs", cfg.seg.epochs), ("seg.batch_size", cfg.seg.batch_size)):
-        need(isinstance(value, int) and value >= 1, f"{name} a positive integer", value)
+    for name, value, most in (("gan.epochs", cfg.gan.epochs, MAX_EPOCHS), ("cls.epochs", cfg.cls.epochs, MAX_EPOCHS),
+                              ("seg.epochs", cfg.seg.epochs, MAX_EPOCHS),
+                              ("gan.batch_size", cfg.gan.batch_size, MAX_BATCH_SIZE),
+                              ("cls.batch_size", cfg.cls.batch_size, MAX_BATCH_SIZE),
+                              ("seg.batch_size", cfg.seg.batch_size, MAX_BATCH_SIZE)):
+        need(isinstance(value, int) and 1 <= value <= most, f"{name} an integer in [1, {most}]", value)
     need(cfg.on_divergence in ("stop", "rollback"), "on_divergence stop or rollback", cfg.on_divergence)
     need(isinstance(cfg.max_rollbacks, int) and cfg.max_rollbacks >= 1, "max_rollbacks a positive integer",
          cfg.max_rollbacks)

@@ -28,7 +28,7 @@ from tfganaug import config as config_lib
 from tfganaug.data.datasets import load_rois
 from tfganaug.data.pipeline import eval_batches
 from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
-from tfganaug.errors import InputError, RunFolderError
+from tfganaug.errors import ConfigError, InputError, RunFolderError
 from tfganaug.fsutil import atomic_write_json, slug
 from tfganaug.metrics.brats import BRATS_LABELS, BRATS_REGION_KEYS, BRATS_REGIONS, brats_regions_dice
 from tfganaug.metrics.classification import per_class_metrics
@@ -283,6 +283,10 @@ def evaluate(run_dir, split: str | None = None, test_data: str | None = None,
     """Score a classifier or segmentation run, or every seed run below a folder; the summary
     (mean and 95% CI over runs) as text."""
     runs = run_folders(run_dir)
-    if RunFolder.load(runs[0])[1].kind == "seg":
+    kind = RunFolder.load(runs[0])[1].kind
+    if kind != "seg" and (test_data or whole_volumes):
+        raise ConfigError(f"{'--test' if test_data else '--whole-volumes'}: expected a segmentation run (the option "
+                          f"scores U-Nets), got a {kind} run in {run_dir}")
+    if kind == "seg":
         return format_seg_summary([evaluate_seg(r, split, test_data, whole_volumes) for r in runs])
     return format_summary(summarize_evaluations([evaluate_classifier(r, split) for r in runs]))

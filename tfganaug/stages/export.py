@@ -65,6 +65,11 @@ def export_run(run_dir, out, version: int | None = None, overwrite: bool = False
 
     run, cfg = RunFolder.load(run_dir)
     out = Path(out)
+    if out.exists():  # a model folder holds version folders only; anything else is not ours to add to
+        stray = [p.name for p in out.iterdir() if not (p.is_dir() and p.name.isdigit()) and not p.name.startswith(".")] if out.is_dir() else []
+        if not out.is_dir() or stray:
+            raise InputError("--out", "a new folder or a model folder of version folders (1, 2, ...)",
+                             "a file" if not out.is_dir() else f"a folder holding {', '.join(sorted(stray)[:3])}", out)
     if version is None:
         version = next_version(out)
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfganaug import config as config_lib
 from tfganaug.data.segsets import load_segsets, select_slices, source_cases, square_pad
-from tfganaug.errors import InputError, OutputExistsError
+from tfganaug.errors import ConfigError, InputError, OutputExistsError
 from tfganaug.gans import GANS
 from tfganaug.stages.train_gan import domain_slices, load_gan
 from tfganaug.synthetic import write_roi_synthetic, write_seg_synthetic
@@ -71,6 +71,12 @@ def synthesize(run_dir, n: int | None, out, *, seed: int = 0, overwrite: bool = 
         raise OutputExistsError(out)
     run, cfg, status, gans = load_gan(run_dir)
     kind = GANS.get(cfg.gan.arch).synthesises_from
+    for flag, given, used_by in (("--labels", labels != "train", "label_maps"), ("--perturb", perturb is not None,
+                                 "label_maps"), ("--from", source is not None, "source"),
+                                 ("--truncation", truncation != 1.0, "noise")):
+        if given and kind != used_by:  # silently ignored, it would hide a mistaken run folder
+            raise ConfigError(f"{flag}: expected a run whose GAN draws from {used_by.replace('_', ' ')}, got a "
+                              f"{cfg.gan.arch} run ({run_dir}); leave {flag} out")
     per_sample = cfg.data.image_size ** 2 * 4 * (len(status.get("channel_names") or [None]) + 1)
     if n is not None and n * per_sample > MAX_BYTES:
         raise InputError("--n", f"at most {MAX_BYTES // per_sample} samples of {cfg.data.image_size} px (a set of "

@@ -20,7 +20,7 @@ from tfganaug.errors import InputError
 from tfganaug.gans.base import seed_generator_states
 from tfganaug.runs import RunFolder, fit_member, save_keras, strategy_for, start_run, steps_for
 from tfganaug.schedules import ScaledCosineDecay
-from tfganaug.synthetic import load_seg_synthetic, load_seg_synthetic_volumes
+from tfganaug.synthetic import load_seg_synthetic, load_seg_synthetic_volumes, read_synthetic_manifest
 from tfganaug.tasks.segmenter import SegLoss, build_segmenter, is_3d, unet_args
 
 
@@ -108,6 +108,8 @@ def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     """Train the segmentation U-Net of `cfg` into run folder `out` (resuming it if it holds the same config)."""
     strategy_for(cfg)  # before any other TensorFlow op (multi-worker collectives): see runs.strategy_for
     three_d = is_3d(cfg.seg)
+    if cfg.seg.synthetic and (cfg.seg.synthetic_ratio > 0 or cfg.seg.setting):  # in seconds, before the real data
+        read_synthetic_manifest(cfg.seg.synthetic, "segmentation", {})
     sets = load_segsets(cfg.data, all_slices=three_d)  # bad data fails here, before a run folder exists
     train, val = sets["train"], sets["val"]
     window = starts = None

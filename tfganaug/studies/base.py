@@ -18,8 +18,14 @@ def open_study(out: Path, plan: dict, fixed=None, merge=()) -> dict:
     `plan` adds. Returns the plan in force."""
     study_json = Path(out) / "study.json"
     fixed = list(plan) if fixed is None else list(fixed)
+    if not study_json.exists() and Path(out).is_dir() and any(Path(out).iterdir()):
+        raise RunFolderError(f"{out}: expected a new or empty folder or a study folder with study.json, got a folder "
+                             "holding other files; choose another --out")
     if study_json.exists():
-        previous = json.loads(study_json.read_text())
+        try:
+            previous = json.loads(study_json.read_text())
+        except (OSError, ValueError, RecursionError):
+            raise RunFolderError(f"{study_json}: expected the study's plan as JSON, got a damaged file") from None
         if {k: previous.get(k) for k in fixed} != {k: plan[k] for k in fixed}:
             raise RunFolderError(f"{out}: holds a study with other settings ({study_json}); choose another --out")
         grown = {k: list(dict.fromkeys(previous[k] + plan[k])) for k in merge}

@@ -160,6 +160,7 @@ def class_fidelity(folder: Path, archs=ARCHS) -> dict:
 
 def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, train_per_class=None,
               seeds=None, verbose=2, gan_training: str = "small-data") -> Path:
+    from tfganaug.data.datasets import load_rois
     from tfganaug.stages.evaluate import evaluate_classifier
     from tfganaug.stages.synthesize import synthesize
     from tfganaug.stages.train_cls import train_classifier
@@ -176,11 +177,15 @@ def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, tr
             "synthetic_ratio": SYNTHETIC_RATIO}
     if gan_training != "small-data":  # only then, so study folders from before the option still match
         plan["gan_training"] = gan_training
+    # Every seed's configuration, and the data and classes they name, are checked before the
+    # study folder is made: a bad --data, --classes or --train-per-class writes nothing.
+    configs_by_seed = {seed: _configs(budget, data, classes, train_per_class, seed, gan_training) for seed in seeds}
+    load_rois(configs_by_seed[seeds[0]]["gan-acgan"].data)
     # Seeds may be added by later runs (or run side by side, one process per seed): they only grow.
     open_study(out, plan, fixed=[k for k in plan if k != "seeds"], merge=("seeds",))
     for seed in seeds:
         folder = out / f"seed-{seed}"
-        configs = _configs(budget, data, classes, train_per_class, seed, gan_training)
+        configs = configs_by_seed[seed]
         for arch in ARCHS:
             t0 = time.time()
             train_gan(configs[f"gan-{arch}"], folder / f"gan-{arch}", verbose=verbose)
