@@ -481,11 +481,11 @@ def study_cmd(paper, budget, data, classes, train_per_class, seeds, out, report_
                    "refused before anything runs.")
 @click.option("--seeds", type=Seeds(MAX_SEED), default=None, help="Comma-separated seeds (default: each budget's).")
 @click.option("--out", required=True, type=FsPath(file_okay=False), help="Study folders, one per paper.")
-@click.option("--reports", "reports_dir", type=FsPath(file_okay=False), default=None,
+@click.option("--reports", "report_dir", type=FsPath(file_okay=False), default=None,
               help="Report folders and their README.md summary (default: OUT/reports; reports/ replaces the "
                    "committed ones).")
 @click.option("--quiet", is_flag=True)
-def reproduce_cmd(paper, budget, seeds, out, reports_dir, quiet):
+def reproduce_cmd(paper, budget, seeds, out, report_dir, quiet):
     """A paper's whole protocol, data to report (or all four), then the summary table of the reports.
 
     \b
@@ -497,7 +497,7 @@ def reproduce_cmd(paper, budget, seeds, out, reports_dir, quiet):
     """
     from tfganaug.studies.reproduce import reproduce
     log = (lambda _: None) if quiet else click.echo
-    summary = reproduce(paper, budget, out, reports=reports_dir, seeds=seeds, verbose=0 if quiet else 2, log=log)
+    summary = reproduce(paper, budget, out, reports=report_dir, seeds=seeds, verbose=0 if quiet else 2, log=log)
     click.echo(f"summary: {summary}")
 
 
