@@ -152,8 +152,9 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
 @click.option("--truncation", type=float, default=1.0, show_default=True, help="stylegan2: truncation psi.")
 @click.option("--no-png", is_flag=True, help="Write only images.npz and the manifest.")
 @click.option("--overwrite", is_flag=True)
-@click.option("--server", default=None, help="Instead of RUN_DIR: a TF Serving REST endpoint serving a dcgan/acgan "
-              "export, e.g. http://localhost:8501 (noise drawn here from --seed, as for a run folder).")
+@click.option("--server", default=None, help="Instead of RUN_DIR: a TF Serving endpoint serving a dcgan/acgan export, "
+              "REST (http://localhost:8501) or gRPC (grpc://localhost:8500, needs tfganaug[serving]); noise is "
+              "drawn here from --seed, as for a run folder.")
 @click.option("--model", default=None, help="--server: the served model's name.")
 @click.option("--model-version", type=int, default=None, help="--server: a version (default: the server's latest).")
 @click.option("--classes", default=None, help="--server: the model's class names in label order, comma-separated "
@@ -342,27 +343,63 @@ def export_cmd(run_dir, out, model_version, overwrite):
 
 
 @app.command("predict")
-@click.argument("model", type=click.Path())
-@click.argument("scans", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="[MODEL] SCANS...")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="The label map to write (.nii.gz or .nii); the volumes go to <name>.volumes.json beside it.")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=16, show_default=True,
-              help="Slices per forward pass of a 2-D U-Net.")
+              help="Slices per forward pass of a 2-D U-Net (served: per request).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing mask and volumes file.")
-def predict_cmd(model, scans, out, batch_size, overwrite):
-    """Segment a scan with a trained U-Net (run folder or exported SavedModel): a NIfTI label map on
-    the scan's grid, and the volume of each structure in ml.
+@click.option("--server", default=None, help="Instead of MODEL: a TF Serving endpoint serving an exported segmenter, "
+              "REST (http://localhost:8501) or gRPC (grpc://localhost:8500, needs tfganaug[serving]).")
+@click.option("--model", default=None, help="--server: the served model's name.")
+@click.option("--model-version", type=int, default=None, help="--server: a version (default: the server's latest).")
+@click.option("--classes", default=None, help="--server: the model's class names in label order, comma-separated, "
+              "background first (class_names in its tfganaug_export.json).")
+@click.option("--channels", default="CT", show_default=True,
+              help="--server: the run's channel names (CT, or MR contrasts in order, e.g. flair,t1ce).")
+@click.option("--window", default=None, help="--server, CT: the run's window WW,WL in HU, e.g. 400,50.")
+@click.option("--mr-norm", type=click.Choice(["percentile", "zscore"]), default=None,
+              help="--server, MR: the run's mr_norm (default percentile).")
+@click.option("--patch-depth", type=click.IntRange(min=1), default=None,
+              help="--server, 3-D U-Net: slices per window it was trained on.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="--server: seconds to wait for each answer.")
+@click.pass_context
+def predict_cmd(ctx, paths, out, batch_size, overwrite, server, model, model_version, classes, channels, window,
+                mr_norm, patch_depth, timeout):
+    """Segment a scan with a trained U-Net (run folder, exported SavedModel, or a model served by TF
+    Serving): a NIfTI label map on the scan's grid, and the volume of each structure in ml.
 
     \b
+    MODEL: a train-seg run folder or a SavedModel exported from one (not with --server).
     SCANS: a DICOM series (folder or .zip), a NIfTI file or an 8-bit PNG slice; MR runs take one
     file per contrast in the run's channel order (or one 4-D NIfTI).
     Examples:
       tfganaug predict runs/seg-cyc patient/PATIENT_DICOM.zip --out patient-organs.nii.gz
       tfganaug predict saved_models/unet scan.nii.gz --out scan-organs.nii.gz
       tfganaug predict runs/seg-brats case_flair.nii.gz case_t1ce.nii.gz --out case-tumour.nii.gz
+      tfganaug predict --server grpc://localhost:8500 --model unet --classes background,liver,kidney,spleen \\
+          --window 400,50 scan.nii.gz --out scan-organs.nii.gz
     """
-    from tfganaug.stages.predict import format_volumes, predict, volumes_path
-    record = predict(model, scans, out, overwrite=overwrite, batch_size=batch_size)
+    from tfganaug.stages.predict import format_volumes, predict, served_segmenter, volumes_path
+    if server is None:
+        if len(paths) < 2:
+            ctx.fail("give MODEL and at least one scan (or --server with --model)")
+        segmenter, scans = paths[0], paths[1:]
+    else:
+        if not model:
+            ctx.fail("--server needs --model (the served model's name)")
+        try:
+            window = None if window is None else tuple(float(v) for v in window.split(","))
+        except ValueError:
+            window = ()
+        if window is not None and len(window) != 2:
+            ctx.fail("--window takes WW,WL in HU, e.g. 400,50")
+        segmenter = served_segmenter(server, model, class_names=_csv(classes), channel_names=_csv(channels),
+                                     window=window, mr_norm=mr_norm, patch_depth=patch_depth,
+                                     version=model_version, batch_size=batch_size, timeout_s=timeout)
+        scans = paths
+    record = predict(segmenter, scans, out, overwrite=overwrite, batch_size=batch_size)
     click.echo(format_volumes(record))
     click.echo(f"wrote {out} and {volumes_path(out)}")
 
