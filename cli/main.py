@@ -481,15 +481,14 @@ def report_gan_training_cmd(paper_study, small_data_study, out):
 @click.option("--steps", type=click.IntRange(min=1), default=None, hidden=True, help="Override timed steps.")
 @click.option("--warmup", type=click.IntRange(min=1), default=None, hidden=True, help="Override warm-up steps.")
 def bench_cmd(preset, precision, out, steps, warmup):
-    """Time GAN and CNN training steps and the input chain; print a table and write OUT/bench.md.
+    """Time GAN and CNN training steps, the input chain, SavedModel latency and predict, and peak memory
+    as the data grows 10x; print the tables and write OUT/bench.md.
 
     \b
     Example: tfganaug bench --preset quick --precision all --out reports/bench
     """
-    from tfganaug.bench import bench_command, format_table, run_bench, write_bench_report
-    rows = run_bench(preset, precision, steps=steps, warmup=warmup,
-                     log=lambda r: click.echo(f"{r['model']} {r['precision'] or ''}: "
-                                              f"{r['steps_per_s']:.3g} steps/s", err=True))
+    from tfganaug.bench import bench_command, format_table, row_summary, run_bench, write_bench_report
+    rows = run_bench(preset, precision, steps=steps, warmup=warmup, log=lambda r: click.echo(row_summary(r), err=True))
     click.echo(format_table(rows))
     path = write_bench_report(rows, out, command=bench_command(preset, precision, out, steps, warmup))
     click.echo(f"report: {path}")

@@ -113,7 +113,7 @@ def test_exported_savedmodel_gives_the_runs_mask(phantom_run, tmp_path, capsys):
     assert code == 2 and "tfganaug_export.json" in err and "pass the run folder" in err, err
 
 
-def test_3d_unet_slides_windows_along_z_as_evaluate_does(tmp_path):
+def test_3d_unet_slides_windows_along_z_as_evaluate_does(tmp_path, capsys):
     cfg = config.preset("cpu_unet3d_abdomen", data=PHANTOM,
                         seg={**TINY, "batch_size": 1, "patch_depth": 8, "unet": "sandfort3d"})
     run_dir = train_seg(cfg, tmp_path / "seg3d", verbose=0).path
@@ -128,6 +128,18 @@ def test_3d_unet_slides_windows_along_z_as_evaluate_does(tmp_path):
     sel = np.flatnonzero(whole.patient_ids == pid)
     want = predict_labels_3d(load_segmenter(RunFolder(run_dir)), whole.subset(sel), "softmax", 8)
     assert np.mean(as_zyx(labels, affine) == want) > 0.999
+    # served (REST stub): the same windows, one request each, give the export's own mask byte for byte
+    from tf_serving_stub import served
+    from tfganaug.stages.export import export_run
+    export_run(run_dir, tmp_path / "sm" / "unet")
+    predict(tmp_path / "sm" / "unet", [scan], tmp_path / "export.nii.gz")
+    with served({"unet": tmp_path / "sm" / "unet"}) as (url, log):
+        code, _, err = run_cli(capsys, "predict", scan, "--out", tmp_path / "served.nii.gz",
+                               *served_args(url, "--patch-depth", "8"))
+    assert code == 0, err
+    assert (tmp_path / "served.nii.gz").read_bytes() == (tmp_path / "export.nii.gz").read_bytes()
+    windows = [json.loads(body)["inputs"]["image"] for method, _, body in log if method == "POST"]
+    assert len(windows) >= 2 and all(np.asarray(w).shape == (1, 8, 32, 32, 1) for w in windows)
 
 
 def test_mr_run_takes_one_file_per_contrast(tmp_path, capsys):
