@@ -27,8 +27,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from tf_serving_stub import _folder
-from tfganaug.errors import InputError
-from tfganaug.stages.export import SIGNATURE, _graph_error, _signatures, _mtime_ns
+from tfganaug.stages.export import SIGNATURE, _graph_error, _mtime_ns, _signatures
 
 
 def signature_def_map(folder: Path) -> get_model_metadata_pb2.SignatureDefMap:
@@ -88,8 +87,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             result = fn(**tensors)
         except tf.errors.InvalidArgumentError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, _graph_error(exc.message, specs))
-        except InputError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         answer = predict_pb2.PredictResponse()
         answer.model_spec.name = request.model_spec.name
         answer.model_spec.signature_name = name

@@ -54,7 +54,8 @@ NUM_CLASSES = 3
 # Serving and scaling rows (bench_serving.py): tiny exports at serve_image px (GAN width
 # serve_width), serve_requests timed requests of 1 and of serve_batch rows; predict on CT of
 # predict_slices and 10x as many slices of predict_side px; train-seg on train_patients and 10x
-# as many phantom patients (slices of train_phantom px), train_steps steps each. The serving rows are CPU-sized in every preset.
+# as many phantom patients (slices of train_phantom px), train_steps steps each. The serving rows
+# are CPU-sized in every preset.
 SERVING_SMOKE = {"serve_image": 32, "serve_width": 8, "serve_batch": 4, "serve_requests": 3, "predict_slices": 2,
                  "predict_side": 32, "train_patients": 3, "train_phantom": 32, "train_steps": 2}
 SERVING_QUICK = {"serve_image": 32, "serve_width": 32, "serve_batch": 32, "serve_requests": 50,

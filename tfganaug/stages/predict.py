@@ -227,7 +227,8 @@ def read_scan(paths, segmenter: Segmenter) -> Scan:
     paths = [Path(p) for p in paths]
     channels = segmenter.channel_names
     parts = [_read_one(p, segmenter.modality) for p in paths]
-    image = np.concatenate([part.image for part in parts], axis=-1)
+    # one contrast: no copy (a CT volume is the largest array predict holds)
+    image = parts[0].image if len(parts) == 1 else np.concatenate([part.image for part in parts], axis=-1)
     first = parts[0]
     for p, part in zip(paths[1:], parts[1:]):
         if part.image.shape[:3] != first.image.shape[:3] or not np.allclose(part.affine, first.affine, atol=1e-3):
@@ -278,8 +279,8 @@ def _read_one(path: Path, modality: str) -> Scan:
         return np.ascontiguousarray(apply_orientation(labels, back))
 
     units = "HU" if modality == "CT" else "zscore"
-    return Scan(zyx.astype(np.float32), units, tuple(zmeta["spacing_mm"]), to_native, np.asarray(affine, float),
-                header, [str(path)], geometry)
+    return Scan(zyx.astype(np.float32, copy=False), units, tuple(zmeta["spacing_mm"]), to_native,
+                np.asarray(affine, float), header, [str(path)], geometry)
 
 
 def _dicom_native_grid(meta) -> tuple[tuple, np.ndarray, str]:
