@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -190,8 +191,9 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
 @click.option("--no-png", is_flag=True, help="Write only images.npz and the manifest.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--server", type=Text(), metavar="URL", default=None,
-              help="Instead of RUN_DIR: a TF Serving REST endpoint serving a dcgan/acgan "
-              "export, e.g. http://localhost:8501 (noise drawn here from --seed, as for a run folder).")
+              help="Instead of RUN_DIR: a TF Serving endpoint serving a dcgan/acgan export, REST "
+              "(http://localhost:8501) or gRPC (grpc://localhost:8500, needs tfganaug[serving]); noise is drawn "
+              "here from --seed, as for a run folder.")
 @click.option("--model", type=Text(), metavar="NAME", default=None, help="--server: the served model's name.")
 @click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None,
               help="--server: a version (default: the server's latest).")
@@ -402,27 +404,71 @@ def export_cmd(run_dir, out, model_version, overwrite):
 
 
 @app.command("predict")
-@click.argument("model", type=FsPath())
-@click.argument("scans", nargs=-1, required=True, type=FsPath())
+@click.argument("paths", nargs=-1, required=True, type=FsPath(), metavar="[MODEL] SCANS...")
 @click.option("--out", required=True, type=FsPath(dir_okay=False),
               help="The label map to write (.nii.gz or .nii); the volumes go to <name>.volumes.json beside it.")
 @click.option("--batch-size", type=IntRange(1, 1024), default=16, show_default=True,
-              help="Slices per forward pass of a 2-D U-Net.")
+              help="Slices per forward pass of a 2-D U-Net (served: per request).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing mask and volumes file.")
-def predict_cmd(model, scans, out, batch_size, overwrite):
-    """Segment a scan with a trained U-Net (run folder or exported SavedModel): a NIfTI label map on
-    the scan's grid, and the volume of each structure in ml.
+@click.option("--server", type=Text(), metavar="URL", default=None,
+              help="Instead of MODEL: a TF Serving endpoint serving an exported segmenter, "
+              "REST (http://localhost:8501) or gRPC (grpc://localhost:8500, needs tfganaug[serving]).")
+@click.option("--model", type=Text(), metavar="NAME", default=None, help="--server: the served model's name.")
+@click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None,
+              help="--server: a version (default: the server's latest).")
+@click.option("--classes", type=Names(), default=None,
+              help="--server: the model's class names in label order, comma-separated, "
+              "background first (class_names in its tfganaug_export.json).")
+@click.option("--channels", type=Names(), default="CT", show_default=True,
+              help="--server: the run's channel names (CT, or MR contrasts in order, e.g. flair,t1ce).")
+@click.option("--window", type=Text(), metavar="WW,WL", default=None,
+              help="--server, CT: the run's window WW,WL in HU, e.g. 400,50.")
+@click.option("--mr-norm", type=Choice(["percentile", "zscore"]), default=None,
+              help="--server, MR: the run's mr_norm (default percentile).")
+@click.option("--patch-depth", type=IntRange(1, 4096), default=None,
+              help="--server, 3-D U-Net: slices per window it was trained on.")
+@click.option("--timeout", type=FloatRange(0.0, 3600.0, lo_open=True), default=60.0, show_default=True,
+              help="--server: seconds to wait for each answer.")
+@click.pass_context
+def predict_cmd(ctx, paths, out, batch_size, overwrite, server, model, model_version, classes, channels, window,
+                mr_norm, patch_depth, timeout):
+    """Segment a scan with a trained U-Net (run folder, exported SavedModel, or a model served by TF
+    Serving): a NIfTI label map on the scan's grid, and the volume of each structure in ml.
 
     \b
+    MODEL: a train-seg run folder or a SavedModel exported from one (not with --server).
     SCANS: a DICOM series (folder or .zip), a NIfTI file or an 8-bit PNG slice; MR runs take one
     file per contrast in the run's channel order (or one 4-D NIfTI).
     Examples:
       tfganaug predict runs/seg-cyc patient/PATIENT_DICOM.zip --out patient-organs.nii.gz
       tfganaug predict saved_models/unet scan.nii.gz --out scan-organs.nii.gz
       tfganaug predict runs/seg-brats case_flair.nii.gz case_t1ce.nii.gz --out case-tumour.nii.gz
+      tfganaug predict --server grpc://localhost:8500 --model unet --classes background,liver,kidney,spleen \\
+          --window 400,50 scan.nii.gz --out scan-organs.nii.gz
     """
-    from tfganaug.stages.predict import format_volumes, predict, volumes_path
-    record = predict(model, scans, out, overwrite=overwrite, batch_size=batch_size)
+    from tfganaug.stages.predict import format_volumes, predict, served_segmenter, volumes_path
+    if server is None:
+        _only_with(ctx, "--server", "model", "model_version", "classes", "channels", "window", "mr_norm",
+                   "patch_depth", "timeout")
+        if len(paths) < 2:
+            ctx.fail("give MODEL and at least one scan (or --server with --model)")
+        segmenter, scans = paths[0], paths[1:]
+    else:
+        if not model:
+            ctx.fail("--server needs --model (the served model's name)")
+        if window is not None:
+            text = window
+            try:
+                window = tuple(float(v) for v in text.split(","))
+            except ValueError:
+                window = ()
+            if len(window) != 2 or not all(math.isfinite(v) for v in window) or not 0 < window[0] <= 10_000:
+                ctx.fail(f"--window: expected WW,WL in HU with 0 < WW <= 10000, such as 400,50, got {text!r}")
+        segmenter = served_segmenter(server, model, class_names=_csv(classes), channel_names=_csv(channels),
+                                     window=window, mr_norm=mr_norm, patch_depth=patch_depth,
+                                     version=model_version, batch_size=batch_size, timeout_s=timeout)
+        scans = paths
+    record = predict(segmenter, scans, out, overwrite=overwrite, batch_size=batch_size)
     click.echo(format_volumes(record))
     click.echo(f"wrote {out} and {volumes_path(out)}")
 
@@ -555,15 +601,14 @@ def report_gan_training_cmd(paper_study, small_data_study, out):
 @click.option("--steps", type=IntRange(1, 10_000), default=None, hidden=True, help="Override timed steps.")
 @click.option("--warmup", type=IntRange(1, 10_000), default=None, hidden=True, help="Override warm-up steps.")
 def bench_cmd(preset, precision, out, steps, warmup):
-    """Time GAN and CNN training steps and the input chain; print a table and write OUT/bench.md.
+    """Time GAN and CNN training steps, the input chain, SavedModel latency and predict, and peak memory
+    as the data grows 10x; print the tables and write OUT/bench.md.
 
     \b
     Example: tfganaug bench --preset quick --precision all --out reports/bench
     """
-    from tfganaug.bench import bench_command, format_table, run_bench, write_bench_report
-    rows = run_bench(preset, precision, steps=steps, warmup=warmup,
-                     log=lambda r: click.echo(f"{r['model']} {r['precision'] or ''}: "
-                                              f"{r['steps_per_s']:.3g} steps/s", err=True))
+    from tfganaug.bench import bench_command, format_table, row_summary, run_bench, write_bench_report
+    rows = run_bench(preset, precision, steps=steps, warmup=warmup, log=lambda r: click.echo(row_summary(r), err=True))
     click.echo(format_table(rows))
     path = write_bench_report(rows, out, command=bench_command(preset, precision, out, steps, warmup))
     click.echo(f"report: {path}")

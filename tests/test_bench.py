@@ -1,4 +1,5 @@
 """Benchmarks run and report (tiny settings). Speed itself is read from reports/bench, never asserted here."""
+import json
 import math
 import os
 import subprocess
@@ -64,7 +65,7 @@ def test_cli_writes_the_report(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--preset", "smoke", "--steps", "2",
                            "--warmup", "1", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                          timeout=1500, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "bench.md").read_text()
     assert "--steps 2" in report
@@ -74,6 +75,26 @@ def test_cli_writes_the_report(tmp_path):
         assert name in proc.stdout and name in report, name
     # the 3-D window chain is compared with the 3-D U-Net it feeds, not with the 2-D models
     assert "for the fastest training row (unet3d, float32)" in report
+    # serving rows (issue 15): every exported type's latency, predict at 1x and 10x, train-seg at 1x and 10x
+    rows = json.loads((out / "bench.json").read_text())
+    latency = [r for r in rows if r["kind"] == "serve_latency"]
+    assert [(r["model"], r["signature"], r["rows"]) for r in latency] == [
+        (m, s, n) for m, s in [("lesion_cnn", "serving_default"), ("acgan", "serving_default"),
+                               ("unet2d", "serving_default"), ("unet2d", "preprocessed"),
+                               ("cyclegan", "serving_default")] for n in (1, 4)]
+    for r in latency:
+        _positive_finite(r, ("p50_ms", "p95_ms", "rows_per_s", "load_s", "peak_rss_mb"))
+        assert r["p50_ms"] <= r["p95_ms"] and r["request_shape"][0] == r["rows"]
+    for kind in ("predict_scale", "train_scale"):
+        pair = [r for r in rows if r["kind"] == kind]
+        assert [r["factor"] for r in pair] == [1, 10] and pair[1]["slices"] > pair[0]["slices"]
+        for r in pair:
+            _positive_finite(r, ("seconds", "slices", "peak_rss_mb", "baseline_rss_mb", "rss_ratio"))
+            assert r["peak_rss_mb"] >= r["baseline_rss_mb"]
+    assert [r["slices"] for r in rows if r["kind"] == "predict_scale"] == [2, 20]
+    for text in ("SavedModel latency, loaded in a fresh process", "`predict` throughput", "p95 ms", "slices/s"):
+        assert text in proc.stdout and text in report, text
+    assert "`predict` with 10x the slices: peak RSS" in report and "`train-seg` with 10x the patients" in report
 
 
 def test_segmenter_rows_count_slices():

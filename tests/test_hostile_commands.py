@@ -49,7 +49,7 @@ BASES = {
 OUT_NAME = {"predict": "out.nii.gz"}  # --out of predict is a file
 # Run folders a path parameter takes (every other kind is a hostile value for it).
 ACCEPTS = {("synthesize", "run_dir"): {"gan-acgan", "gan-pix2pix"}, ("evaluate", "run_dir"): {"cls", "seg"},
-           ("export", "run_dir"): {"gan-acgan", "gan-pix2pix", "cls", "seg"}, ("predict", "model"): {"seg"},
+           ("export", "run_dir"): {"gan-acgan", "gan-pix2pix", "cls", "seg"}, ("predict", "paths"): {"seg"},
            ("train-cls", "synthetic"): {"synth-acgan"}}
 # The command given a config file whose one wrong key is in this section (the loader is shared).
 SECTION_COMMAND = {"top": "train-gan", "gan": "train-gan", "data": "train-cls", "cls": "train-cls", "seg": "train-seg"}

@@ -113,7 +113,7 @@ def test_exported_savedmodel_gives_the_runs_mask(phantom_run, tmp_path, capsys):
     assert code == 2 and "tfganaug_export.json" in err and "pass the run folder" in err, err
 
 
-def test_3d_unet_slides_windows_along_z_as_evaluate_does(tmp_path):
+def test_3d_unet_slides_windows_along_z_as_evaluate_does(tmp_path, capsys):
     cfg = config.preset("cpu_unet3d_abdomen", data=PHANTOM,
                         seg={**TINY, "batch_size": 1, "patch_depth": 8, "unet": "sandfort3d"})
     run_dir = train_seg(cfg, tmp_path / "seg3d", verbose=0).path
@@ -128,6 +128,18 @@ def test_3d_unet_slides_windows_along_z_as_evaluate_does(tmp_path):
     sel = np.flatnonzero(whole.patient_ids == pid)
     want = predict_labels_3d(load_segmenter(RunFolder(run_dir)), whole.subset(sel), "softmax", 8)
     assert np.mean(as_zyx(labels, affine) == want) > 0.999
+    # served (REST stub): the same windows, one request each, give the export's own mask byte for byte
+    from tf_serving_stub import served
+    from tfganaug.stages.export import export_run
+    export_run(run_dir, tmp_path / "sm" / "unet")
+    predict(tmp_path / "sm" / "unet", [scan], tmp_path / "export.nii.gz")
+    with served({"unet": tmp_path / "sm" / "unet"}) as (url, log):
+        code, _, err = run_cli(capsys, "predict", scan, "--out", tmp_path / "served.nii.gz",
+                               *served_args(url, "--patch-depth", "8"))
+    assert code == 0, err
+    assert (tmp_path / "served.nii.gz").read_bytes() == (tmp_path / "export.nii.gz").read_bytes()
+    windows = [json.loads(body)["inputs"]["image"] for method, _, body in log if method == "POST"]
+    assert len(windows) >= 2 and all(np.asarray(w).shape == (1, 8, 32, 32, 1) for w in windows)
 
 
 def test_mr_run_takes_one_file_per_contrast(tmp_path, capsys):
@@ -271,3 +283,83 @@ def test_liver_volume_within_tolerance_of_the_reference(ircadb, shared_data):
     reference_ml = np.count_nonzero(liver) * float(np.prod(meta["spacing_mm"])) / 1000
     predicted_ml = ircadb["record"]["volumes_ml"]["liver"]
     assert abs(predicted_ml - reference_ml) <= LIVER_TOLERANCE * reference_ml, (predicted_ml, reference_ml)
+
+
+# ---------------------------------------------------------------------------- served (--server)
+
+def served_args(url, *extra, classes="background,liver,kidney,spleen", window="400,50"):
+    args = ["--server", url, "--model", "unet"]
+    args += ["--classes", classes] if classes else []
+    args += ["--window", window] if window else []
+    return [*args, *extra]
+
+
+@pytest.fixture(scope="module")
+def ircadb_export(ircadb):
+    from tfganaug.stages.export import export_run
+    root = ircadb["tmp"] / "saved_models"
+    export_run(ircadb["run"], root / "unet")
+    return {"unet": root / "unet"}
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_served_mask_equals_local_byte_for_byte(ircadb, ircadb_export, shared_data, tmp_path, capsys, transport):
+    """The IRCADb U-Net exported and served (REST stub or gRPC stub): `predict --server` on a real
+    TotalSegmentator CT writes the same mask file, byte for byte, as local `predict` of the same
+    SavedModel, and the same volumes."""
+    from tf_serving_stub import served
+    scan = shared_data / "totalseg-examples" / "example_ct_sm.nii.gz"
+    local = predict(ircadb_export["unet"], [scan], tmp_path / "local.nii.gz")
+    classes = ",".join(local["class_names"])
+    window = "{:g},{:g}".format(*(RunFolder.load(ircadb["run"])[1].data.window_width,
+                                  RunFolder.load(ircadb["run"])[1].data.window_level))
+    if transport == "grpc":
+        from tf_serving_grpc_stub import served_grpc as serve
+    else:
+        serve = served
+    with serve(ircadb_export) as (url, log):
+        code, out, err = run_cli(capsys, "predict", scan, "--out", tmp_path / "served.nii.gz",
+                                 *served_args(url, classes=classes, window=window))
+    assert code == 0, err
+    assert "liver" in out and "volume (ml)" in out
+    assert (tmp_path / "served.nii.gz").read_bytes() == (tmp_path / "local.nii.gz").read_bytes()
+    labels, _ = mask_of(tmp_path / "served.nii.gz")
+    assert len(np.unique(labels)) > 1  # a constant mask would make the equality prove little
+    record = json.loads(volumes_path(tmp_path / "served.nii.gz").read_text())
+    differ = {"mask", "model", "served"}
+    assert {k: v for k, v in record.items() if k not in differ} == \
+        json.loads(json.dumps({k: v for k, v in local.items() if k not in differ}))
+    assert record["served"]["signature"] == "preprocessed"
+    assert record["served"]["transport"] == {"rest": "REST", "grpc": "gRPC"}[transport]
+    assert record["served"]["from the served model's metadata"]["image_size"] == 32
+    predict_calls = [entry for entry in log if entry[0] in ("POST", "Predict")]
+    assert len(predict_calls) == -(-nib.load(scan).shape[2] // 16)  # one request per batch of 16 slices
+
+
+def test_served_predict_needs_the_facts_the_metadata_lacks(phantom_run, tmp_path, capsys, monkeypatch):
+    """--classes, --window (CT) and a matching class count are one line and exit 2; so is grpc://
+    without the serving extra; nothing is written."""
+    import sys
+    from tf_serving_stub import served
+    from tfganaug.stages.export import export_run
+    export_run(phantom_run, tmp_path / "sm" / "unet")
+    scan = zyx_nifti(tmp_path / "scan.nii.gz", np.random.default_rng(0).normal(40, 300, (3, 20, 24)), (3, 1, 1))
+    out = tmp_path / "m.nii.gz"
+    with served({"unet": tmp_path / "sm" / "unet"}) as (url, _):
+        cases = [(served_args(url, classes=None), ["--classes", "4 (softmax outputs) or 5", "none"]),
+                 (served_args(url, classes="background,liver"), ["--classes", "got 2 (background, liver)"]),
+                 (served_args(url, window=None), ["--window", "WW,WL"]),
+                 (served_args(url, "--channels", "flair,t1ce"), ["--channels", "1 channel"]),
+                 (["--server", url, "--model", "nope"], ["HTTP 404", "Latest(nope)"])]
+        for args, fragments in cases:
+            code, _, err = run_cli(capsys, "predict", scan, "--out", out, *args)
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert all(f in err for f in fragments), err
+        code, _, err = run_cli(capsys, "predict", scan, "--out", out, *served_args(url))
+        assert code == 0, err
+    monkeypatch.setitem(sys.modules, "tensorflow_serving", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
+    code, _, err = run_cli(capsys, "predict", scan, "--out", tmp_path / "g.nii.gz",
+                           *served_args("grpc://127.0.0.1:8500"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "pip install tfganaug[serving]" in err, err
+    assert not (tmp_path / "g.nii.gz").exists() and not (tmp_path / "g.volumes.json").exists()

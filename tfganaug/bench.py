@@ -11,6 +11,10 @@ load average before and after its measurement, and the report prints them beside
 Peak RSS is `getrusage` maxrss, the high-water mark of the whole process so far: rows run in
 order, so a row's value is an upper bound for its own configuration.
 
+Serving and scaling rows (issue 15, part 5; `bench_serving.py`): SavedModel latency p50 / p95
+per exported model type, `predict` slices/s, and peak memory of `predict` and `train-seg` as
+the data grows 10x, each measured in a fresh child process.
+
 Paired rows (issue 13, part 7): at each CPU GAN preset, the project's train step with the
 preset's tricks off, with DiffAugment, with the whole preset (DiffAugment + EMA) and with ADA
 on top, beside a keras-io-style reference of the same networks (`bench_reference.py`: one D
@@ -24,6 +28,7 @@ never asserted.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import platform
@@ -38,12 +43,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfganaug.bench_serving import SERVING_KINDS, format_serving_tables, serving_notes
 from tfganaug.config import PRESETS, GANConfig
 from tfganaug.errors import ConfigError
 from tfganaug.fsutil import atomic_write_text
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 NUM_CLASSES = 3
+
+# Serving and scaling rows (bench_serving.py): tiny exports at serve_image px (GAN width
+# serve_width), serve_requests timed requests of 1 and of serve_batch rows; predict on CT of
+# predict_slices and 10x as many slices of predict_side px; train-seg on train_patients and 10x
+# as many phantom patients (slices of train_phantom px), train_steps steps each. The serving rows
+# are CPU-sized in every preset.
+SERVING_SMOKE = {"serve_image": 32, "serve_width": 8, "serve_batch": 4, "serve_requests": 3, "predict_slices": 2,
+                 "predict_side": 32, "train_patients": 3, "train_phantom": 32, "train_steps": 2}
+SERVING_QUICK = {"serve_image": 32, "serve_width": 32, "serve_batch": 32, "serve_requests": 50,
+                 "predict_slices": 24, "predict_side": 256, "train_patients": 3, "train_phantom": 128,
+                 "train_steps": 10}
 
 # Per preset: GAN configurations (arch, image, width, batch), the classifier and input-chain sizes,
 # and step counts. "paper" is Frid-Adar et al. 2018 (64 px, width 1024, batch 64): ~0.3 steps/s
@@ -54,7 +71,8 @@ BENCH_PRESETS: dict[str, dict] = {
               "cls_steps": 2, "input": (16, 8), "input_steps": 2, "warmup": 1,
               "segmenters": [(2, 16, 4, 2, 4, 1), (3, 16, 4, 2, 2, 4)], "seg_steps": 2,
               "seg_input": (16, 2, 4), "seg_input_steps": 2,
-              "pairs": [("cpu_dcgan", 16, 16, 8), ("cpu_acgan", 16, 16, 8)], "pair_steps": 2, "pair_rounds": 2},
+              "pairs": [("cpu_dcgan", 16, 16, 8), ("cpu_acgan", 16, 16, 8)], "pair_steps": 2, "pair_rounds": 2,
+              **SERVING_SMOKE},
     "quick": {"gans": [(arch, 32, width, 32) for width in (32, 64) for arch in ("dcgan", "acgan")],
               "gan_steps": 20, "classifier": (32, 32), "cls_steps": 30, "input": (32, 32), "input_steps": 50,
               "warmup": 3,
@@ -63,14 +81,14 @@ BENCH_PRESETS: dict[str, dict] = {
               "seg_input": (64, 2, 16), "seg_input_steps": 10,
               # (CPU preset, image, width, batch): None = the preset's own (32 px, width 128, batch 32)
               "pairs": [("cpu_dcgan", None, None, None), ("cpu_acgan", None, None, None)], "pair_steps": 8,
-              "pair_rounds": 6},
+              "pair_rounds": 6, **SERVING_QUICK},
     "paper": {"gans": [("dcgan", 64, 1024, 64), ("acgan", 64, 1024, 64)],
               "gan_steps": 5, "classifier": (64, 64), "cls_steps": 20, "input": (64, 64), "input_steps": 50,
               "warmup": 2,
               "segmenters": [(2, 128, 16, 4, 8, 1), (3, 128, 8, 3, 2, 16)], "seg_steps": 5,
               "seg_input": (128, 2, 16), "seg_input_steps": 10,
               "pairs": [("cpu_dcgan", None, None, None), ("cpu_acgan", None, None, None)], "pair_steps": 8,
-              "pair_rounds": 6},
+              "pair_rounds": 6, **SERVING_QUICK},
 }
 
 
@@ -368,9 +386,10 @@ def bench_window_input(image_size: int, batch_size: int, patch_depth: int, steps
 
 
 def run_bench(preset: str, precision: str = "float32", *, steps: int | None = None, warmup: int | None = None,
-              log: Callable[[dict], None] | None = None) -> list[dict]:
+              log: Callable[[dict], None] | None = None, serving: bool = True) -> list[dict]:
     """Every row of a preset ("quick": ~1 minute; "paper": the paper's sizes), for `precision`
-    float32, mixed_bfloat16 or all. `steps`/`warmup` override the preset's (e.g. for tests)."""
+    float32, mixed_bfloat16 or all, then (`serving`) the serving and scaling rows.
+    `steps`/`warmup` override the preset's training steps (e.g. for tests)."""
     if preset not in BENCH_PRESETS:
         raise ConfigError(f"unknown bench preset '{preset}' (known: {', '.join(BENCH_PRESETS)})")
     if precision == "all":
@@ -404,6 +423,10 @@ def run_bench(preset: str, precision: str = "float32", *, steps: int | None = No
     for dims, image_size, base, depth, batch_size, patch in p["segmenters"]:
         add(bench_segmenter(dims, image_size, base, depth, batch_size, steps or p["seg_steps"], patch, "float32",
                             warmup))
+    if serving:
+        from tfganaug.bench_serving import run_serving_bench
+        for row in run_serving_bench(p, log):
+            rows.append(row)
     return rows
 
 
@@ -458,7 +481,7 @@ def format_table(rows: list[dict]) -> str:
     """Markdown table; for input rows `steps` are batches and `steps/s` batches/s. Paired GAN
     rows follow in their own table (`format_pair_table`)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    for r in (r for r in rows if r["kind"] != "gan_pair"):
+    for r in (r for r in rows if r["kind"] not in ("gan_pair",) + SERVING_KINDS):
         d_params = r.get("d_params", r.get("params"))
         cells = (r["model"], r["precision"] or "–", f"{r['image_size']} px", _num(r["width"]), r["batch_size"],
                  r["steps"], _num(r["seconds"]), _num(r["steps_per_s"]), _num(r["images_per_s"]),
@@ -466,8 +489,18 @@ def format_table(rows: list[dict]) -> str:
                  f"{r['load_before']:.2f}→{r['load_after']:.2f}")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     pairs = format_pair_table(rows)
-    return "\n".join(lines) + (f"\n\nTrain step beside a keras-io-style reference (paired, interleaved):\n\n{pairs}"
-                               if pairs else "")
+    serving = format_serving_tables(rows)
+    return ("\n".join(lines) + (f"\n\nTrain step beside a keras-io-style reference (paired, interleaved):\n\n{pairs}"
+                                if pairs else "") + (f"\n\n{serving}" if serving else ""))
+
+
+def row_summary(r: dict) -> str:
+    """One progress line per row."""
+    if r["kind"] == "serve_latency":
+        return f"{r['model']} {r['signature']} x{r['rows']}: p50 {r['p50_ms']:.2f} ms"
+    if r["kind"] in SERVING_KINDS:
+        return f"{r['model']} {r['factor']}x: peak RSS {r['peak_rss_mb']:.0f} MB"
+    return f"{r['model']} {r['precision'] or ''}: {r['steps_per_s']:.3g} steps/s"
 
 
 def machine_facts() -> dict:
@@ -530,13 +563,14 @@ def _pair_notes(rows: list[dict]) -> list[str]:
 
 
 def write_bench_report(rows: list[dict], out_dir, command: str | None = None) -> Path:
-    """`<out_dir>/bench.md`: machine facts, load averages, the table and the command that made it."""
+    """`<out_dir>/bench.md`: machine facts, load averages, the table and the command that made it;
+    `<out_dir>/bench.json`: the rows."""
     facts = machine_facts()
     command = command or shlex.join(["tfganaug", *sys.argv[1:]])
     start = rows[0]["load_before"] if rows else math.nan
     end = rows[-1]["load_after"] if rows else math.nan
     text = "\n".join([
-        "# Benchmark: training and input throughput", "",
+        "# Benchmark: training, input, serving and memory", "",
         f"Command: `{command}`", "",
         "## Machine", "",
         *(f"- {k}: {v}" for k, v in facts.items()), "",
@@ -553,7 +587,9 @@ def write_bench_report(rows: list[dict], out_dir, command: str | None = None) ->
         "- U-Net rows (`unet2d`, `unet3d`): the Sandfort presets as `train-seg` compiles them (Adam, Dice + CE, "
         "4 classes); width = base filters; images/s counts slices (a 3-D sample is a window of slices).",
         "- Peak RSS: the process's high-water mark so far (rows run in table order), an upper bound for a row.",
-        *_pair_notes(rows), *_headroom(rows), ""])
+        *_pair_notes(rows), *_headroom(rows), *serving_notes(rows), ""])
+    # the rows themselves, for tools and tests (tuples become lists)
+    atomic_write_text(Path(out_dir) / "bench.json", json.dumps(rows, indent=1, default=str) + "\n")
     return atomic_write_text(Path(out_dir) / "bench.md", text)
 
 

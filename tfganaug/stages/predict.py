@@ -24,6 +24,25 @@ The mask is uint8 on the input's grid:
 Volumes (voxel count x |det| of the affine's 3x3 part) go to stdout and to
 `<name>.volumes.json` beside the mask. Both files are written atomically, and an existing one
 is replaced only with `overwrite`.
+
+A served segmenter (`served_segmenter`, `tfganaug predict --server URL --model NAME`, REST or
+gRPC through `tfganaug.serving.connect`) runs the same reading, preprocessing, batching or
+sliding windows, mapping back and writing; only the network calls go to the model server,
+one request per batch of slices (per window for the 3-D U-Net), to the signature that takes
+slices preprocessed as in training: `preprocessed` where the export has it, else (older
+exports) `serving_default`. The facts the run folder would give come from two places:
+
+* the served model's metadata (that signature's def): the training image size S and the
+  number of channels C (input ``image [None, (Z,) S, S, C]``), 2-D or 3-D (its rank), and the
+  number of output channels k (``probabilities``);
+* explicit options: the class names (`--classes`; k names mean softmax outputs, k + 1 sigmoid
+  ones after a background), the channel names (`--channels`, default ``CT``), the CT window
+  (`--window WW,WL`, required for CT: the export's `tfganaug_export.json` states it), the MR
+  normalisation (`--mr-norm`, default the run default) and the 3-D window depth
+  (`--patch-depth`, required for a 3-D model).
+
+TF Serving's metadata carries signatures only, not the export's `tfganaug_export.json`, hence
+the options. The volumes JSON records which fact came from where.
 """
 from __future__ import annotations
 
@@ -57,6 +76,7 @@ class Segmenter:
     output: str                     # softmax | sigmoid (tasks/segmenter.py decode)
     patch_depth: int | None         # 3-D U-Net: slices per window; None for the 2-D U-Net
     probabilities: Callable         # float32 (B, [Z,] S, S, C) -> (B, [Z,] S, S, k)
+    facts: dict | None = None       # served: which preprocessing facts came from where
 
     @property
     def modality(self) -> str:
@@ -124,6 +144,63 @@ def load_segmenter_for_prediction(path) -> Segmenter:
                       lambda x: serve(image=tf.constant(x, tf.float32))["probabilities"].numpy())
 
 
+def served_segmenter(server: str, model: str, *, class_names, channel_names=("CT",), window=None,
+                     mr_norm: str | None = None, patch_depth: int | None = None, version: int | None = None,
+                     batch_size: int = 16, timeout_s: float = 60.0) -> Segmenter:
+    """A segmenter served by TF Serving (REST or gRPC), with the preprocessing facts of its
+    metadata and of the options (module docstring)."""
+    from tfganaug.config import DataConfig
+    from tfganaug.serving import connect
+    from tfganaug.stages.export import SIGNATURE
+    client = connect(server, model, version=version, batch_size=batch_size, timeout_s=timeout_s)
+    defs = client.signatures()
+    name = "preprocessed" if "preprocessed" in defs else SIGNATURE
+    image = defs.get(name, {}).get("inputs", {}).get("image")
+    probs = defs.get(name, {}).get("outputs", {}).get("probabilities")
+    shape = image[1] if image else None
+    if not (shape and probs and probs[1] and len(shape) in (4, 5) and None not in shape[-3:]
+            and shape[-3] == shape[-2] and probs[1][-1] is not None):
+        raise InputError("served model", "a segmenter exported by `tfganaug export` (a signature 'preprocessed' or "
+                         "'serving_default' taking image [None, (Z,) S, S, C], answering probabilities)",
+                         f"signatures {sorted(defs)}" + (f", '{name}' taking image {shape}" if image else ""),
+                         client.base)
+    size, channels, k = int(shape[-2]), int(shape[-1]), int(probs[1][-1])
+    volumes = len(shape) == 5
+    names, channel_names = tuple(class_names or ()), tuple(channel_names or ("CT",))
+    if len(names) not in (k, k + 1) or len(set(names)) != len(names):
+        raise InputError("--classes", f"the served model's class names in label order, without repeats: {k} "
+                         f"(softmax outputs) or {k + 1} (background, then {k} sigmoid outputs)",
+                         f"{len(names)} ({', '.join(names) or 'none'})", client.base)
+    if len(channel_names) != channels:
+        raise InputError("--channels", f"{channels} channel name(s) in the run's order (CT, or MR contrasts "
+                         "such as flair,t1ce)", f"{len(channel_names)} ({', '.join(channel_names)})", client.base)
+    if volumes and not patch_depth:
+        raise InputError("--patch-depth", "the slices per window the 3-D U-Net was trained on (patch_depth in "
+                         "the run's config)", "nothing", client.base)
+    overrides = {"image_size": size}
+    if mr_norm:
+        overrides["mr_norm"] = mr_norm
+    if window is not None:
+        overrides["window_width"], overrides["window_level"] = (float(v) for v in window)
+    segmenter = Segmenter(source=client.base, data=DataConfig(**overrides), class_names=names,
+                          channel_names=channel_names, output="softmax" if len(names) == k else "sigmoid",
+                          patch_depth=int(patch_depth) if volumes else None,
+                          probabilities=lambda x: client.predict({"image": x})["probabilities"])
+    if segmenter.modality == "CT" and window is None:
+        raise InputError("--window", "the run's CT window as WW,WL in HU (e.g. 400,50: the 'preprocessed' "
+                         "signature in its tfganaug_export.json states it)", "nothing", client.base)
+    client.signature = name
+    segmenter.facts = {
+        "server": client.base, "transport": client.transport, "signature": name,
+        "from the served model's metadata": {"image_size": size, "channels": channels, "outputs": k,
+                                             "model": "3-D U-Net" if volumes else "2-D U-Net"},
+        "from options": {"class_names": list(names), "output": segmenter.output, "channel_names": list(channel_names),
+                         **({"window": [overrides["window_width"], overrides["window_level"]]} if window else {}),
+                         **({"mr_norm": mr_norm} if mr_norm else {}),
+                         **({"patch_depth": int(patch_depth)} if volumes else {})}}
+    return segmenter
+
+
 def _segmenter(source, cfg, status, output, probabilities) -> Segmenter:
     from tfganaug.tasks.segmenter import is_3d
     return Segmenter(source=source, data=cfg.data, class_names=tuple(status["class_names"]),
@@ -150,7 +227,8 @@ def read_scan(paths, segmenter: Segmenter) -> Scan:
     paths = [Path(p) for p in paths]
     channels = segmenter.channel_names
     parts = [_read_one(p, segmenter.modality) for p in paths]
-    image = np.concatenate([part.image for part in parts], axis=-1)
+    # one contrast: no copy (a CT volume is the largest array predict holds)
+    image = parts[0].image if len(parts) == 1 else np.concatenate([part.image for part in parts], axis=-1)
     first = parts[0]
     for p, part in zip(paths[1:], parts[1:]):
         if part.image.shape[:3] != first.image.shape[:3] or not np.allclose(part.affine, first.affine, atol=1e-3):
@@ -201,8 +279,8 @@ def _read_one(path: Path, modality: str) -> Scan:
         return np.ascontiguousarray(apply_orientation(labels, back))
 
     units = "HU" if modality == "CT" else "zscore"
-    return Scan(zyx.astype(np.float32), units, tuple(zmeta["spacing_mm"]), to_native, np.asarray(affine, float),
-                header, [str(path)], geometry)
+    return Scan(zyx.astype(np.float32, copy=False), units, tuple(zmeta["spacing_mm"]), to_native,
+                np.asarray(affine, float), header, [str(path)], geometry)
 
 
 def _dicom_native_grid(meta) -> tuple[tuple, np.ndarray, str]:
@@ -289,7 +367,8 @@ def _nifti_bytes(labels: np.ndarray, affine: np.ndarray, header, gz: bool) -> by
 
 
 def predict(model, scans, out, overwrite: bool = False, batch_size: int = 16) -> dict:
-    """Segment `scans` with `model`; write the mask `out` (.nii / .nii.gz) and its volumes JSON.
+    """Segment `scans` with `model` (a run folder, an exported SavedModel, or a `Segmenter` such
+    as `served_segmenter` gives); write the mask `out` (.nii / .nii.gz) and its volumes JSON.
 
     Returns the volumes record written to :func:`volumes_path` (`out`).
     """
@@ -303,7 +382,7 @@ def predict(model, scans, out, overwrite: bool = False, batch_size: int = 16) ->
             raise OutputExistsError(target)
     if not scans:
         raise InputError("scan", "at least one file", "none", None)
-    segmenter = load_segmenter_for_prediction(model)
+    segmenter = model if isinstance(model, Segmenter) else load_segmenter_for_prediction(model)
     scan = read_scan(scans, segmenter)
     labels = scan.to_native(predict_labels(segmenter, scan, batch_size))
     voxels, volumes, voxel_ml = volumes_ml(labels, scan.affine, segmenter.class_names)
@@ -312,7 +391,8 @@ def predict(model, scans, out, overwrite: bool = False, batch_size: int = 16) ->
               "class_names": list(segmenter.class_names), "shape": list(labels.shape),
               "affine": np.asarray(scan.affine).tolist(), "geometry": scan.geometry,
               "voxel_volume_ml": voxel_ml, "voxels": voxels, "volumes_ml": volumes,
-              "preprocessing": _preprocessing(segmenter, scan)}
+              "preprocessing": _preprocessing(segmenter, scan),
+              **({"served": segmenter.facts} if segmenter.facts else {})}
     atomic_write_json(record_path, record)
     return record
 

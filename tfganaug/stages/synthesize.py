@@ -150,8 +150,9 @@ def synthesize_served(server: str, model: str, n: int | None, out, *, class_name
     image) into the synthetic ROI set `out`: the files and manifest of `synthesize`, with the
     server, model and version in place of the run folder. z and the labels are drawn here from
     `seed` as `synthesize` draws them (`roi_noise`), and requests hold `batch_size` rows, so the
-    same seed gives the same images as local synthesis of the exported run."""
-    from tfganaug.serving import ServingClient
+    same seed gives the same images as local synthesis of the exported run. `server` is a REST
+    (http://HOST:8501, `body` form) or gRPC (grpc://HOST:8500) endpoint (`serving.connect`)."""
+    from tfganaug.serving import connect
     from tfganaug.synthetic import write_roi_synthetic
     n = ROI_COUNT if n is None else n
     if n < 1:
@@ -162,7 +163,7 @@ def synthesize_served(server: str, model: str, n: int | None, out, *, class_name
                          "(class_names in its tfganaug_export.json)", repr(names))
     if Path(out).exists() and not overwrite:
         raise OutputExistsError(out)
-    client = ServingClient(server, model, version=version, body=body, batch_size=batch_size, timeout_s=timeout_s)
+    client = connect(server, model, version=version, body=body, batch_size=batch_size, timeout_s=timeout_s)
     meta = client.metadata()
     z_spec, image_spec = meta["inputs"].get("z"), meta["outputs"].get("image")
     if (set(meta["inputs"]) != {"z", "label"} or image_spec is None or len(z_spec[1] or []) != 2
@@ -182,7 +183,8 @@ def synthesize_served(server: str, model: str, n: int | None, out, *, class_name
                          f"shape {list(images.shape)}, range [{np.nanmin(images):g}, {np.nanmax(images):g}]",
                          client.base)
     info = {"generator_server": client.base, "model": model, "model_version": version,
-            "signature": client.signature, "request_body": body, "batch_size": batch_size, "seed": seed}
+            "signature": client.signature, "request_body": body if client.transport == "REST" else "gRPC TensorProto",
+            "batch_size": batch_size, "seed": seed}
     return write_roi_synthetic(out, images, labels, names, info, overwrite=overwrite, png=png)
 
 
