@@ -468,7 +468,7 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
         need(cfg.gan.width >= 8 and cfg.gan.width % 8 == 0, "gan.width a multiple of 8", cfg.gan.width)
     else:
         need(isinstance(cfg.gan.width, int) and cfg.gan.width >= 1, "gan.width a positive integer", cfg.gan.width)
-    need(0.0 <= cfg.cls.synthetic_ratio < 1.0, "cls.synthetic_ratio in [0, 1)", cfg.cls.synthetic_ratio)
+    need(0.0 <= cfg.cls.synthetic_ratio <= 1.0, "cls.synthetic_ratio in [0, 1]", cfg.cls.synthetic_ratio)
     need(cfg.cls.synthetic_ratio == 0.0 or cfg.cls.synthetic, "cls.synthetic set when synthetic_ratio > 0",
          cfg.cls.synthetic)
     need(cfg.cls.augment in ("none", "classic"), "cls.augment none or classic", cfg.cls.augment)
