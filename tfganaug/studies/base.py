@@ -146,3 +146,10 @@ def fidelity_stage(out: Path, name: str, domain_recipe: dict | None = None) -> N
         recipe = {k: tuple(v) if isinstance(v, list) else v for k, v in (domain_recipe or {}).items()}
         evaluate_fidelity(out / name, domain_recipe=DomainRecipe(**recipe))
         timing(out, f"fidelity-{name}", t0)
+
+
+def grid_notes(study: Path) -> list[str]:
+    """`<study>/grids.md`: what the sample grids show, written by a person after looking at them
+    (a report cannot judge its own figures); the report prints it under its figures."""
+    path = Path(study) / "grids.md"
+    return ["", path.read_text().strip(), ""] if path.exists() else []

@@ -44,8 +44,9 @@ from tfganaug.errors import ConfigError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from tfganaug.metrics.stats import format_ci, mean_ci
 from tfganaug.stages.evaluate import percent, summarize_evaluations
-from tfganaug.studies.base import (condition_curves, copy_configs, fidelity_stage, figure_home, figure_link, machine,
-                                   open_study, save_curves, summed_timings, timing, write_summary)
+from tfganaug.studies.base import (condition_curves, copy_configs, fidelity_stage, figure_home, figure_link,
+                                   grid_notes, machine, open_study, save_curves, summed_timings, timing,
+                                   write_summary)
 
 # Frid-Adar et al. 2018 (Neurocomputing 321), 182 liver lesions, 3 classes, 3-fold CV.
 PAPER = {
@@ -363,7 +364,7 @@ def write_report(study_dir, out) -> Path:
     out = Path(out)
     with atomic_dir(out, overwrite=True) as tmp:
         home, note = figure_home(study, tmp, [plan["data"]])
-        figures = [figure_link(f, home, tmp) for f in _figures(study, plan, home, tmp)] + note
+        figures = [figure_link(f, home, tmp) for f in _figures(study, plan, home, tmp)] + note + grid_notes(study)
         text = _markdown(plan, summaries, fidelity, timings, figures, study)
         atomic_write_text(tmp / "report.md", text)
         first = study / f"seed-{plan['seeds'][0]}"

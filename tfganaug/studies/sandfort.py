@@ -66,9 +66,10 @@ STUDY = {
     "paper": {"standard": {"ood_dice": {"kidney": 0.09, "liver": 0.86, "spleen": 0.65}},
               "cyclegan": {"ood_dice": {"kidney": 0.66, "liver": 0.89, "spleen": 0.69}}},
     "headline": ("per_case", "dice"),
-    # Sandfort's CycleGAN translates real contrast slices, carrying their masks: a U-Net trained on
-    # translated slices only would be trained on real anatomy in another contrast, not on
-    # generated cases, so no TSTR condition and no labels2image baseline (it has no label-map input).
+    "utility": ("No TSTR condition here: the CycleGAN translates real contrast slices and carries their real masks "
+                "over, so a U-Net trained on translated slices alone would learn real anatomy in another contrast, "
+                "not generated cases; the `cyclegan` rows above (real + translated) are the paper's use of it. Nor a "
+                "labels2image baseline: the CycleGAN has no label-map input to compare it on."),
     "summary": {"paper": "Sandfort et al. 2019: CycleGAN contrast-to-non-contrast augmentation for organ "
                          "segmentation",
                 "claim": "CycleGAN-translated non-contrast copies of the training CT raise Dice on non-contrast CT",

@@ -21,8 +21,9 @@ from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError
 from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl, slug
 from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
-from tfganaug.studies.base import (condition_curves, copy_configs, fidelity_stage, figure_home, figure_link, machine,
-                                   open_study, save_curves, summed_timings, timing, write_summary)
+from tfganaug.studies.base import (condition_curves, copy_configs, fidelity_stage, figure_home, figure_link,
+                                   grid_notes, machine, open_study, save_curves, summed_timings, timing,
+                                   write_summary)
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
 SMOKE_ENCODER = {"widths": [4, 8], "features": 8, "steps": 3, "batch_size": 4}
@@ -231,13 +232,14 @@ def _figures(study: Path, plan: dict, out: Path, report_dir: Path) -> list[str]:
     if samples:
         (out / "gan_samples_last_epoch.png").write_bytes(samples[-1].read_bytes())
         names.append("gan_samples_last_epoch.png")
-    npz = study / "synth" / "images.npz"
-    if npz.exists():
-        with np.load(npz, allow_pickle=False) as z:
-            images, masks, k = z["images"][:8], z["masks"][:8], len(z["class_names"])
-        rows = [images[..., c] for c in range(images.shape[-1])] + [masks / max(1, k - 1)]
-        save_grid(np.concatenate(rows)[..., None], out / "synthetic_samples.png", rows=len(rows))
-        names.append("synthetic_samples.png")
+    for folder, name in (("synth", "synthetic_samples.png"), (SYNTH["labels2image"], "labels2image_samples.png")):
+        npz = study / folder / "images.npz"
+        if npz.exists():
+            with np.load(npz, allow_pickle=False) as z:
+                images, masks, k = z["images"][:8], z["masks"][:8], len(z["class_names"])
+            rows = [images[..., c] for c in range(images.shape[-1])] + [masks / max(1, k - 1)]
+            save_grid(np.concatenate(rows)[..., None], out / name, rows=len(rows))
+            names.append(name)
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     rows = [r for r in read_jsonl(study / "gan" / "metrics.jsonl") if "event" not in r]
     for key in sorted({k for r in rows for k in r if k.endswith("loss")}):
@@ -302,6 +304,7 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
         lines += ["## Figures", ""]
         lines += [figure_link(f, home, tmp) for f in _figures(study, plan, home, tmp)]
         lines += ["", *note] if note else []
+        lines += grid_notes(study)
         seeds = ",".join(map(str, plan["seeds"]))
         lines += ["", "## Reproduce", "", "```",
                   f"tfganaug study --paper {plan['study']} --budget {plan['budget']} --seeds {seeds} --out <study>",
@@ -433,6 +436,8 @@ def utility_lines(study: Path, plan: dict, main_eval: dict) -> list[str]:
     """Train on synthetic, test on real (TSTR) beside train on real, test on real (TRTR)."""
     spec = spec_of(plan["study"])
     u = spec.get("utility")
+    if isinstance(u, str):  # a study without a TSTR condition says why
+        return ["### Utility: train on synthetic, test on real (TSTR)", "", u, ""]
     if not u:
         return []
     level, metric = spec["headline"]
