@@ -123,7 +123,7 @@ def figure_home(study: Path, report_dir: Path, data_names) -> tuple[Path, list[s
     restricted = [n for n in names if not permissive(n)]
     if not restricted:
         return Path(report_dir), []
-    folder = Path(study) / "figures"
+    folder = Path(study).resolve() / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     which = ", ".join(f"{n} ({licence(n)})" for n in restricted)
     return folder, [f"Figures that show images of {which}, or images generated from them, are drawn by `tfganaug "

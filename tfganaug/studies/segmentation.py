@@ -296,7 +296,7 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
     lines += synthetic_check(study, plan)
     lines += baseline_lines(plan, main_eval)
     lines += ["## Verdict", "", paper(plan["study"]).verdict(study, plan, main_eval), ""]
-    lines += fidelity_lines(study)
+    lines += fidelity_lines(study, seg_status.get("n_train_patients"))
     with atomic_dir(out, overwrite=True) as tmp:
         home, note = figure_home(study, tmp, data_sources(b))
         lines += _synthetic_section(study, home, tmp)
@@ -485,10 +485,14 @@ def baseline_lines(plan: dict, main_eval: dict) -> list[str]:
     return lines + [""]
 
 
-def fidelity_lines(study: Path) -> list[str]:
+def fidelity_lines(study: Path, n_train_patients: int | None = None) -> list[str]:
     """The fidelity section: `evaluate --fidelity` of each synthetic set of the study."""
     from tfganaug.stages.fidelity import FIDELITY_FILE, fidelity_section
     lines = ["## Fidelity", ""]
+    if n_train_patients == 1:
+        lines += ["With one training patient, every image drawn from that patient's statistics (the GAN's and the "
+                  "baseline's alike) sits closer to the training slices than the held-out patients do, so the "
+                  "memorisation audit flags it whether or not it copies; the closest-pairs figures say which.", ""]
     sets = [(n, study / folder) for n, folder in (("GAN", "synth"), ("labels2image baseline", SYNTH["labels2image"]))
             if (study / folder / "manifest.json").exists()]
     for name, folder in sets:
@@ -537,9 +541,11 @@ def _summary(study: Path, plan: dict, out: Path, gan_status: dict, seg_status: d
     s = spec["summary"]
     b = plan["budget_settings"]
     level, metric = spec["headline"]
-    evals = evaluations(study, plan, s.get("test"))
+    # "test": the budget's test data set whose name holds it (Sandfort: the non-contrast one)
+    test = next((t for t in b.get("tests", []) if s["test"] in t), None) if s.get("test") else None
+    evals = evaluations(study, plan, test)
     aug, base = (headline_stat(evals, c, level, metric) for c in s["compare"])
-    what = f"{level.replace('_', '-')} {metric}" + (f" on {s['test']}" if s.get("test") else "")
+    what = f"{level.replace('_', '-')} {metric}" + (f" on {test}" if test else "")
     ours = (f"{what}: {s['compare'][0]} {dice_cell(aug)} vs {s['compare'][1]} {dice_cell(base)} "
             f"(mean [95% CI over {aug['n']} seeds])")
     verdict = judge(aug, base, s["paper_gain"]).replace("**", "")
