@@ -132,8 +132,10 @@ def figure_home(study: Path, report_dir: Path, data_names) -> tuple[Path, list[s
 
 
 def figure_link(name: str, home: Path, report_dir: Path) -> str:
-    """Markdown for a figure: embedded when it is in the report folder, else its path."""
-    return f"![{name}]({name})" if Path(home) == Path(report_dir) else f"`{Path(home) / name}` (not committed)"
+    """Markdown for a figure: embedded when it is in the report folder (the loss curves always
+    are), else its path in `home`."""
+    inside = Path(home) == Path(report_dir) or (Path(report_dir) / name).exists()
+    return f"![{name}]({name})" if inside else f"`{Path(home) / name}` (not committed)"
 
 
 def fidelity_stage(out: Path, name: str, domain_recipe: dict | None = None) -> None:

@@ -432,6 +432,13 @@ def _overlap(a: dict, b: dict) -> bool:
     return not (a["ci_high"] < b["ci_low"] or b["ci_high"] < a["ci_low"])
 
 
+def _cis(a: dict, b: dict) -> str:
+    """Whether two mean [95% CI] overlap, in words (one seed has no interval)."""
+    if min(a["n"], b["n"]) < 2:
+        return "one seed on a side: no CI to compare"
+    return f"CIs {'overlap' if _overlap(a, b) else 'do not overlap'}"
+
+
 def utility_lines(study: Path, plan: dict, main_eval: dict) -> list[str]:
     """Train on synthetic, test on real (TSTR) beside train on real, test on real (TRTR)."""
     spec = spec_of(plan["study"])
@@ -454,7 +461,7 @@ def utility_lines(study: Path, plan: dict, main_eval: dict) -> list[str]:
                      f"{stat['n']} |")
     if trtr["n"] and tstr["n"]:
         ratio = tstr["mean"] / trtr["mean"] if trtr["mean"] > 0 else float("nan")
-        lines += ["", f"TSTR / TRTR: **{ratio:.2f}** (CIs {'overlap' if _overlap(tstr, trtr) else 'do not overlap'})."]
+        lines += ["", f"TSTR / TRTR: **{ratio:.2f}** ({_cis(tstr, trtr)})."]
     return lines + [""]
 
 
@@ -476,12 +483,14 @@ def baseline_lines(plan: dict, main_eval: dict) -> list[str]:
         lines.append(f"| {c} | {dice_cell(s) if s['n'] else 'not run'} | {s['n']} |")
     if gan["n"] and l2i["n"]:
         d = gan["mean"] - l2i["mean"]
-        separated = not _overlap(gan, l2i)
+        separated = min(gan["n"], l2i["n"]) > 1 and not _overlap(gan, l2i)
         beats = d > 0 and separated
         lines += ["", f"**The GAN {'beats' if beats else 'does not beat'} the zero-training baseline downstream** "
-                  f"({d:+.3f}; CIs {'do not overlap' if separated else 'overlap'})"
+                  f"({d:+.3f}; {_cis(gan, l2i)})"
                   + ("" if beats else ": at this budget its fakes are worth no more to the U-Net than per-label "
-                     "intensity statistics") + "."]
+                     "intensity statistics" if d <= 0 else ": the gain is within the seed spread"
+                     if min(gan["n"], l2i["n"]) > 1 else ": with one seed a gain cannot be told from seed noise")
+                  + "."]
     return lines + [""]
 
 
@@ -547,7 +556,7 @@ def _summary(study: Path, plan: dict, out: Path, gan_status: dict, seg_status: d
     aug, base = (headline_stat(evals, c, level, metric) for c in s["compare"])
     what = f"{level.replace('_', '-')} {metric}" + (f" on {test}" if test else "")
     ours = (f"{what}: {s['compare'][0]} {dice_cell(aug)} vs {s['compare'][1]} {dice_cell(base)} "
-            f"(mean [95% CI over {aug['n']} seeds])")
+            f"(mean [95% CI] over {aug['n']} and {base['n']} seeds)")
     verdict = judge(aug, base, s["paper_gain"]).replace("**", "")
     gan = b["gan"]
     budget = (f"{plan['budget']} (CPU): {b['data']['image_size']} px; GAN {gan.get('epochs')} epochs"
