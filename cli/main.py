@@ -244,8 +244,8 @@ def synthesize_cmd(ctx, run_dir, count, out, seed, labels, perturb, source, trun
 @click.option("--augment", type=Choice(["none", "classic"]), default=None,
               help="classic: rotation, flips, translation, scale (the paper's).")
 @click.option("--synthetic", type=FsPath(), default=None, help="A folder written by `tfganaug synthesize`.")
-@click.option("--synthetic-ratio", type=FloatRange(0.0, 1.0, hi_open=True), default=None,
-              help="Share of synthetic ROIs per batch, in [0, 1).")
+@click.option("--synthetic-ratio", type=RATIO, default=None,
+              help="Share of synthetic ROIs per batch, in [0, 1] (1: synthetic only, train-on-synthetic).")
 @click.option("--epochs", type=EPOCHS, default=None)
 @click.option("--batch-size", type=BATCH, default=None)
 @click.option("--seeds", type=Seeds(MAX_SEED), default="0", show_default=True,

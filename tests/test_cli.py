@@ -50,11 +50,15 @@ def study(tmp_path_factory):
 def test_study_writes_every_stage_and_a_report(study):
     for seed in (0, 1):
         folder = study / f"seed-{seed}"
-        for stage in ("gan-dcgan", "gan-acgan", "cls-none", "cls-classic", "cls-classic+dcgan", "cls-classic+acgan"):
+        for stage in ("gan-dcgan", "gan-acgan", "cls-none", "cls-classic", "cls-classic+dcgan", "cls-classic+acgan",
+                      "cls-dcgan-only", "cls-acgan-only"):
             assert json.loads((folder / stage / "status.json").read_text())["state"] == "complete", stage
         for arch in ("dcgan", "acgan"):
             manifest = json.loads((folder / f"synth-{arch}" / "manifest.json").read_text())
             assert manifest["count"] == 30 and sum(manifest["class_counts"]) == 30
+            assert json.loads((folder / f"synth-{arch}" / "fidelity.json").read_text())["n_synthetic"] == 30
+        # TSTR: the CNN saw synthetic ROIs only
+        assert json.loads((folder / "cls-dcgan-only" / "config.json").read_text())["cls"]["synthetic_ratio"] == 1.0
         evaluation = json.loads((folder / "cls-classic+acgan" / "evaluation.json").read_text())
         assert evaluation["n"] > 50 and 0.0 <= evaluation["accuracy"] <= 1.0
         assert np.sum(evaluation["confusion_matrix"]) == evaluation["n"]
@@ -63,6 +67,10 @@ def test_study_writes_every_stage_and_a_report(study):
     report = (study / "report" / "report.md").read_text()
     assert "| classic | 78.6 | 88.4 |" in report and "| classic+dcgan | 85.7 | 92.4 |" in report
     assert "Budget **smoke**" in report and "Seeds: [0, 1]" in report
+    assert "| dcgan-only: synthetic only (TSTR) |" in report and "### DCGAN" in report and "| radiomics (v" in report
+    assert "## Where the test patients come from" in report and "in-distribution" in report
+    summary = json.loads((study / "report" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["paper_figure"].startswith("macro sensitivity 78.6%")
     for figure in ("samples_dcgan.png", "samples_acgan.png", "samples_real.png", "training_curves.png"):
         with Image.open(study / "report" / figure) as picture:
             assert picture.format == "PNG" and min(picture.size) > 30
@@ -78,7 +86,7 @@ def test_class_fidelity_and_the_gan_training_report(study, tmp_path, capsys):
     assert json.loads((study / "seed-0" / "cls-reference" / "status.json").read_text())["n_train_real"] > \
         json.loads((study / "seed-0" / "cls-classic" / "status.json").read_text())["n_train_real"]
     report = (study / "report" / "report.md").read_text()
-    assert "## Do the synthetic ROIs look like their class?" in report and "| DCGAN | " in report
+    assert "## Conditional agreement: do the synthetic ROIs look like their class?" in report and "| DCGAN | " in report
     assert "| DiffAugment policies on D's input | none | translation,cutout | translation,cutout |" in report
     assert "| ACGAN D's class loss on fakes | - / True | - | False |" in report and "diversity per class" in report
 

@@ -231,18 +231,37 @@ def test_exports_run_in_a_fresh_process(gan_runs, tmp_path):
 
 
 @pytest.mark.parametrize("paper,conditions", [
-    ("kits", ["light, real", "light, real+fake 0.5"]),
+    ("kits", ["light, real", "light, real+fake 0.2", "light, fake only", "light, real+labels2image 0.2"]),
     ("sandfort", ["standard", "histeq", "cyclegan", "cyclegan, 3-D"]),
-    ("son", ["100R", "100F+100R"]),
+    ("son", ["100R", "100F", "300F+100R", "300F+100R labels2image"]),
 ])
-def test_study_smoke_end_to_end(tmp_path, paper, conditions):
-    """GAN -> synthetic set -> U-Nets -> evaluation (and out-of-distribution tests) -> report."""
+def test_study_smoke_end_to_end(tmp_path, paper, conditions, monkeypatch):
+    """GAN -> synthetic set -> fidelity -> U-Nets -> evaluation (and out-of-distribution tests) -> report."""
     study = run_seg_study(paper, tmp_path / "study", budget="smoke", seeds=[0], conditions=conditions, verbose=0)
     report = write_seg_report(study, tmp_path / "report").read_text()
     for condition in conditions:
         assert f"| {condition} |" in report
     assert "## Verdict" in report and (tmp_path / "report" / "training_curves.png").exists()
     assert (tmp_path / "report" / "synthetic_samples.png").exists()
+    # issue 14: fidelity of the synthetic set, where the test patients come from, summary.json
+    assert (study / "synth" / "fidelity.json").exists() and "## Fidelity" in report and "| radiomics (v" in report
+    assert "none of them in training" in report and "these numbers are in-distribution" in report
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert list(summary) == sorted(summary) and summary["report"] == "report.md" and summary["seeds"] == [0]
+    assert " vs " in summary["ours"] and "over 1 and 1 seeds" in summary["ours"] and summary["verdict"]
+    if paper != "sandfort":  # TSTR beside TRTR, and the GAN against the labels2image baseline
+        assert "TSTR / TRTR: **" in report and "the zero-training baseline downstream**" in report
+        assert (study / "synth-labels2image" / "fidelity.json").exists()
+        assert "### labels2image baseline synthetic set" in report
+    # A source whose licence forbids committing its images: every data figure goes to the study
+    # folder, the report keeps only the loss curves and says where the others are.
+    from tfganaug.data.sources import phantoms
+    monkeypatch.setattr(phantoms, "LICENCE", "CC BY-NC-SA 4.0")
+    restricted = write_seg_report(study, tmp_path / "restricted").read_text()
+    assert sorted(p.name for p in (tmp_path / "restricted").glob("*.png")) == ["training_curves.png"]
+    assert (study / "figures" / "synthetic_samples.png").exists() and "(CC BY-NC-SA 4.0)" in restricted
+    assert "![synthetic_samples.png]" not in restricted and f"`{study / 'figures'}" in restricted
+    assert "![training_curves.png](training_curves.png)" in restricted
     if paper == "sandfort":
         assert "phantom-abdomen-native - Dice per case" in report and "*paper: cyclegan*" in report
         # the translation figure: 6 source slices, their translations, 6 target slices

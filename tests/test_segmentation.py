@@ -292,3 +292,21 @@ def test_train_test_only_split_as_son_et_al(npz):
     assert sets["test"] is sets["val"] or np.array_equal(sets["test"].patient_ids, sets["val"].patient_ids)
     assert not set(sets["train"].patient_ids) & set(sets["test"].patient_ids)
     assert len(set(sets["test"].patient_ids)) == 1  # 10 % of 10 patients
+
+
+def test_every_data_source_states_its_licence_and_where_its_test_patients_come_from(tmp_path):
+    """Report figures follow the data's licence (studies.base.figure_home): only permissively
+    licensed sources' images may be committed; a path (the user's data) is never assumed free."""
+    from tfganaug.data.sources import ROI_SOURCES, SOURCES, licence, permissive, test_patients
+    from tfganaug.studies.base import figure_home, figure_link
+    for name in (*SOURCES.names(), *ROI_SOURCES):
+        assert licence(name) and test_patients(name)
+    assert [n for n in (*SOURCES.names(), *ROI_SOURCES) if not permissive(n)] == [
+        "kits19", "kits19-labels", "ircadb", "brats", "brats2018"]
+    assert not permissive(str(tmp_path / "my-scans"))
+    report = tmp_path / "report"
+    assert figure_home(tmp_path, report, ["organamnist", None]) == (report, [])
+    home, note = figure_home(tmp_path, report, ["phantom-kidney", "brats2018"])
+    assert home == tmp_path / "figures" and home.is_dir() and "brats2018 (BraTS data terms" in note[0]
+    assert figure_link("a.png", home, report).startswith(f"`{home}") and figure_link("a.png", report, report) == \
+        "![a.png](a.png)"

@@ -495,7 +495,7 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
              cfg.gan.width)
     else:
         need(1 <= cfg.gan.width <= MAX_WIDTH, f"gan.width an integer in [1, {MAX_WIDTH}]", cfg.gan.width)
-    need(0.0 <= cfg.cls.synthetic_ratio < 1.0, "cls.synthetic_ratio in [0, 1)", cfg.cls.synthetic_ratio)
+    need(0.0 <= cfg.cls.synthetic_ratio <= 1.0, "cls.synthetic_ratio in [0, 1]", cfg.cls.synthetic_ratio)
     need(cfg.cls.synthetic_ratio == 0.0 or cfg.cls.synthetic, "cls.synthetic set when synthetic_ratio > 0",
          cfg.cls.synthetic)
     need(cfg.cls.augment in ("none", "classic"), "cls.augment none or classic", cfg.cls.augment)

@@ -70,7 +70,10 @@ def _sqrtm_product(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> np.nda
     """Real square root of sigma1 @ sigma2, regularised by eps*I when the product is singular."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        try:
+            covmean = linalg.sqrtm(sigma1 @ sigma2)
+        except linalg.LinAlgError:  # scipy >= 1.16 raises on some singular products instead of warning
+            covmean = np.full(sigma1.shape, np.nan)
     singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
     if singular or not np.isfinite(covmean).all():
         offset = eps * np.eye(sigma1.shape[0])

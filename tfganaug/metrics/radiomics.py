@@ -97,6 +97,10 @@ def first_order_features(images, masks=None, levels: int = 16) -> np.ndarray:
     p = np.nanpercentile(flat, [0, 10, 25, 50, 75, 90, 100], axis=1)
     p10, p90 = p[1], p[5]
     robust = np.where((flat >= p10[:, None]) & (flat <= p90[:, None]), flat, np.nan)
+    # A foreground of a few pixels can have none between its 10th and 90th percentiles (two
+    # pixels: p10 and p90 fall strictly between them): no spread there, 0 rather than NaN.
+    inside = np.isfinite(robust).any(axis=1)
+    robust = np.where(inside[:, None], robust, 0.0)
     robust_mad = np.nanmean(np.abs(robust - np.nanmean(robust, axis=1)[:, None]), axis=1)
     q = quantise(x, levels)
     image = np.broadcast_to(np.arange(n)[:, None, None], q.shape)

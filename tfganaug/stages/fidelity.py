@@ -72,7 +72,9 @@ def real_sets(cfg) -> RealSets:
         from tfganaug.data.datasets import load_rois
         sets = load_rois(cfg.data)
         train = sets["train"]
-        held = [s.images for name, s in sets.items() if name != "train" and len(s) and s is not train]
+        # OrganAMNIST's test split is its val split (the same object): each held-out set once
+        held = [s.images for s in {id(s): s for name, s in sets.items() if name != "train"}.values()
+                if len(s) and s is not train]
         return RealSets(train.images, np.eye(len(train.class_names), dtype=np.float32)[train.labels],
                         np.concatenate(held) if held else None, ("grey",), cfg.data.name, "training split")
     if kind == "paired":
@@ -271,41 +273,67 @@ def read_fidelity(path) -> dict:
 
 
 def fidelity_section(fidelity, heading: str = "## Fidelity") -> str:
-    """The markdown "Fidelity" section of a report, from fidelity.json (a dict, file or folder)."""
-    r = fidelity if isinstance(fidelity, dict) else read_fidelity(fidelity)
+    """The markdown "Fidelity" section of a report, from fidelity.json (a dict, file or folder), or
+    from a list of them (one synthetic set per seed): then every number is the mean over the sets."""
+    runs = [r if isinstance(r, dict) else read_fidelity(r) for r in
+            (fidelity if isinstance(fidelity, (list, tuple)) else [fidelity])]
+    r = runs[0]
+
+    def mean(get):
+        return float(np.mean([get(run) for run in runs]))
+
+    def cells(get_row):
+        rows = [get_row(run) for run in runs]
+        if any(x is None for x in rows):
+            return "- | - | - | -"
+        m = {k: float(np.mean([x[k] for x in rows])) for k in ("fid", "kid_mean", "kid_std", "precision", "recall")}
+        return f"{m['fid']:.3g} | {_kid(m)} | {m['precision']:.2f} | {m['recall']:.2f}"
+    several = len(runs) > 1
+    count = lambda key: f"{r[key]}" if len({run[key] for run in runs}) == 1 else \
+        f"{min(run[key] for run in runs)}-{max(run[key] for run in runs)}"
     lines = [heading, "",
-             f"{r['n_synthetic']} synthetic images ({r['arch']}, {r['source_kind']}) against {r['data']}'s "
-             f"{r['reference']}: {r['n_real_for_features']} of its {r['n_real_train']} images for the feature "
-             f"statistics; {r['n_heldout']} held-out real images as the reference a perfect generator would reach. "
+             (f"{len(runs)} synthetic sets (one per seed; every number below is the mean over them), each of "
+              if several else "") +
+             f"{count('n_synthetic')} synthetic images ({r['arch']}, {r['source_kind']}) against {r['data']}'s "
+             f"{r['reference']}: {count('n_real_for_features')} of its {count('n_real_train')} images for the feature "
+             f"statistics; {count('n_heldout')} held-out real images as the reference a perfect generator would reach. "
              "KID: mean ± std over subsets; precision/recall with k = 3; radiomics features z-scored with the "
              "real training images' statistics.", "",
              "| extractor (version, sha256) | channel | FID | KID | precision | recall "
              "| held-out real: FID | KID | precision | recall |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in r["extractors"].items():
-        ident = f"{name} (v{e['extractor_version']}, {e['extractor_sha256'][:12]})"
-        for channel, row in e["per_channel"].items():
-            s, h = row["synthetic"], row.get("heldout_real")
-            held = (f"{h['fid']:.3g} | {_kid(h)} | {h['precision']:.2f} | {h['recall']:.2f}" if h
-                    else "- | - | - | -")
-            lines.append(f"| {ident} | {channel} | {s['fid']:.3g} | {_kid(s)} | {s['precision']:.2f} | "
-                         f"{s['recall']:.2f} | {held} |")
-    mem = r.get("memorisation", {})
+        hashes = sorted({run["extractors"][name]["extractor_sha256"][:12] for run in runs})
+        ident = f"{name} (v{e['extractor_version']}, {', '.join(hashes)})"
+        for channel in e["per_channel"]:
+            row = lambda run: run["extractors"][name]["per_channel"][channel]
+            lines.append(f"| {ident} | {channel} | {cells(lambda run: row(run)['synthetic'])} | "
+                         f"{cells(lambda run: row(run).get('heldout_real'))} |")
     lines += ["", "Memorisation audit (nearest training image of each synthetic one, against held-out real "
               f"images' nearest training images; {AUDIT_QUANTILE:.0%} of held-out images fall below the threshold "
               "by construction):", ""]
+    mem = r.get("memorisation", {})
     if "skipped" in mem:
         lines.append(f"not run: {mem['skipped']}.")
-    for space, a in mem.items():
+    for space in mem:
         if space == "skipped":
             continue
-        verdict = "**flagged: closer to training images than new patients are**" if a["flagged"] else "not flagged"
-        lines.append(f"* {space}: {a['fraction_below']:.1%} of {a['n_synthetic']} synthetic images below the "
-                     f"held-out {a['quantile']:.0%} quantile ({a['threshold']:.3g}); median nearest-training "
-                     f"distance {a['median_synthetic_nn']:.3g} vs {a['median_heldout_nn']:.3g} held-out; "
-                     f"one-sided binomial p = {a['p_value']:.2g}: {verdict}.")
-    if r.get("figure"):
-        lines += ["", f"Closest pairs: `{r['figure']}` in {r['source']}."]
+        audits = [run["memorisation"][space] for run in runs]
+        a = audits[0]
+        flagged = sum(x["flagged"] for x in audits)
+        verdict = ("**flagged: closer to training images than new patients are**" if flagged else "not flagged") \
+            if not several else (f"**flagged in {flagged} of {len(audits)} sets**" if flagged else
+                                 f"not flagged in any of the {len(audits)} sets")
+        p_value = f"p = {a['p_value']:.2g}" if not several else f"smallest p = {min(x['p_value'] for x in audits):.2g}"
+        lines.append(f"* {space}: {mean(lambda run: run['memorisation'][space]['fraction_below']):.1%} of "
+                     f"{a['n_synthetic']} synthetic images below the held-out {a['quantile']:.0%} quantile "
+                     f"({mean(lambda run: run['memorisation'][space]['threshold']):.3g}); median nearest-training "
+                     f"distance {mean(lambda run: run['memorisation'][space]['median_synthetic_nn']):.3g} vs "
+                     f"{mean(lambda run: run['memorisation'][space]['median_heldout_nn']):.3g} held-out; "
+                     f"one-sided binomial {p_value}: {verdict}.")
+    figures = [f"{Path(run['source']) / run['figure']}" for run in runs if run.get("figure")]
+    if figures:
+        lines += ["", "Closest pairs: " + ", ".join(f"`{f}`" for f in figures) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,8 @@ What a GAN draws from is its class's `synthesises_from`:
 
 * ``labels``: DCGAN / ACGAN ROIs, balanced over the classes (one DCGAN per class);
 * ``label_maps``: Pix2Pix CT for the run's training label maps, perturbed ones
-  (`--labels perturb`, `--perturb`) or another source's;
+  (`--labels perturb`, `--perturb`), another source's, or the masks of an .npz (e.g. another
+  generator's synthetic set);
 * ``source``: CycleGAN A -> B copies of every slice of a labelled source, the labels carried
   over, plus whole translated volumes as NIfTI (3-D training);
 * ``noise``: StyleGAN2 images and masks from z ~ N(0, I) (`truncation`).
@@ -192,6 +193,17 @@ def _label_maps(cfg, labels: str, status) -> tuple[np.ndarray, str]:
     """Label maps (N, S, S) uint8 at the run's size: the run's training maps or another source's."""
     if labels in ("train", "perturb"):
         return load_segsets(cfg.data)["train"].masks, f"{cfg.data.name} (training split)"
+    if labels.endswith(".npz"):
+        # Prepared slices or another generator's synthetic set (e.g. a StyleGAN2's masks, drawn
+        # by the labels2image baseline so that both sets share their label maps): every mask.
+        from tfganaug.data.npz import read_npz
+        from tfganaug.data.segsets import SEG_ARRAYS
+        z = read_npz(labels, {"masks": SEG_ARRAYS["masks"], "class_names": SEG_ARRAYS["class_names"]}, "label maps")
+        names = [str(n) for n in z.get("class_names", status["class_names"])]
+        if names != list(status["class_names"]) or z["masks"].shape[1:] != (cfg.data.image_size,) * 2:
+            raise InputError("label maps", f"{cfg.data.image_size} px masks of classes {status['class_names']} like "
+                             "the generator's training data", f"{z['masks'].shape[1:]} masks of {names}", labels)
+        return z["masks"].astype(np.uint8), labels
     data_cfg = config_lib.with_data(cfg, labels).data
     cases, fixed = source_cases(labels, data_cfg)
     if fixed and fixed.get("train"):  # synthetic data only from the source's training cases

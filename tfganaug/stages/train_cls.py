@@ -27,13 +27,17 @@ def train_classifier(cfg, out, overwrite: bool = False, verbose="auto") -> RunFo
             model = build_lesion_cnn(len(train.class_names), cfg.data.image_size, filters=cfg.cls.filters,
                                      kernel_size=cfg.cls.kernel_size, dense_units=cfg.cls.dense_units,
                                      dropout=cfg.cls.dropout, seed=cfg.seed)
-            model.get_layer("subtract_mean").mean.assign(float(train.images.mean()))
+            # the mean of what the CNN trains on: the synthetic ROIs when it sees no real one (TSTR)
+            seen = synthetic[0] if cfg.cls.synthetic_ratio >= 1.0 else train.images
+            model.get_layer("subtract_mean").mean.assign(float(seen.mean()))
             optimizer = keras.optimizers.SGD(cfg.cls.lr, momentum=cfg.cls.momentum)
             model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             optimizer.build(model.trainable_variables)
-        # One epoch = one pass over the real ROIs, stretched so the synthetic share comes on top.
-        steps = steps_for(round(len(train) / (1.0 - cfg.cls.synthetic_ratio)), cfg.cls.batch_size,
-                          cfg.cls.steps_per_epoch)
+        # One epoch = one pass over the real ROIs, stretched so the synthetic share comes on top
+        # (synthetic only: one pass over the synthetic ROIs).
+        ratio = cfg.cls.synthetic_ratio
+        steps = steps_for(round(len(train) / (1.0 - ratio)) if ratio < 1.0 else len(synthetic[1]),
+                          cfg.cls.batch_size, cfg.cls.steps_per_epoch)
 
         def batches(start):
             return training_batches(train.images, train.labels, batch_size=cfg.cls.batch_size,

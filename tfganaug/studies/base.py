@@ -103,3 +103,61 @@ def write_study_report(study_dir, out) -> Path:
     if not plan.exists():
         raise RunFolderError(f"{study_dir}: expected a study folder with study.json (from `tfganaug study`), got none")
     return STUDIES.get(json.loads(plan.read_text()).get("study", "frid-adar")).write_report(study_dir, out)
+
+
+SUMMARY_KEYS = ("paper", "claim", "paper_figure", "ours", "data", "test_patients", "budget", "seeds", "verdict",
+                "report")
+
+
+def write_summary(folder: Path, **fields) -> None:
+    """`<folder>/summary.json` beside report.md: one paper's claim, figure and our result in the
+    schema that reports/README.md gathers (every key of SUMMARY_KEYS, `report` = report.md)."""
+    fields = {"report": "report.md", **fields}
+    missing = [k for k in SUMMARY_KEYS if k not in fields]
+    if missing or set(fields) - set(SUMMARY_KEYS):
+        raise ValueError(f"summary.json: keys {SUMMARY_KEYS}, got {sorted(fields)}")
+    atomic_write_json(Path(folder) / "summary.json", {k: fields[k] for k in SUMMARY_KEYS})
+
+
+def figure_home(study: Path, report_dir: Path, data_names) -> tuple[Path, list[str]]:
+    """Where a report's figures that show data (real images, or images from generators trained on
+    them) are drawn: the report folder when every source in `data_names` has a licence that lets
+    such images be committed (`data.sources.permissive`), else `<study>/figures`, which stays on
+    this machine; then also one line for the report saying where they are and why."""
+    from tfganaug.data.sources import licence, permissive
+    names = [n for n in dict.fromkeys(data_names) if n]
+    restricted = [n for n in names if not permissive(n)]
+    if not restricted:
+        return Path(report_dir), []
+    folder = Path(study).resolve() / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    which = ", ".join(f"{n} ({licence(n)})" for n in restricted)
+    return folder, [f"Figures that show images of {which}, or images generated from them, are drawn by `tfganaug "
+                    f"report` into `{folder}` and are not part of this report: that licence does not allow "
+                    "committing such images to a repository."]
+
+
+def figure_link(name: str, home: Path, report_dir: Path) -> str:
+    """Markdown for a figure: embedded when it is in the report folder (the loss curves always
+    are), else its path in `home`."""
+    inside = Path(home) == Path(report_dir) or (Path(report_dir) / name).exists()
+    return f"![{name}]({name})" if inside else f"`{Path(home) / name}` (not committed)"
+
+
+def fidelity_stage(out: Path, name: str, domain_recipe: dict | None = None) -> None:
+    """`evaluate --fidelity` (radiomics + domain extractors, memorisation audit) of the synthetic
+    set `<out>/<name>`, once: a set with fidelity.json is done."""
+    from tfganaug.metrics.domain import DomainRecipe
+    from tfganaug.stages.fidelity import FIDELITY_FILE, evaluate_fidelity
+    if (out / name / "manifest.json").exists() and not (out / name / FIDELITY_FILE).exists():
+        t0 = time.time()
+        recipe = {k: tuple(v) if isinstance(v, list) else v for k, v in (domain_recipe or {}).items()}
+        evaluate_fidelity(out / name, domain_recipe=DomainRecipe(**recipe))
+        timing(out, f"fidelity-{name}", t0)
+
+
+def grid_notes(study: Path) -> list[str]:
+    """`<study>/grids.md`: what the sample grids show, written by a person after looking at them
+    (a report cannot judge its own figures); the report prints it under its figures."""
+    path = Path(study) / "grids.md"
+    return ["", path.read_text().strip(), ""] if path.exists() else []

@@ -10,13 +10,16 @@ Paper notes: ../shared/seeds (hyper-parameters in config.PRESETS frid_adar_*).
 
 For every seed: the training ROIs are subsampled (low-data regime) with that seed; one
 DCGAN per class and one ACGAN are trained on exactly those ROIs (never on evaluation
-data); each is sampled into a synthetic set; then the lesion CNN is trained four ways --
-no augmentation, classic, classic + DCGAN, classic + ACGAN -- and scored on the held-out
-split. Every stage is a run folder of its own, so a rerun resumes where a crash stopped.
+data); each is sampled into a synthetic set, whose fidelity (`evaluate --fidelity`) is
+measured; then the lesion CNN is trained six ways -- no augmentation, classic, classic +
+DCGAN, classic + ACGAN, and on one GAN's ROIs alone (TSTR: train on synthetic, test on real)
+-- and scored on the held-out split. Every stage is a run folder of its own, so a rerun
+resumes where a crash stopped.
 
     <study>/study.json
-    <study>/seed-0/gan-dcgan  gan-acgan  synth-dcgan  synth-acgan
+    <study>/seed-0/gan-dcgan  gan-acgan  synth-dcgan  synth-acgan  (each with fidelity.json)
     <study>/seed-0/cls-none   cls-classic  cls-classic+dcgan  cls-classic+acgan
+    <study>/seed-0/cls-dcgan-only  cls-acgan-only
     <study>/seed-0/cls-reference  class-fidelity.json
 
 `cls-reference` is the CNN trained on *all* real training ROIs of the seed's split (not the
@@ -41,8 +44,9 @@ from tfganaug.errors import ConfigError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from tfganaug.metrics.stats import format_ci, mean_ci
 from tfganaug.stages.evaluate import percent, summarize_evaluations
-from tfganaug.studies.base import (condition_curves, copy_configs, machine, open_study, save_curves, summed_timings,
-                                   timing)
+from tfganaug.studies.base import (condition_curves, copy_configs, fidelity_stage, figure_home, figure_link,
+                                   grid_notes, machine, open_study, save_curves, summed_timings, timing,
+                                   write_summary)
 
 # Frid-Adar et al. 2018 (Neurocomputing 321), 182 liver lesions, 3 classes, 3-fold CV.
 PAPER = {
@@ -52,12 +56,15 @@ PAPER = {
 
 
 ARCHS = ("dcgan", "acgan")  # the paper's two GANs (gans/dcgan.py, gans/acgan.py)
-CONDITIONS = ("none", "classic", "classic+dcgan", "classic+acgan")
+# "<arch>-only": train on synthetic, test on real (TSTR, issue 14 part 2): the CNN of "none"
+# (no classic augmentation) trained on one GAN's ROIs alone, beside "none" on real ROIs (TRTR).
+CONDITIONS = ("none", "classic", "classic+dcgan", "classic+acgan", "dcgan-only", "acgan-only")
 
 # Each budget names the data size, the model widths and the epochs; reports print it.
 BUDGETS = {
     # smoke: checks the plumbing in seconds; its numbers mean nothing.
     "smoke": {"image_size": 16, "train_per_class": 6, "seeds": [0, 1], "n_synthetic": 30,
+              "domain_recipe": {"widths": [4, 8], "features": 8, "steps": 3, "batch_size": 4},
               "gan": {"width": 16, "latent_dim": 8, "epochs": 2, "steps_per_epoch": 2, "batch_size": 8,
                       "sample_every_epochs": 1},
               "cls": {"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "filters": [4, 8, 8], "dense_units": 16}},
@@ -116,6 +123,8 @@ def _configs(budget: str, data: str, classes, train_per_class, seed: int, gan_tr
         if "+" in condition:
             arch = condition.split("+")[1]
             cls.update(synthetic=f"synth-{arch}", synthetic_ratio=SYNTHETIC_RATIO)
+        elif condition.endswith("-only"):
+            cls.update(synthetic=f"synth-{condition[:-len('-only')]}", synthetic_ratio=1.0)
         out[f"cls-{condition}"] = config_lib.preset("frid_adar_cnn" if paper else "cpu_cnn",
                                                     data=data_cfg, cls=cls, seed=seed)
     # The yardstick gets three times the CNN budget: it is trained once per seed, on all real ROIs.
@@ -181,8 +190,9 @@ def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, tr
     # study folder is made: a bad --data, --classes or --train-per-class writes nothing.
     configs_by_seed = {seed: _configs(budget, data, classes, train_per_class, seed, gan_training) for seed in seeds}
     load_rois(configs_by_seed[seeds[0]]["gan-acgan"].data)
-    # Seeds may be added by later runs (or run side by side, one process per seed): they only grow.
-    open_study(out, plan, fixed=[k for k in plan if k != "seeds"], merge=("seeds",))
+    # Seeds and conditions may be added by later runs (or seeds run side by side, one process
+    # per seed): they only grow.
+    open_study(out, plan, fixed=[k for k in plan if k not in ("seeds", "conditions")], merge=("seeds", "conditions"))
     for seed in seeds:
         folder = out / f"seed-{seed}"
         configs = configs_by_seed[seed]
@@ -193,6 +203,7 @@ def run_study(out, budget: str = "demo", data: str = "phantom", classes=None, tr
             synth = folder / f"synth-{arch}"
             if not (synth / "manifest.json").exists():
                 synthesize(folder / f"gan-{arch}", BUDGETS[budget]["n_synthetic"], synth, seed=seed)
+            fidelity_stage(folder, f"synth-{arch}", BUDGETS[budget].get("domain_recipe"))
         for condition in CONDITIONS:
             cfg = configs[f"cls-{condition}"]
             if cfg.cls.synthetic:
@@ -272,7 +283,9 @@ def _fidelity(study: Path, plan: dict) -> dict:
     return rows
 
 
-def _figures(study: Path, plan: dict, out: Path) -> list[str]:
+def _figures(study: Path, plan: dict, out: Path, report_dir: Path) -> list[str]:
+    """ROI grids into `out` (the report folder or the study's figures/, `base.figure_home`), the
+    loss and accuracy curves (no image data) into `report_dir`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -309,7 +322,7 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
         ax.legend(fontsize=7)
     condition_curves(axes[2], {c: seed_dir / f"cls-{c}" for c in plan["conditions"]}, "val_accuracy",
                      f"lesion CNN validation accuracy ({seed_dir.name})")
-    names.append(save_curves(fig, out))
+    names.append(save_curves(fig, report_dir))
     return names
 
 
@@ -355,12 +368,86 @@ def write_report(study_dir, out) -> Path:
     timings = summed_timings(study.glob("seed-*/timings.jsonl"))
     out = Path(out)
     with atomic_dir(out, overwrite=True) as tmp:
-        figures = _figures(study, plan, tmp)
+        home, note = figure_home(study, tmp, [plan["data"]])
+        figures = [figure_link(f, home, tmp) for f in _figures(study, plan, home, tmp)] + note + grid_notes(study)
         text = _markdown(plan, summaries, fidelity, timings, figures, study)
         atomic_write_text(tmp / "report.md", text)
         first = study / f"seed-{plan['seeds'][0]}"
         copy_configs(tmp, study, sorted(first.glob("*/config.json")), {"env.json": first / "cls-classic" / "env.json"})
+        _summary(study, plan, summaries, tmp)
     return out / "report.md"
+
+
+def test_patients_lines(plan: dict) -> list[str]:
+    """Where the test ROIs come from relative to the training ROIs (data.sources.test_patients)."""
+    from tfganaug.data.sources import test_patients
+    data = plan["data"]
+    return [f"- Test ROIs: {test_patients(data)}.",
+            f"- One source only (`{data}`): these numbers are in-distribution"
+            + (", and optimistic for new patients: the test scans come from the same source as the training scans"
+               if data == "organamnist" else "")
+            + "; they say nothing about other hospitals, scanners or protocols."]
+
+
+def utility_lines(summaries: dict) -> list[str]:
+    """Train on synthetic, test on real (TSTR: `<arch>-only`) beside train on real (TRTR: `none`)."""
+    trtr = summaries.get("none")
+    rows = [(f"{arch}-only", summaries.get(f"{arch}-only")) for arch in ARCHS]
+    if not trtr or not any(s for _, s in rows):
+        return ["Not run in this study folder (no `<arch>-only` condition)."]
+    lines = ["The CNN of `none` (no classic augmentation, same budget) trained on real ROIs only (TRTR) and on one "
+             "GAN's synthetic ROIs only (TSTR), both scored on the real test ROIs; %, mean [95% CI over seeds].", "",
+             "| training data | accuracy | macro sensitivity | TSTR / TRTR accuracy | runs |", "|---|---|---|---|---|",
+             f"| none: real only (TRTR) | {percent(trtr['accuracy'])} | {percent(trtr['macro_sensitivity'])} | | "
+             f"{trtr['n_runs']} |"]
+    for name, s in rows:
+        if s:
+            ratio = s["accuracy"]["mean"] / trtr["accuracy"]["mean"]
+            lines.append(f"| {name}: synthetic only (TSTR) | {percent(s['accuracy'])} | "
+                         f"{percent(s['macro_sensitivity'])} | {ratio:.2f} | {s['n_runs']} |")
+    return lines
+
+
+def fidelity_lines(study: Path) -> list[str]:
+    """Fidelity (`evaluate --fidelity`) of each GAN's synthetic sets, mean over the seeds' sets."""
+    from tfganaug.stages.fidelity import FIDELITY_FILE, fidelity_section
+    lines = []
+    for arch in ARCHS:
+        found = sorted(study.glob(f"seed-*/synth-{arch}/{FIDELITY_FILE}"))
+        lines += [fidelity_section(found, heading=f"### {arch.upper()}")] if found else \
+            [f"### {arch.upper()}", "", "Not measured: no fidelity.json in this study folder.", ""]
+    return lines
+
+
+def _summary(study: Path, plan: dict, summaries: dict, out: Path) -> None:
+    """summary.json beside report.md (base.write_summary)."""
+    b = plan["budget_settings"]
+    aug, base = summaries.get("classic+dcgan"), summaries.get("classic")
+    if not aug or not base:
+        return
+    paper = PAPER["classic+dcgan"]["macro_sensitivity"] - PAPER["classic"]["macro_sensitivity"]
+    gain = aug["macro_sensitivity"]["mean"] - base["macro_sensitivity"]["mean"]
+    separated = aug["macro_sensitivity"]["ci_low"] > base["macro_sensitivity"]["ci_high"]
+    verdict = ("reproduced in direction (CIs separated)" if gain > 0 and separated else
+               "not reproduced (CIs overlap)" if gain > 0 else "not reproduced (no gain)")
+    write_summary(out, paper="Frid-Adar et al. 2018: GAN-based synthetic ROIs (DCGAN per class, ACGAN) for a "
+                             "lesion CNN",
+                  claim="classic + DCGAN augmentation raises macro sensitivity over classic augmentation alone",
+                  paper_figure=f"macro sensitivity {100 * PAPER['classic']['macro_sensitivity']:.1f}% (classic) -> "
+                               f"{100 * PAPER['classic+dcgan']['macro_sensitivity']:.1f}% (classic + DCGAN), "
+                               f"{100 * paper:+.1f} points",
+                  ours=f"macro sensitivity (%): classic+dcgan {percent(aug['macro_sensitivity'])} vs classic "
+                       f"{percent(base['macro_sensitivity'])} ({100 * gain:+.1f} points; mean [95% CI over "
+                       f"{aug['n_runs']} seeds])",
+                  data=f"{plan['data']}: {plan['train_per_class'] or b['train_per_class']} training ROIs per class "
+                       f"({', '.join(aug['class_names'])})",
+                  test_patients=" ".join(line[2:] for line in test_patients_lines(plan)),
+                  budget=f"{plan['budget']} (CPU): {b['image_size']} px; GAN {b['gan'].get('epochs')} epochs x "
+                         f"{b['gan'].get('steps_per_epoch')} steps, width {b['gan'].get('width')}; CNN "
+                         f"{b['cls'].get('epochs')} epochs x {b['cls'].get('steps_per_epoch')} steps",
+                  seeds=[s for s in plan["seeds"] if all((study / f"seed-{s}" / f"cls-{c}" / "evaluation.json").exists()
+                                                         for c in ("classic", "classic+dcgan"))],
+                  verdict=verdict)
 
 
 GAN_TRICKS = {"diffaug": "DiffAugment policies on D's input", "ada_target": "ADA target",
@@ -476,6 +563,7 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
         "CI = 95% Student-t interval over seeds (the paper used 3-fold cross-validation)",
         f"- Machine: {machine()}; wall time per stage summed over seeds: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(timings.items())), "",
+        "## Where the test patients come from", "", *test_patients_lines(plan), "",
         "## Classification (macro one-vs-rest sensitivity and specificity, %, mean [95% CI] over seeds)", "",
         "| training data | paper sens. | paper spec. | our sens. | our spec. | our accuracy | runs |",
         "|---|---|---|---|---|---|---|",
@@ -513,7 +601,13 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
         lines.append(f"- {condition}: {s['confusion_matrix']}")
     class_rows = fidelity.pop("class", [])
     lines += ["", "## How the GANs were trained", ""] + _gan_training(study, plan)
-    lines += ["", "## Do the synthetic ROIs look like their class?", ""] + _class_fidelity_lines(class_rows, plan)
+    lines += ["", "## Utility: train on synthetic, test on real (TSTR) beside train on real (TRTR)", ""]
+    lines += utility_lines(summaries)
+    lines += ["", "## Conditional agreement: do the synthetic ROIs look like their class?", ""]
+    lines += _class_fidelity_lines(class_rows, plan)
+    lines += ["", "## Fidelity", "", "`tfganaug evaluate --fidelity` of every seed's synthetic set (radiomics and domain "
+              "feature extractors against the seed's real training ROIs, memorisation audit).", ""]
+    lines += fidelity_lines(study)
     if fidelity:
         lines += ["", "## Synthetic ROIs", "",
                   "FID here is computed on features of a fixed, randomly initialised conv net (`random_conv`, seed 0): "
@@ -535,9 +629,7 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
                          f"{agg['precision']:.2f} | {agg['recall']:.2f} | {agg['fake_nn']:.2f} | "
                          f"{agg['heldout_nn']:.2f} | {100 * agg['closer_than_heldout']:.1f}% |")
         lines.append(f"\n(means over {len(next(iter(fidelity.values())))} seeds; up to 1000 images per set)")
-    lines += ["", "## Figures", ""]
-    for f in figures:
-        lines.append(f"![{f}]({f})")
+    lines += ["", "## Figures", ""] + figures
     lines += ["", "## Reproduce", "", "```",
               f"tfganaug study --budget {plan['budget']} --data {data}"
               + f" --classes {','.join(next(iter(summaries.values()))['class_names'])}"

@@ -21,18 +21,18 @@ from tfganaug import config as config_lib
 from tfganaug.errors import ConfigError
 from tfganaug.fsutil import atomic_dir, atomic_write_text, read_jsonl, slug
 from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
-from tfganaug.studies.base import (condition_curves, copy_configs, machine, open_study, save_curves, summed_timings,
-                                   timing)
+from tfganaug.studies.base import (condition_curves, copy_configs, fidelity_stage, figure_home, figure_link,
+                                   grid_notes, machine, open_study, save_curves, summed_timings, timing,
+                                   write_summary)
 
 SEG_SMOKE = {"base_filters": 4, "depth": 2, "padding": "same", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8}
-NO_DERIVATIVES = {"ircadb": "3D-IRCADb-01's licence (CC BY-NC-ND) forbids redistributing derivatives",
-                  "curvas": "CURVAS (CC BY-NC) images stay out of repositories (the shared data's terms)"}
-
-
-def _no_derivatives(*names) -> list[str]:
-    """The data sets among `names` (or their parts, as in ``ircadb+curvas``) whose pixels may not be shown."""
-    from tfganaug.data.sources import parts_of
-    return sorted({part for name in names if name for part in parts_of(name) if part in NO_DERIVATIVES})
+SMOKE_ENCODER = {"widths": [4, 8], "features": 8, "steps": 3, "batch_size": 4}
+"""The fidelity stage's domain encoder at the smoke budgets (budget key `domain_recipe`; the
+other budgets train metrics.domain.DomainRecipe's default)."""
+SYNTH = {"gan": "synth", "labels2image": "synth-labels2image"}
+"""The synthetic set of a condition's `fakes`: the paper's GAN, or the zero-training baseline
+(gans/labels2image.py, issue 14 part 4) fitted on the GAN's training pairs and drawn from the
+same label maps as the GAN's set (Pix2Pix: the same label source; StyleGAN2: its own masks)."""
 
 
 def paper(name: str):
@@ -62,9 +62,10 @@ def _configs(study: str, budget: str, seed: int, folder: Path) -> dict:
         epochs_x = cond.pop("epochs_x", None)
         if epochs_x and "epochs" in seg:
             seg["epochs"] = max(1, round(seg["epochs"] * epochs_x))
+        fakes = cond.pop("fakes", "gan")
         seg.update(cond)
         if cond.get("synthetic_ratio") or "F" in cond.get("setting", ""):
-            seg["synthetic"] = str(folder / "synth")
+            seg["synthetic"] = str(folder / SYNTH[fakes])
         if cond.get("augment") == "histeq":
             seg["histeq_reference"] = b["histeq_reference"]
         out[name] = config_lib.preset(spec["seg_preset"], data={**b["data"], "seed": seed}, seg=seg, seed=seed)
@@ -94,6 +95,9 @@ def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=N
         s = b["synth"]
         synthesize(out / "gan", s.get("n") or None, out / "synth", labels=s.get("labels", "train"),
                    perturb=s.get("perturb"), seed=0)
+    fidelity_stage(out, "synth", b.get("domain_recipe"))
+    if any(spec["conditions"][c].get("fakes") == "labels2image" for c in conditions):
+        _baseline(out, b, configs["gan"], verbose)
     for seed in seeds:
         configs = _configs(study, budget, seed, out)
         for condition in conditions:
@@ -108,6 +112,27 @@ def run_seg_study(study: str, out, budget: str = "cpu", seeds=None, conditions=N
             if condition == spec.get("synthetic_check"):
                 evaluate_seg(folder, test_data=str(out / "synth" / "images.npz"))
     return out
+
+
+def _baseline(out: Path, b: dict, gan_cfg, verbose) -> None:
+    """The labels2image baseline: fitted on the GAN's training data (same data config), drawn
+    into `synth-labels2image` from the GAN set's label maps, with the same count."""
+    from tfganaug.gans import GANS
+    from tfganaug.stages.synthesize import synthesize
+    from tfganaug.stages.train_gan import train_gan
+    cfg = config_lib.preset("cpu_labels2image", data=config_lib.to_dict(gan_cfg)["data"], seed=0)
+    t0 = time.time()
+    train_gan(cfg, out / "labels2image", verbose=verbose)
+    timing(out, "labels2image", t0)
+    s = b["synth"]
+    if GANS.get(gan_cfg.gan.arch).synthesises_from == "label_maps":
+        labels, perturb = s.get("labels", "train"), s.get("perturb")
+    else:  # a generator of images and masks together: the baseline paints the masks it drew
+        labels, perturb = str(out / "synth" / "images.npz"), 0.0
+    if not (out / SYNTH["labels2image"] / "manifest.json").exists():
+        synthesize(out / "labels2image", s.get("n") or None, out / SYNTH["labels2image"], labels=labels,
+                   perturb=perturb, seed=0)
+    fidelity_stage(out, SYNTH["labels2image"], b.get("domain_recipe"))
 
 
 # ------------------------------------------------------------------ report
@@ -146,7 +171,7 @@ def synthetic_check(study: Path, plan: dict) -> list[str]:
     classes = [c for c in real[0]["classes"] if fake[0]["per_slice"]["n_scored"][c] > 0]
     missing = [c for c in real[0]["classes"] if c not in classes]
     if not classes:
-        return ["### Do the generated masks match the generated images?", "",
+        return ["### Conditional agreement: do the generated masks match the generated images?", "",
                 "The synthetic masks contain no foreground label and the U-Net finds none: nothing to score.", ""]
 
     def stat(rows):
@@ -156,8 +181,8 @@ def synthetic_check(study: Path, plan: dict) -> list[str]:
         return " / ".join(f"{nan_mean([e['per_slice']['dice'][c] for e in rows]):.2f}" for c in classes)
     r, f = stat(real), stat(fake)
     ratio = f["mean"] / r["mean"] if r["mean"] > 0 else float("nan")
-    return ["### Do the generated masks match the generated images?", "",
-            f"The `{condition}` U-Net (real training slices only) segments real held-out slices and the "
+    return ["### Conditional agreement: do the generated masks match the generated images?", "",
+            f"Conditional agreement (issue 14 part 2; the synthetic check of issue 13): the `{condition}` U-Net (real training slices only) segments real held-out slices and the "
             f"synthetic set; Dice against the reference / the generated masks, per slice, mean over the labels "
             f"the synthetic set scores ({' / '.join(classes)}; in neither its masks nor the U-Net's predictions: "
             f"{', '.join(missing) or 'none'}), "
@@ -194,7 +219,9 @@ def table(title: str, evaluations: dict, level: str, metric: str, paper_key=None
     return lines + [""]
 
 
-def _figures(study: Path, plan: dict, out: Path) -> list[str]:
+def _figures(study: Path, plan: dict, out: Path, report_dir: Path) -> list[str]:
+    """Sample grids into `out` (the report folder or the study's figures/, `base.figure_home`),
+    the loss curves (no image data) into `report_dir`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -205,13 +232,14 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
     if samples:
         (out / "gan_samples_last_epoch.png").write_bytes(samples[-1].read_bytes())
         names.append("gan_samples_last_epoch.png")
-    npz = study / "synth" / "images.npz"
-    if npz.exists():
-        with np.load(npz, allow_pickle=False) as z:
-            images, masks, k = z["images"][:8], z["masks"][:8], len(z["class_names"])
-        rows = [images[..., c] for c in range(images.shape[-1])] + [masks / max(1, k - 1)]
-        save_grid(np.concatenate(rows)[..., None], out / "synthetic_samples.png", rows=len(rows))
-        names.append("synthetic_samples.png")
+    for folder, name in (("synth", "synthetic_samples.png"), (SYNTH["labels2image"], "labels2image_samples.png")):
+        npz = study / folder / "images.npz"
+        if npz.exists():
+            with np.load(npz, allow_pickle=False) as z:
+                images, masks, k = z["images"][:8], z["masks"][:8], len(z["class_names"])
+            rows = [images[..., c] for c in range(images.shape[-1])] + [masks / max(1, k - 1)]
+            save_grid(np.concatenate(rows)[..., None], out / name, rows=len(rows))
+            names.append(name)
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     rows = [r for r in read_jsonl(study / "gan" / "metrics.jsonl") if "event" not in r]
     for key in sorted({k for r in rows for k in r if k.endswith("loss")}):
@@ -223,7 +251,7 @@ def _figures(study: Path, plan: dict, out: Path) -> list[str]:
     seed = plan["seeds"][0]
     condition_curves(axes[1], {c: study / f"seed-{seed}" / slug(c) for c in plan["conditions"]}, "val_loss",
                      f"U-Net validation loss (seed {seed})")
-    names.append(save_curves(fig, out))
+    names.append(save_curves(fig, report_dir))
     return names
 
 
@@ -260,27 +288,23 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
              + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(timings.items())), ""]
     if notes:
         lines += ["## Where this setting differs from the paper", "", notes, ""]
+    lines += ["## Where the test patients come from", "", *test_patients_lines(study, plan), ""]
     lines += ["## Results", ""]
     main_eval = evaluations(study, plan)
     lines += paper(plan["study"]).results(study, plan, main_eval)
+    lines += utility_lines(study, plan, main_eval)
     lines += synthetic_check(study, plan)
+    lines += baseline_lines(plan, main_eval)
     lines += ["## Verdict", "", paper(plan["study"]).verdict(study, plan, main_eval), ""]
-    no_derivatives = _no_derivatives(b["data"]["name"], b["gan"].get("domain_b"))
+    lines += fidelity_lines(study, seg_status.get("n_train_patients"))
     with atomic_dir(out, overwrite=True) as tmp:
-        lines += _synthetic_section(study, tmp)
-        lines += _translation_section(study, tmp, b.get("translation_figure"))
+        home, note = figure_home(study, tmp, data_sources(b))
+        lines += _synthetic_section(study, home, tmp)
+        lines += _translation_section(study, home, tmp, b.get("translation_figure"))
         lines += ["## Figures", ""]
-        for f in _figures(study, plan, tmp):
-            if no_derivatives and f != "training_curves.png":
-                (tmp / f).unlink()
-                continue
-            lines.append(f"![{f}]({f})")
-        if no_derivatives:
-            for f in ("real_vs_synthetic.png",):
-                (tmp / f).unlink(missing_ok=True)
-            lines += ["", "Figures that show pixels of " + ", ".join(no_derivatives) + " (real or translated "
-                      "slices) are written by `tfganaug report` on your machine but left out here: "
-                      + "; ".join(NO_DERIVATIVES[n] for n in no_derivatives) + "."]
+        lines += [figure_link(f, home, tmp) for f in _figures(study, plan, home, tmp)]
+        lines += ["", *note] if note else []
+        lines += grid_notes(study)
         seeds = ",".join(map(str, plan["seeds"]))
         lines += ["", "## Reproduce", "", "```",
                   f"tfganaug study --paper {plan['study']} --budget {plan['budget']} --seeds {seeds} --out <study>",
@@ -289,10 +313,16 @@ def write_report(study_dir, out, notes: str | None = None) -> Path:
         atomic_write_text(tmp / "report.md", "\n".join(lines))
         copy_configs(tmp, study, sorted(study.glob(f"seed-{plan['seeds'][0]}/*/config.json")),
                      {"gan.json": study / "gan" / "config.json", "env.json": study / "gan" / "env.json"})
+        _summary(study, plan, tmp, gan_status, seg_status)
     return Path(out) / "report.md"
 
 
-def _synthetic_section(study: Path, out: Path) -> list[str]:
+def data_sources(b: dict) -> list[str]:
+    """Every data set whose images (or images generated from it) a report's figures show."""
+    return [b["data"]["name"], b["gan"].get("domain_b"), b.get("translation_figure")]
+
+
+def _synthetic_section(study: Path, out: Path, report_dir: Path) -> list[str]:
     """Real vs synthetic slices side by side, and the checkerboard index of each set."""
     from tfganaug.config import load
     from tfganaug.data.segsets import load_segsets
@@ -336,11 +366,10 @@ def _synthetic_section(study: Path, out: Path) -> list[str]:
              "| set | slices | checkerboard index |", "|---|---|---|"]
     for name, images in sets.items():
         lines.append(f"| {name} | {len(images)} | {checkerboard_index(images[..., :1]):.2e} |")
-    no_derivatives = _no_derivatives(cfg.data.name, cfg.gan.domain_b)
-    return lines + ["", "" if no_derivatives else "![real_vs_synthetic.png](real_vs_synthetic.png)", ""]
+    return lines + ["", figure_link("real_vs_synthetic.png", out, report_dir), ""]
 
 
-def _translation_section(study: Path, out: Path, source: str | None) -> list[str]:
+def _translation_section(study: Path, out: Path, report_dir: Path, source: str | None) -> list[str]:
     """CycleGAN only: slices of `source` (a freely licensed contrast scan when domain A's licence
     forbids showing derivatives), their G_AB translation and real slices of domain B, one column
     per source slice spread over the scan."""
@@ -361,7 +390,7 @@ def _translation_section(study: Path, out: Path, source: str | None) -> list[str
             f"Rows of `translation.png`: {source} slices (contrast source) / the CycleGAN's translation of each (G_AB, "
             f"contrast -> non-contrast) / real {cfg.gan.domain_b} slices (the target domain; other positions, not "
             "the same patient as the row above unless the data says so).", "",
-            "![translation.png](translation.png)", ""]
+            figure_link("translation.png", out, report_dir), ""]
 
 
 def _seeds_run(study: Path, plan: dict) -> str:
@@ -388,3 +417,158 @@ def judge(gain: dict, base: dict, paper_gain: float) -> str:
     return "**not reproduced** (no gain at this budget and on this data)"
 
 
+
+
+# ------------------------------------------------------------------ issue 14 sections
+
+def headline_stat(evals: dict, condition: str, level: str, metric: str) -> dict:
+    """Mean [95% CI] over seeds of the class-mean `level` `metric` of one condition."""
+    rows = evals.get(condition, [])
+    classes = rows[0]["classes"] if rows else []
+    return mean_ci([nan_mean([r[level][metric][c] for c in classes]) for r in rows])
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return not (a["ci_high"] < b["ci_low"] or b["ci_high"] < a["ci_low"])
+
+
+def _cis(a: dict, b: dict) -> str:
+    """Whether two mean [95% CI] overlap, in words (one seed has no interval)."""
+    if min(a["n"], b["n"]) < 2:
+        return "one seed on a side: no CI to compare"
+    return f"CIs {'overlap' if _overlap(a, b) else 'do not overlap'}"
+
+
+def utility_lines(study: Path, plan: dict, main_eval: dict) -> list[str]:
+    """Train on synthetic, test on real (TSTR) beside train on real, test on real (TRTR)."""
+    spec = spec_of(plan["study"])
+    u = spec.get("utility")
+    if isinstance(u, str):  # a study without a TSTR condition says why
+        return ["### Utility: train on synthetic, test on real (TSTR)", "", u, ""]
+    if not u:
+        return []
+    level, metric = spec["headline"]
+    name = f"{level.replace('_', '-')} {metric}"
+    trtr, tstr = (headline_stat(main_eval, u[k], level, metric) for k in ("trtr", "tstr"))
+    lines = ["### Utility: train on synthetic, test on real (TSTR) beside train on real (TRTR)", "",
+             f"The same U-Net recipe trained on real slices only (`{u['trtr']}`, TRTR) and on synthetic slices only "
+             f"(`{u['tstr']}`, TSTR), both scored on the real test slices above; {name}, class mean, "
+             "mean [95% CI over seeds].", "",
+             "| training | data | " + name + " | runs |", "|---|---|---|---|"]
+    for key, stat in (("trtr", trtr), ("tstr", tstr)):
+        cell = dice_cell(stat) if stat["n"] else "not run"
+        lines.append(f"| {u[key]} | {'real only (TRTR)' if key == 'trtr' else 'synthetic only (TSTR)'} | {cell} | "
+                     f"{stat['n']} |")
+    if trtr["n"] and tstr["n"]:
+        ratio = tstr["mean"] / trtr["mean"] if trtr["mean"] > 0 else float("nan")
+        lines += ["", f"TSTR / TRTR: **{ratio:.2f}** ({_cis(tstr, trtr)})."]
+    return lines + [""]
+
+
+def baseline_lines(plan: dict, main_eval: dict) -> list[str]:
+    """Does the GAN beat the zero-training labels2image baseline downstream (issue 14 part 4)?"""
+    spec = spec_of(plan["study"])
+    base = spec.get("baseline")
+    if not base:
+        return []
+    level, metric = spec["headline"]
+    gan, l2i = (headline_stat(main_eval, base[k], level, metric) for k in ("gan", "labels2image"))
+    lines = ["### The GAN against a zero-training baseline", "",
+             f"`{base['labels2image']}` trains the same U-Net as `{base['gan']}`, with the GAN's synthetic set "
+             "replaced by the labels2image baseline's (gans/labels2image.py: each label region painted with "
+             "intensities drawn from that label's statistics in the real training slices, textured noise and blur; "
+             "nothing trained) drawn from the same label maps, same count, same ratio.", "",
+             f"| training | {level.replace('_', '-')} {metric} | runs |", "|---|---|---|"]
+    for c, s in ((base["gan"], gan), (base["labels2image"], l2i)):
+        lines.append(f"| {c} | {dice_cell(s) if s['n'] else 'not run'} | {s['n']} |")
+    if gan["n"] and l2i["n"]:
+        d = gan["mean"] - l2i["mean"]
+        separated = min(gan["n"], l2i["n"]) > 1 and not _overlap(gan, l2i)
+        beats = d > 0 and separated
+        lines += ["", f"**The GAN {'beats' if beats else 'does not beat'} the zero-training baseline downstream** "
+                  f"({d:+.3f}; {_cis(gan, l2i)})"
+                  + ("" if beats else ": at this budget its fakes are worth no more to the U-Net than per-label "
+                     "intensity statistics" if d <= 0 else ": the gain is within the seed spread"
+                     if min(gan["n"], l2i["n"]) > 1 else ": with one seed a gain cannot be told from seed noise")
+                  + "."]
+    return lines + [""]
+
+
+def fidelity_lines(study: Path, n_train_patients: int | None = None) -> list[str]:
+    """The fidelity section: `evaluate --fidelity` of each synthetic set of the study."""
+    from tfganaug.stages.fidelity import FIDELITY_FILE, fidelity_section
+    lines = ["## Fidelity", ""]
+    if n_train_patients == 1:
+        lines += ["With one training patient, every image drawn from that patient's statistics (the GAN's and the "
+                  "baseline's alike) sits closer to the training slices than the held-out patients do, so the "
+                  "memorisation audit flags it whether or not it copies; the closest-pairs figures say which.", ""]
+    sets = [(n, study / folder) for n, folder in (("GAN", "synth"), ("labels2image baseline", SYNTH["labels2image"]))
+            if (study / folder / "manifest.json").exists()]
+    for name, folder in sets:
+        if (folder / FIDELITY_FILE).exists():
+            lines += [fidelity_section(folder, heading=f"### {name} synthetic set ({folder.name})")]
+        else:
+            lines += [f"### {name} synthetic set ({folder.name})", "", "Not measured: this study folder has no "
+                      "fidelity.json (run `tfganaug study` again, or `tfganaug evaluate <set> --fidelity`).", ""]
+    return lines
+
+
+def test_patients_lines(study: Path, plan: dict) -> list[str]:
+    """Where the test patients come from relative to the training patients: the patient ids of
+    the splits the U-Nets were trained and scored on (first seed) and the source's own words."""
+    from tfganaug.config import load
+    from tfganaug.data.segsets import load_segsets
+    from tfganaug.data.sources import test_patients
+    b = plan["budget_settings"]
+    runs = sorted(study.glob(f"seed-{plan['seeds'][0]}/*/config.json"))
+    if not runs:
+        return ["No U-Net run yet."]
+    cfg = load(runs[0])
+    sets = load_segsets(cfg.data)
+    train, val, test = (set(sets[s].patients()) for s in ("train", "val", "test"))
+    scored = val if cfg.data.name in ("kits19", "brats", "brats2018") else test  # as stages.evaluate.evaluate_seg
+
+    def ids(xs):
+        xs = sorted(xs)
+        return ", ".join(xs[:6]) + (f", ... ({len(xs)})" if len(xs) > 6 else "")
+    shared = train & scored
+    lines = [f"- Training: {len(train)} patient(s) of `{cfg.data.name}` ({ids(train)}); scored on "
+             f"{len(scored)} other patient(s) ({ids(scored)})"
+             + (f"; **{len(shared)} of them also in training**" if shared else ", none of them in training") + ".",
+             f"- Test patients: {test_patients(cfg.data.name)}.",
+             f"- One source only (`{cfg.data.name}`): these numbers are in-distribution, and say nothing about other "
+             "hospitals, scanners or protocols."]
+    for extra in b.get("tests", []):
+        lines.append(f"- `{extra}`: another data set, none of its patients seen in training "
+                     f"({test_patients(extra)}).")
+    return lines
+
+
+def _summary(study: Path, plan: dict, out: Path, gan_status: dict, seg_status: dict) -> None:
+    """summary.json beside report.md (base.write_summary)."""
+    spec = spec_of(plan["study"])
+    s = spec["summary"]
+    b = plan["budget_settings"]
+    level, metric = spec["headline"]
+    # "test": the budget's test data set whose name holds it (Sandfort: the non-contrast one)
+    test = next((t for t in b.get("tests", []) if s["test"] in t), None) if s.get("test") else None
+    evals = evaluations(study, plan, test)
+    aug, base = (headline_stat(evals, c, level, metric) for c in s["compare"])
+    what = f"{level.replace('_', '-')} {metric}" + (f" on {test}" if test else "")
+    ours = (f"{what}: {s['compare'][0]} {dice_cell(aug)} vs {s['compare'][1]} {dice_cell(base)} "
+            f"(mean [95% CI] over {aug['n']} and {base['n']} seeds)")
+    verdict = judge(aug, base, s["paper_gain"]).replace("**", "")
+    gan = b["gan"]
+    budget = (f"{plan['budget']} (CPU): {b['data']['image_size']} px; GAN {gan.get('epochs')} epochs"
+              + (f" x {gan['steps_per_epoch']} steps" if gan.get("steps_per_epoch") else "")
+              + f"; U-Net {b['seg'].get('epochs')} epochs x {b['seg'].get('steps_per_epoch')} steps")
+    data = (f"{b['data']['name']}: {seg_status.get('n_train_real')} real training slices of "
+            f"{seg_status.get('n_train_patients')} patient(s); GAN trained on {gan_status.get('n_train')} slices")
+    origin = test_patients_lines(study, plan)
+    write_summary(out, paper=s["paper"], claim=s["claim"], paper_figure=s["paper_figure"], ours=ours, data=data,
+                  test_patients=" ".join(line[2:] for line in origin[:3]), budget=budget,
+                  seeds=_finished_seeds(study, plan, s["compare"]), verdict=verdict)
+
+
+def _finished_seeds(study: Path, plan: dict, conditions) -> list[int]:
+    return [s for s in plan["seeds"] if all((study / f"seed-{s}" / slug(c) / "final").exists() for c in conditions)]

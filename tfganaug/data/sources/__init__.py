@@ -2,7 +2,14 @@
 `cases(data_cfg) -> (cases, fixed split by patient id or None)`). `SOURCES.get(name)`; every
 other `--data` value is a path, read by `data.segsets.source_cases` from what it holds, or
 named sources joined by "+" (``ircadb+curvas``: each part split on its own, the splits joined).
-Real sources read ../shared/data (or $TFGANAUG_DATA) in place; phantoms need no files."""
+Real sources read ../shared/data (or $TFGANAUG_DATA) in place; phantoms need no files.
+
+Every source module also states its data's `LICENCE` and where its `TEST_PATIENTS` come from
+relative to the training patients; `licence(name)` and `test_patients(name)` read them (also for
+the ROI data sets `organamnist` and `phantom`, which `data.datasets.load_rois` reads)."""
+import importlib
+import sys
+
 from tfganaug.registry import Registry
 
 SOURCES = Registry("data source", {
@@ -44,3 +51,43 @@ def shared(*parts):
         raise InputError("shared data", f"{path} (set TFGANAUG_DATA to the shared data folder)",
                          "no such file or folder", path)
     return path
+
+
+ROI_SOURCES = {"organamnist": "tfganaug.data.sources.organamnist", "phantom": "tfganaug.data.sources.phantoms"}
+PERMISSIVE = ("CC BY 4.0", "Apache-2.0", "built-in (tfganaug)")
+"""Licences under which images of the data (and of generators trained only on such data) may be
+committed to a repository: the project guide's rule for report figures."""
+USER_DATA = "unknown (your own data)"
+
+
+def _module(name: str):
+    """The source module of a named data source, or None for a path (the user's own data)."""
+    if name in ROI_SOURCES:
+        return importlib.import_module(ROI_SOURCES[name])
+    if name in SOURCES:
+        return sys.modules[SOURCES.get(name).__module__]
+    return None
+
+
+def licence(name: str) -> str:
+    """The licence of a named data source (of each part of ``a+b``, joined by "; "); a path is the
+    user's own data, of unknown licence."""
+    licences = []
+    for part in parts_of(name):
+        module = _module(part)
+        licences.append(module.LICENCE if module else USER_DATA)
+    return "; ".join(dict.fromkeys(licences))
+
+
+def permissive(name: str) -> bool:
+    """May images of `name` (or made from it) be committed to a repository? Every part must allow it."""
+    return all(licence(part) in PERMISSIVE for part in parts_of(name))
+
+
+def test_patients(name: str) -> str:
+    """Where the held-out patients of `name` come from, relative to its training patients."""
+    texts = []
+    for part in parts_of(name):
+        module = _module(part)
+        texts.append(module.TEST_PATIENTS if module else "your data's held-out split (split by patient id)")
+    return " ".join(texts)

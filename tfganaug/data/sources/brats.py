@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from tfganaug.data.sources import shared
 
+# BraTS data terms: research use, cite; the 2015 cases CC BY-NC-SA 3.0.
+LICENCE = "BraTS data terms (research use) / CC BY-NC-SA 3.0"
+TEST_PATIENTS = ("held-out BraTS cases of the same challenge data (the shared MANIFEST's split by case), "
+                 "scanned at the same institutions as the training cases")
+
 BRATS2015_SPLIT = {"train": ["brats_2013_pat0005_1", "brats_2013_pat0006_1"],
                    "val": ["brats_2013_pat0003_1", "brats_2013_pat0004_1"]}
 BRATS2018_SPLIT = {"train": ["Brats18_2013_20_1", "Brats18_CBICA_ABM_1", "Brats18_CBICA_ALU_1", "Brats18_CBICA_AME_1",

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from tfganaug.data.sources import shared
 
+LICENCE = "CC BY-NC-ND 4.0"
+TEST_PATIENTS = "slices of the training patient itself (one patient, split along z in blocks)"
+
 
 def cases(cfg):
     from tfganaug.data.abdomen import load_ircadb_patient

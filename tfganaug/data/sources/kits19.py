@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from tfganaug.data.sources import shared
 
+LICENCE = "CC BY-NC-SA 4.0"
+TEST_PATIENTS = ("other KiTS19 patients than the training ones (the shared MANIFEST's split by case), "
+                 "from the same hospital and challenge")
+
 
 def png_slices(cfg):
     """train = case 10036, val = 10037 + 10038."""

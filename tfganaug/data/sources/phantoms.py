@@ -3,6 +3,9 @@ machine). Kidney (KiTS capstone), abdomen with and without contrast (Sandfort et
 domains are different simulated patients, as real unpaired data are), brain MR (Son et al.)."""
 from __future__ import annotations
 
+LICENCE = "built-in (tfganaug)"
+TEST_PATIENTS = "other simulated patients than the training ones (split by patient), drawn from the same simulator"
+
 
 def kidney(cfg):
     from tfganaug.data.kits import kidney_phantom_cases

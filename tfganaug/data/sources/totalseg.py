@@ -2,6 +2,9 @@
 contrast CT with model-made organ masks, Sandfort et al.'s second domain and test data."""
 from __future__ import annotations
 
+LICENCE = "Apache-2.0"
+TEST_PATIENTS = "one example patient per contrast; no split (domain examples)"
+
 
 def _cases(kind: str):
     from tfganaug.data.abdomen import load_abdomen_sources
