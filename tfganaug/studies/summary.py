@@ -75,8 +75,8 @@ def write_summary(reports, out) -> Path:
     if rows:
         lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER), *rows, ""]
     if without:
-        lines += ["Reports without a summary (written before summaries existed; regenerate them with "
-                  "`tfganaug report <study> --out <report>`): " + ", ".join(f"[{n}]({n}/report.md)" for n in without),
-                  ""]
+        lines += ["Reports without a summary.json (not one paper's study, or written before summaries existed; "
+                  "a paper's report gets one when `tfganaug report <study> --out <report>` regenerates it): "
+                  + ", ".join(f"[{n}]({n}/report.md)" for n in without), ""]
     atomic_write_text(out, "\n".join(lines))
     return out
