@@ -154,7 +154,8 @@ def test_sources_joined_with_plus_split_each_part_alone(data_root, tmp_path):
 
 def test_sandfort_cpu_curvas_budget_is_cpu_on_ircadb_plus_curvas(tmp_path):
     from tfganaug.studies.sandfort import STUDY
-    from tfganaug.studies.segmentation import _configs, _no_derivatives
+    from tfganaug.data.sources import licence, permissive
+    from tfganaug.studies.segmentation import _configs
     cpu, curvas = STUDY["budgets"]["cpu"], STUDY["budgets"]["cpu-curvas"]
     assert cpu["data"]["name"] == "ircadb" and "conditions" not in cpu  # the committed report's budget, as it was
     assert curvas["data"] == {**cpu["data"], "name": "ircadb+curvas"} and curvas["seg"] == cpu["seg"]
@@ -163,5 +164,6 @@ def test_sandfort_cpu_curvas_budget_is_cpu_on_ircadb_plus_curvas(tmp_path):
     configs = _configs("sandfort", "cpu-curvas", 1, tmp_path)
     assert configs["standard"].data.name == "ircadb+curvas" and configs["standard"].data.seed == 1
     assert configs["gan"].data.name == "ircadb+curvas" and configs["gan"].gan.domain_b == "totalseg-native"
-    assert _no_derivatives("ircadb+curvas", "totalseg-native") == ["curvas", "ircadb"]
-    assert _no_derivatives("totalseg-contrast", None) == []
+    # Figures of the joined data stay out of reports unless every part's licence allows them.
+    assert not permissive("ircadb+curvas") and licence("ircadb+curvas") == "CC BY-NC-ND 4.0; CC BY-NC 4.0"
+    assert permissive("totalseg-native") and permissive("totalseg-contrast") and not permissive("curvas")

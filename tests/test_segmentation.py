@@ -302,7 +302,7 @@ def test_every_data_source_states_its_licence_and_where_its_test_patients_come_f
     for name in (*SOURCES.names(), *ROI_SOURCES):
         assert licence(name) and test_patients(name)
     assert [n for n in (*SOURCES.names(), *ROI_SOURCES) if not permissive(n)] == [
-        "kits19", "kits19-labels", "ircadb", "brats", "brats2018"]
+        "kits19", "kits19-labels", "ircadb", "curvas", "curvas-val", "brats", "brats2018"]
     assert not permissive(str(tmp_path / "my-scans"))
     report = tmp_path / "report"
     assert figure_home(tmp_path, report, ["organamnist", None]) == (report, [])

@@ -54,7 +54,8 @@ def strategy_for(cfg) -> tf.distribute.Strategy:
     """
     if cfg.distribute == "multiworker":
         if "multiworker" not in _STRATEGIES:
-            multiworker_cluster()  # a missing or malformed TF_CONFIG is one line, not a gRPC error
+            spec = multiworker_cluster()  # a missing or malformed TF_CONFIG is one line, not a gRPC error
+            _coordination_service(spec)
             _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
         return _STRATEGIES["multiworker"]
     if cfg.distribute == "mirrored":
@@ -90,6 +91,28 @@ def multiworker_cluster() -> dict:
                           '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
                           f'"index": 0}}}}, got {text[:120]!r}')
     return spec
+
+
+HEARTBEAT_TIMEOUT_S = 120
+
+
+def _coordination_service(spec: dict) -> None:
+    """The coordination service MultiWorkerMirroredStrategy would configure, with a peer declared
+    dead after HEARTBEAT_TIMEOUT_S (env TFGANAUG_HEARTBEAT_TIMEOUT_S) without a heartbeat instead
+    of TensorFlow's 10 s: on a loaded machine (CI's 2 cores running two training processes and
+    a test worker) a healthy worker went 10 s without a heartbeat and the chief aborted the run
+    ("tasks are unhealthy (stopped sending heartbeats)"). The strategy keeps a service that is
+    already configured (collective_all_reduce_strategy, TF 2.21)."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+    timeout_s = float(os.environ.get("TFGANAUG_HEARTBEAT_TIMEOUT_S", HEARTBEAT_TIMEOUT_S))
+    jobs = spec["cluster"]
+    leader_job = "chief" if "chief" in jobs else "worker"
+    coordinated = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(jobs[job]))
+                   for job in ("chief", "worker") if job in jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=f"/job:{leader_job}/replica:0/task:0",
+        heartbeat_timeout_in_ms=int(timeout_s * 1000), coordinated_jobs=coordinated)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
