@@ -51,6 +51,14 @@ def _seed_runs(seeds, out):
     return seed_runs(seeds, out)
 
 
+def served_model_options(command):
+    """--model and --model-version: which model of a TF Serving endpoint (synthesize, predict)."""
+    command = click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None,
+                           help="--server: a version (default: the server's latest).")(command)
+    return click.option("--model", type=Text(), metavar="NAME", default=None,
+                        help="--server: the served model's name.")(command)
+
+
 def _only_with(ctx, needed: str, *names):
     """Refuse options the command line gives that apply only together with `needed`."""
     for param in ctx.command.params:
@@ -194,9 +202,7 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
               help="Instead of RUN_DIR: a TF Serving endpoint serving a dcgan/acgan export, REST "
               "(http://localhost:8501) or gRPC (grpc://localhost:8500, needs tfganaug[serving]); noise is drawn "
               "here from --seed, as for a run folder.")
-@click.option("--model", type=Text(), metavar="NAME", default=None, help="--server: the served model's name.")
-@click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None,
-              help="--server: a version (default: the server's latest).")
+@served_model_options
 @click.option("--classes", type=Names(), default=None,
               help="--server: the model's class names in label order, comma-separated "
               "(class_names in its assets.extra/tfganaug_export.json).")
@@ -413,9 +419,7 @@ def export_cmd(run_dir, out, model_version, overwrite):
 @click.option("--server", type=Text(), metavar="URL", default=None,
               help="Instead of MODEL: a TF Serving endpoint serving an exported segmenter, "
               "REST (http://localhost:8501) or gRPC (grpc://localhost:8500, needs tfganaug[serving]).")
-@click.option("--model", type=Text(), metavar="NAME", default=None, help="--server: the served model's name.")
-@click.option("--model-version", type=IntRange(1, 2**63 - 1), default=None,
-              help="--server: a version (default: the server's latest).")
+@served_model_options
 @click.option("--classes", type=Names(), default=None,
               help="--server: the model's class names in label order, comma-separated, "
               "background first (class_names in its tfganaug_export.json).")

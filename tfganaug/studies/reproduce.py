@@ -48,20 +48,10 @@ def check_budget(papers: list[str], budget: str) -> None:
                               f"got '{budget}'")
 
 
-def check_container(path: Path, what: str) -> None:
-    """`--out` and `--reports` hold one folder per paper: absent, or a folder that is not itself a
-    run, a study or a synthetic set (one would be nested inside another's folder)."""
-    for marker, kind in (("study.json", "a study folder"), ("status.json", "a run folder"),
-                         ("config.json", "a run folder"), ("manifest.json", "a synthetic set")):
-        if (path / marker).exists():
-            raise ConfigError(f"{path}: expected a folder for {what} (absent, or holding one folder per paper), "
-                              f"got {kind} ({marker})")
-
-
 def reproduce(name: str, budget: str, out, reports=None, seeds=None, verbose: int = 2, log=print) -> Path:
     """Run the study and write the report of each paper in `name` (a paper or `all`), then the
     summary; returns the summary's path (`<reports>/README.md`)."""
-    from tfganaug.studies.summary import write_summary
+    from tfganaug.studies.summary import check_container, write_summary
 
     papers = papers_of(name)
     check_budget(papers, budget)

@@ -13,6 +13,20 @@ from pathlib import Path
 from tfganaug.errors import RunFolderError
 from tfganaug.fsutil import atomic_write_text
 
+# What a folder of reports (or of studies) must not itself be, by the file that says so.
+NOT_A_CONTAINER = (("study.json", "a study folder"), ("status.json", "a run folder"),
+                   ("config.json", "a run folder"), ("manifest.json", "a synthetic set"))
+
+
+def check_container(path: Path, what: str) -> None:
+    """`reproduce --out/--reports` and `report-summary` hold one folder per paper: absent, or a
+    folder that is not itself a run, a study or a synthetic set (one would be nested inside
+    another's folder, or a summary written into it)."""
+    for marker, kind in NOT_A_CONTAINER:
+        if (Path(path) / marker).exists():
+            raise RunFolderError(f"{path}: expected a folder for {what} (absent, or holding one folder per paper), "
+                                 f"got {kind} ({marker})")
+
 FIELDS = ("paper", "claim", "paper_figure", "ours", "data", "test_patients", "budget", "seeds", "verdict",
           "report")
 HEADER = ("Paper", "Claim", "Paper's figure", "Ours (95% CI)", "Data", "Test patients", "Budget", "Seeds",
@@ -61,9 +75,7 @@ def write_summary(reports, out) -> Path:
     reports, out = Path(reports), Path(out)
     if not reports.is_dir():
         raise RunFolderError(f"{reports}: expected a folder of reports, got {'a file' if reports.exists() else 'nothing'}")
-    for marker in ("study.json", "status.json", "config.json", "manifest.json"):
-        if (reports / marker).exists():
-            raise RunFolderError(f"{reports}: expected a folder of reports, got a study, run or synthetic-set folder ({marker})")
+    check_container(reports, "the reports")
     rows, without = summary_table(reports)
     if not rows and not without:
         raise RunFolderError(f"{reports}: expected a folder of reports (subfolders with report.md), got none")
