@@ -34,7 +34,7 @@ def _csv(value):
 # Ranges of the numeric options: what a run on one machine can sensibly ask for (a value past
 # them is a typo or would exhaust memory before anything is learned).
 SEED = IntRange(0, MAX_SEED)
-IMAGE_SIZE = IntRange(8, MAX_IMAGE_SIZE)     # config.validate adds: a power of two, the arch's minimum
+IMAGE_SIZE = IntRange(8, MAX_IMAGE_SIZE)     # config.validate adds: a power of two (U-Nets: a multiple of 2**depth), the arch's minimum
 EPOCHS = IntRange(1, MAX_EPOCHS)
 BATCH = IntRange(1, MAX_BATCH_SIZE)
 PER_CLASS = IntRange(2, 10**6)

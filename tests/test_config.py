@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -47,6 +48,41 @@ def test_unknown_preset_and_bad_values_are_refused():
         C.preset("cpu_dcgan", data={"image_size": 48})
     with pytest.raises(ConfigError, match="synthetic_ratio in"):
         C.preset("cpu_cnn", cls={"synthetic_ratio": 1.5, "synthetic": "x"})
+
+
+def test_every_preset_loads_and_names_match_case_insensitively():
+    for name in C.PRESETS:  # sandfort_unet3d's 192 px was refused as "not a power of two" until stop 21
+        assert C.preset(name).preset == name
+    assert C.preset("CPU_ACGAN").preset == "cpu_acgan"
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("gan", "latent_dim", 0, "gan.latent_dim an integer in [1, 1000000]"),
+    ("gan", "channel_base", 10**9, "gan.channel_base an integer in [1, 1000000]"),
+    ("gan", "pool_size", -1, "gan.pool_size an integer in [0, 1000000]"),
+    ("gan", "lr", -1.0, "gan.lr (0, 1]"),
+    ("gan", "lr", 0.0, "gan.lr (0, 1]"),
+    ("gan", "beta_1", 1.0, "gan.beta_1 [0, 1)"),
+    ("gan", "lambda_cycle", -10.0, "gan.lambda_cycle >= 0"),
+    ("cls", "dropout", 1.0, "cls.dropout [0, 1)"),
+    ("seg", "base_filters", 0, "seg.base_filters an integer in [1, 1000000]"),
+    ("seg", "depth", 9, "seg.depth an integer in [1, 8] or null"),
+    ("data", "window_width", 0.0, "data.window_width > 0"),
+    ("data", "test_fraction", 1.0, "data.test_fraction [0, 1)"),
+])
+def test_every_number_in_a_config_has_a_range(section, key, value, expected):
+    preset = "cpu_unet_kits" if section == "seg" else "cpu_acgan"
+    with pytest.raises(ConfigError, match=re.escape(f"expected {expected}, got {value!r}")):
+        C.preset(preset, **{section: {key: value}})
+    C.preset(preset, **{section: {key: getattr(getattr(C.preset(preset), section), key)}})
+
+
+def test_a_u_net_side_is_a_multiple_of_two_to_its_depth_not_a_power_of_two():
+    assert C.preset("cpu_unet_kits", data={"image_size": 192}).data.image_size == 192
+    with pytest.raises(ConfigError, match=re.escape("a multiple of 8 (2**seg.depth)")):
+        C.preset("cpu_unet_kits", data={"image_size": 100}, seg={"depth": 3})
+    with pytest.raises(ConfigError, match="power of two"):
+        C.preset("cpu_dcgan", data={"image_size": 192})
 
 
 def test_unreadable_config_file(tmp_path):

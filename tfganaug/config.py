@@ -23,6 +23,7 @@ MAX_CONFIG_BYTES = 2**20  # a resolved config.json is about 4 kB
 MAX_EPOCHS = 100_000      # the papers train 50-200 epochs
 MAX_BATCH_SIZE = 4096     # the papers use 1-64
 MAX_WIDTH = 4096          # GAN width (paper 1024); 2**40 would be built before anything else fails
+MAX_UNET_DEPTH = 8        # the papers' U-Nets have depth 4; a 1024 px slice halves at most 10 times
 DIFFAUG_POLICIES = ("translation", "cutout", "intensity")  # gans/augment.py implements them
 
 
@@ -426,7 +427,9 @@ def to_dict(cfg: RunConfig) -> dict:
 
 
 def preset(name: str, **overrides) -> RunConfig:
-    """A paper or CPU preset, with nested overrides: `preset("cpu_acgan", data={"name": "organamnist"})`."""
+    """A paper or CPU preset, with nested overrides: `preset("cpu_acgan", data={"name": "organamnist"})`.
+    Names match case-insensitively, as the CLI's choices do (`CPU_ACGAN` is `cpu_acgan`)."""
+    name = next((known for known in PRESETS if known.lower() == str(name).lower()), name)
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -483,8 +486,16 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.gan.arch in GAN_ARCHS, "gan.arch one of " + ", ".join(GAN_ARCHS), cfg.gan.arch)
     size = cfg.data.image_size
     smallest = {"stylegan2": 8, "cyclegan": 32}.get(cfg.gan.arch, 16) if cfg.kind == "gan" else 16
-    need(isinstance(size, int) and smallest <= size <= MAX_IMAGE_SIZE and size & (size - 1) == 0,
-         f"data.image_size a power of two in [{smallest}, {MAX_IMAGE_SIZE}]", size)
+    if cfg.kind == "seg":  # a U-Net halves the side `depth` times (sandfort_unet3d: the paper's 192 px)
+        need(cfg.seg.depth is None or (isinstance(cfg.seg.depth, int) and 1 <= cfg.seg.depth <= MAX_UNET_DEPTH),
+             f"seg.depth an integer in [1, {MAX_UNET_DEPTH}] or null", cfg.seg.depth)
+        step = 2 ** (cfg.seg.depth or 4)  # every U-Net preset has depth 4
+        need(isinstance(size, int) and max(smallest, step) <= size <= MAX_IMAGE_SIZE and size % step == 0,
+             f"data.image_size a multiple of {step} (2**seg.depth) in [{max(smallest, step)}, {MAX_IMAGE_SIZE}]",
+             size)
+    else:  # the GANs and the lesion CNN double / halve the side down to 4 px
+        need(isinstance(size, int) and smallest <= size <= MAX_IMAGE_SIZE and size & (size - 1) == 0,
+             f"data.image_size a power of two in [{smallest}, {MAX_IMAGE_SIZE}]", size)
     for name, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
         need(isinstance(seed, int) and 0 <= seed <= MAX_SEED, f"{name} an integer in [0, {MAX_SEED}]", seed)
     classes = [str(c).lower() for c in cfg.data.classes or []]
@@ -567,11 +578,63 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
                               ("cls.batch_size", cfg.cls.batch_size, MAX_BATCH_SIZE),
                               ("seg.batch_size", cfg.seg.batch_size, MAX_BATCH_SIZE)):
         need(isinstance(value, int) and 1 <= value <= most, f"{name} an integer in [1, {most}]", value)
+    _check_ranges(cfg, need)
     need(cfg.on_divergence in ("stop", "rollback"), "on_divergence stop or rollback", cfg.on_divergence)
     need(isinstance(cfg.max_rollbacks, int) and cfg.max_rollbacks >= 1, "max_rollbacks a positive integer",
          cfg.max_rollbacks)
     need(cfg.data.train_per_class is None or cfg.data.train_per_class >= 2,
          "data.train_per_class >= 2 or null", cfg.data.train_per_class)
+
+
+MAX_COUNT = 10**6
+"""The largest value any integer setting takes without a bound of its own (filters, steps, layers,
+cases): the papers' largest is StyleGAN2's channel base 32,768; 10**9 would be allocated before
+anything else fails."""
+POSITIVE_INTS = {"data": ("n_phantom_patients", "phantom_size", "max_slices_per_case", "train_patients"),
+                 "gan": ("latent_dim", "kernel_size", "steps_per_epoch", "w_dim", "mapping_layers", "channel_base",
+                         "channel_max", "r1_interval", "pl_interval"),
+                 "cls": ("kernel_size", "dense_units", "steps_per_epoch"),
+                 "seg": ("patch_depth", "base_filters", "depth", "steps_per_epoch"),
+                 "": ("keep_checkpoints",)}
+"""Integer settings that must be at least 1 (the others, e.g. gan.pool_size or
+gan.sample_every_epochs, take 0 for "none" / "never")."""
+FLOAT_RANGES = {
+    "data": {"val_fraction": (0.0, 1.0, "[0, 1)"), "test_fraction": (0.0, 1.0, "[0, 1)"),
+             "window_width": (0.0, float("inf"), "> 0")},
+    "gan": {"d_dropout": (0.0, 1.0, "[0, 1)"), "g_dropout": (0.0, 1.0, "[0, 1)"), "lr": (0.0, 1.0, "(0, 1]"),
+            "beta_1": (0.0, 1.0, "[0, 1)"), "beta_2": (0.0, 1.0, "[0, 1)"), "ema_beta": (0.0, 1.0, "[0, 1)"),
+            "style_mixing_prob": (0.0, 1.0, "[0, 1]"), "lambda_l1": (0.0, float("inf"), ">= 0"),
+            "lambda_cycle": (0.0, float("inf"), ">= 0"), "lambda_identity": (0.0, float("inf"), ">= 0"),
+            "r1_gamma": (0.0, float("inf"), ">= 0"), "pl_weight": (0.0, float("inf"), ">= 0"),
+            "mode_seeking": (0.0, float("inf"), ">= 0")},
+    "cls": {"dropout": (0.0, 1.0, "[0, 1)"), "lr": (0.0, 1.0, "(0, 1]"), "momentum": (0.0, 1.0, "[0, 1)")},
+    "seg": {"lr": (0.0, 1.0, "(0, 1]"), "dice_smooth": (0.0, float("inf"), ">= 0")},
+}
+
+
+def _in_range(value: float, low: float, high: float, text: str) -> bool:
+    """`text` says which ends are open: "(0, 1]", "[0, 1)", "[0, 1]", "> 0", ">= 0"."""
+    above = value > low if text.startswith(("(", ">")) and not text.startswith(">=") else value >= low
+    below = value <= high if text.endswith("]") or high == float("inf") else value < high
+    return above and below
+
+
+def _check_ranges(cfg: RunConfig, need) -> None:
+    """Every integer setting in [0, MAX_COUNT] (POSITIVE_INTS from 1) and every number of
+    FLOAT_RANGES in its range: a config that would build a network of 10**12 filters or train at a
+    learning rate of -1 is refused with the key named, before anything is built (issue 16)."""
+    sections = {"": cfg, "data": cfg.data, "gan": cfg.gan, "cls": cfg.cls, "seg": cfg.seg}
+    for section, obj in sections.items():
+        prefix = f"{section}." if section else ""
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            low = 1 if f.name in POSITIVE_INTS.get(section, ()) else 0
+            need(low <= value <= MAX_COUNT, f"{prefix}{f.name} an integer in [{low}, {MAX_COUNT}]", value)
+        for name, (low, high, text) in FLOAT_RANGES.get(section, {}).items():
+            value = getattr(obj, name)
+            need(_in_range(value, low, high, text), f"{prefix}{name} {text}", value)
 
 
 # ------------------------------------------------------------------ one command's configuration
