@@ -349,6 +349,9 @@ def evaluate_cmd(ctx, run_dir, split, test_data, whole_volumes, fidelity, extrac
 @click.option("--folds", type=IntRange(2, 100), default=None,
               help="k-fold cross-validation by patient: number of folds.")
 @click.option("--fold", type=IntRange(0, 99), default=None, help="With --folds: the fold used as test set (0-based).")
+@click.option("--stream", is_flag=True, default=None,
+              help="2-D U-Net: prepare the cases one at a time and read the slices from disk per training element "
+                   "(memory flat in the number of cases; data.stream).")
 @click.option("--epochs", type=EPOCHS, default=None)
 @click.option("--batch-size", type=BATCH, default=None)
 @click.option("--seeds", type=Seeds(MAX_SEED), default="0", show_default=True,
@@ -356,7 +359,8 @@ def evaluate_cmd(ctx, run_dir, split, test_data, whole_volumes, fidelity, extrac
 @click.option("--out", required=True, type=FsPath(file_okay=False))
 def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
                   distribute, on_divergence, unet_preset, patch_depth, padding, augment, histeq_reference, synthetic,
-                  synthetic_ratio, setting, train_patients, contrasts, folds, fold, epochs, batch_size, seeds, out):
+                  synthetic_ratio, setting, train_patients, contrasts, folds, fold, stream, epochs, batch_size, seeds,
+                  out):
     """Train the segmentation U-Net on real slices, optionally with synthetic ones.
 
     \b
@@ -374,7 +378,7 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
     for seed, target in _seed_runs(seeds, out):
         cfg = _build_cfg("seg", preset, config, {
             "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients,
-                     "contrasts": _csv(contrasts), "folds": folds, "fold": fold},
+                     "contrasts": _csv(contrasts), "folds": folds, "fold": fold, "stream": stream},
             "seg": {"unet": unet_preset, "patch_depth": patch_depth, "padding": padding, "augment": augment,
                     "histeq_reference": histeq_reference, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
                     "setting": setting, "epochs": epochs, "batch_size": batch_size},

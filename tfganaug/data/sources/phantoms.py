@@ -12,18 +12,18 @@ def kidney(cfg):
     return kidney_phantom_cases(n_patients=cfg.n_phantom_patients, image_size=cfg.phantom_size, seed=1234), None
 
 
-def _abdomen(cfg, native: bool):
+def _abdomen(cfg, native: bool, lazy: bool):
     from tfganaug.data.abdomen import abdomen_phantom_cases
     return abdomen_phantom_cases(n_patients=cfg.n_phantom_patients, image_size=cfg.phantom_size,
-                                 contrast=not native, seed=1234 + native), None
+                                 contrast=not native, seed=1234 + native, lazy=lazy), None
 
 
-def abdomen(cfg):
-    return _abdomen(cfg, native=False)
+def abdomen(cfg, lazy: bool = False):
+    return _abdomen(cfg, native=False, lazy=lazy)
 
 
-def abdomen_native(cfg):
-    return _abdomen(cfg, native=True)
+def abdomen_native(cfg, lazy: bool = False):
+    return _abdomen(cfg, native=True, lazy=lazy)
 
 
 def brain(cfg):
