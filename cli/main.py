@@ -608,17 +608,26 @@ def report_gan_training_cmd(paper_study, small_data_study, out):
               help="Folder for bench.md.")
 @click.option("--steps", type=IntRange(1, 10_000), default=None, hidden=True, help="Override timed steps.")
 @click.option("--warmup", type=IntRange(1, 10_000), default=None, hidden=True, help="Override warm-up steps.")
-def bench_cmd(preset, precision, out, steps, warmup):
+@click.option("--only", type=Choice(["serve_latency", "predict_scale", "train_scale"]), multiple=True,
+              help="Run only these serving / memory rows (repeatable) and replace them in OUT/bench.json and "
+                   "OUT/bench.md, keeping the other rows.")
+def bench_cmd(preset, precision, out, steps, warmup, only):
     """Time GAN and CNN training steps, the input chain, SavedModel latency and predict, and peak memory
     as the data grows 10x; print the tables and write OUT/bench.md.
 
     \b
     Example: tfganaug bench --preset quick --precision all --out reports/bench
+             tfganaug bench --only predict_scale --only train_scale --out reports/bench
     """
-    from tfganaug.bench import bench_command, format_table, row_summary, run_bench, write_bench_report
-    rows = run_bench(preset, precision, steps=steps, warmup=warmup, log=lambda r: click.echo(row_summary(r), err=True))
+    from tfganaug.bench import bench_command, format_table, merge_rows, row_summary, run_bench, write_bench_report
+    rows = run_bench(preset, precision, steps=steps, warmup=warmup, only=only or None,
+                     log=lambda r: click.echo(row_summary(r), err=True))
     click.echo(format_table(rows))
-    path = write_bench_report(rows, out, command=bench_command(preset, precision, out, steps, warmup))
+    command = bench_command(preset, precision, out, steps, warmup) + "".join(f" --only {k}" for k in only)
+    if only:
+        rows, previous = merge_rows(out, rows, only)
+        command = f"{previous}, then `{command}`" if previous else command
+    path = write_bench_report(rows, out, command=command)
     click.echo(f"report: {path}")
 
 

@@ -17,10 +17,10 @@ structure borders are not blocky at the scan's resolution.
 A CT scan (NIfTI, DICOM folder or zip) is streamed: read a block of slices at a time
 (:func:`readers.open_slices`), prepared, run and decoded while the next blocks wait on disk;
 the 3-D U-Net keeps the probabilities of the windows in flight only (the overlap). What grows
-with the scan's length is the uint8 label map (and its copy in the input's voxel order), which
-is written slab by slab through gzip: 2 bytes per voxel against the 4+ of a float32 copy of the
-scan. MR scans (one file per contrast) are read whole: the z-score and the percentile window
-are the whole brain's; a PNG slice is one slice.
+with the scan's length is the uint8 label map on the input's grid (filled through a view in the
+networks' axis order), written slab by slab through gzip: 1 byte per voxel against the 4+ of a
+float32 copy of the scan. MR scans (one file per contrast) are read whole: the z-score and the
+percentile window are the whole brain's; a PNG slice is one slice.
 
 The mask is uint8 on the input's grid:
 
@@ -105,7 +105,8 @@ class Scan:
     volume: SliceBlocks             # float32 (Z, H, W, C), axes "zyx", read a block of slices at a time
     units: str                      # HU | grey8 | zscore (Case.units)
     spacing_mm: tuple               # (z, y, x)
-    to_native: Callable             # labels (Z, H, W) -> the input's voxel order
+    native_shape: tuple             # the label map's shape on the input's grid
+    zyx_view: Callable              # that label map -> a writable view of it in the networks' axis order
     affine: np.ndarray              # 4x4 of the native grid
     header: object                  # nibabel header to keep (NIfTI input) or None
     sources: list
@@ -260,7 +261,7 @@ def read_scan(paths, segmenter: Segmenter) -> Scan:
         image = _zscore_in_brain(image, paths[0])
     return Scan(volume=SliceBlocks.of_array(image, first.volume.meta),
                 units="zscore" if segmenter.modality == "MR" else first.units, spacing_mm=first.spacing_mm,
-                to_native=first.to_native, affine=first.affine, header=first.header,
+                native_shape=first.native_shape, zyx_view=first.zyx_view, affine=first.affine, header=first.header,
                 sources=[str(p) for p in paths], geometry=first.geometry)
 
 
@@ -274,7 +275,7 @@ def _read_one(path: Path, modality: str) -> Scan:
         from tfganaug.data.kits import read_png_slice
         grey = read_png_slice(path).astype(np.float32)
         return Scan(SliceBlocks.of_array(grey[None, ..., None], meta), "grey8", (1.0, 1.0, 1.0),
-                    lambda labels: labels[0][..., None], np.eye(4), None, [str(path)],
+                    grey.shape + (1,), lambda labels: labels.transpose(2, 0, 1), np.eye(4), None, [str(path)],
                     "PNG: identity affine, 1 mm pixels (a PNG carries no spacing)")
     if modality == "unit":
         raise InputError("scan", "an 8-bit PNG slice (the run was trained on prepared [0, 1] slices, whose units "
@@ -297,15 +298,20 @@ def _volume_scan(path: Path, volume: SliceBlocks, units: str) -> Scan:
     else:
         codes, affine, geometry = _dicom_native_grid(volume.stored_meta)
         header = None
-    back = ornt_transform(axcodes2ornt(ZYX_ORIENTATION), axcodes2ornt(codes)) if None not in codes else None
+    zyx_shape = volume.shape[:3]
+    if None in codes:  # a DICOM series without geometry: (column, row, slice) as stored
+        native_shape, zyx_view = zyx_shape[::-1], lambda labels: labels.transpose(2, 1, 0)
+    else:
+        back = ornt_transform(axcodes2ornt(ZYX_ORIENTATION), axcodes2ornt(codes))
+        native_shape = [0] * 3
+        for axis, (to, _) in enumerate(back):
+            native_shape[int(to)] = zyx_shape[axis]
+        forward = ornt_transform(axcodes2ornt(codes), axcodes2ornt(ZYX_ORIENTATION))
 
-    def to_native(labels):
-        if back is None:  # a DICOM series without geometry: (column, row, slice) as stored
-            return np.ascontiguousarray(labels.transpose(2, 1, 0))
-        return np.ascontiguousarray(apply_orientation(labels, back))
-
-    return Scan(volume, units, tuple(volume.meta["spacing_mm"]), to_native, np.asarray(affine, float), header,
-                [str(path)], geometry)
+        def zyx_view(labels):  # flips and a transpose: a view, written through
+            return apply_orientation(labels, forward)
+    return Scan(volume, units, tuple(volume.meta["spacing_mm"]), tuple(native_shape), zyx_view,
+                np.asarray(affine, float), header, [str(path)], geometry)
 
 
 def _dicom_native_grid(meta) -> tuple[tuple, np.ndarray, str]:
@@ -335,8 +341,10 @@ def _zscore_in_brain(image: np.ndarray, path) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- prediction
 
-def predict_labels(segmenter: Segmenter, scan: Scan, batch_size: int = 16) -> np.ndarray:
-    """uint8 label map (Z, H, W) of `scan` in the networks' axis order, at the scan's resolution.
+def predict_labels(segmenter: Segmenter, scan: Scan, batch_size: int = 16, out: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """uint8 label map (Z, H, W) of `scan` in the networks' axis order, at the scan's resolution,
+    written into `out` where given (`predict`: a view of the mask on the input's grid).
 
     Streamed (module docstring): the network sees the batches (2-D: slices [0, b), [b, 2b), ...;
     3-D: the windows) it would see on the whole volume at once, so the labels are the same."""
@@ -345,7 +353,7 @@ def predict_labels(segmenter: Segmenter, scan: Scan, batch_size: int = 16) -> np
     slices = _SlicesInFlight(_preparer(segmenter, scan), z)
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2  # as segsets.square_pad centred the slice
-    labels = np.zeros((z, h, w), np.uint8)
+    labels = np.zeros((z, h, w), np.uint8) if out is None else out
 
     def put(s, probs):
         p = tf.image.resize(probs, (side, side), "bilinear")[:, top:top + h, left:left + w]
@@ -402,7 +410,7 @@ def volumes_ml(labels: np.ndarray, affine: np.ndarray, class_names) -> tuple[dic
     """({structure: voxels}, {structure: ml}, ml per voxel) of every foreground class."""
     voxel_ml = float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0
     flat, n = labels.reshape(-1), len(class_names)
-    step = 1 << 22  # bincount works on intp: 8 bytes per voxel, so a block at a time
+    step = 1 << 18  # bincount works on intp: 8 bytes per voxel, so a block at a time
     counts = sum(np.bincount(flat[s:s + step], minlength=n)[:n] for s in range(0, flat.size, step))
     voxels = {name: int(counts[i]) for i, name in enumerate(class_names) if i > 0}
     return voxels, {name: n * voxel_ml for name, n in voxels.items()}, voxel_ml
@@ -453,7 +461,8 @@ def predict(model, scans, out, overwrite: bool = False, batch_size: int = 16) ->
         raise InputError("scan", "at least one file", "none", None)
     segmenter = model if isinstance(model, Segmenter) else load_segmenter_for_prediction(model)
     scan = read_scan(scans, segmenter)
-    labels = scan.to_native(predict_labels(segmenter, scan, batch_size))
+    labels = np.zeros(scan.native_shape, np.uint8)  # the one label map, written through its zyx view
+    predict_labels(segmenter, scan, batch_size, out=scan.zyx_view(labels))
     voxels, volumes, voxel_ml = volumes_ml(labels, scan.affine, segmenter.class_names)
     write_mask(out, labels, scan.affine, scan.header)
     record = {"mask": str(out), "scans": scan.sources, "model": segmenter.source,
