@@ -128,9 +128,11 @@ def test_streamed_reader_gives_the_readers_values(shared_data, tmp_path):
 STREAM_DATA = {"image_size": 16, "phantom_size": 32, "n_phantom_patients": 5}
 
 
-def test_streamed_segsets_hold_the_same_slices_on_disk():
+@pytest.mark.parametrize("name", ["phantom-abdomen", "phantom-abdomen+phantom-abdomen-native"])
+def test_streamed_segsets_hold_the_same_slices_on_disk(name):
+    """The same slices, patients and splits from disk as from memory; joined sources join their stores."""
     from tfganaug.data.slicestore import DiskRows
-    cfg = config.preset("cpu_unet_abdomen", data=STREAM_DATA).data
+    cfg = config.preset("cpu_unet_abdomen", data={**STREAM_DATA, "name": name}).data
     memory, streamed = load_segsets(cfg), load_segsets(cfg, stream=True)
     for split in ("train", "val", "test"):
         a, b = memory[split], streamed[split]
