@@ -128,7 +128,7 @@ def test_streamed_reader_gives_the_readers_values(shared_data, tmp_path):
 STREAM_DATA = {"image_size": 16, "phantom_size": 32, "n_phantom_patients": 5}
 
 
-@pytest.mark.parametrize("name", ["phantom-abdomen", "phantom-abdomen+phantom-abdomen-native"])
+@pytest.mark.parametrize("name", ["phantom-abdomen", "phantom-kidney", "phantom-abdomen+phantom-abdomen-native"])
 def test_streamed_segsets_hold_the_same_slices_on_disk(name):
     """The same slices, patients and splits from disk as from memory; joined sources join their stores."""
     from tfganaug.data.slicestore import DiskRows

@@ -205,7 +205,7 @@ def source_cases(name: str, cfg, lazy: bool = False) -> tuple[list[Case], dict |
     a combination such as ``ircadb+curvas`` gives the cases of all its parts (no split: each part
     is split on its own by `load_segsets`); any other name is a path to a KiTS19 folder, PNG
     pairs, a BraTS folder or an .npz. `lazy`: a source that can make its cases one at a time
-    (the abdomen phantoms) gives a `LazyCases`; the others their list."""
+    (the kidney and abdomen phantoms) gives a `LazyCases`; the others their list."""
     import inspect
 
     from tfganaug.data.sources import SOURCES, parts_of

@@ -8,13 +8,16 @@ synthetic slices per batch, or Son et al.'s settings such as 300F+100R) and the 
 are chosen here from the config.
 
 Streamed data (`data.stream: true`, `--stream`; off by default, so existing runs and configs
-train as before): the 2-D U-Net's cases are made (the abdomen phantoms) or read one at a time,
-prepared, and their slices written to a temporary slice store on disk (`data.slicestore`);
-the one tf.data chain (`pipeline.training_batches`) reads each element from there when it
-reaches it, with the same order, synthetic interleaving and augmentation as from memory, so a
-streamed run sees the same batches as an in-memory one (tests/test_stream_train.py) and its
-memory does not grow with the number of cases. The 3-D U-Net's windows and Son et al.'s
-settings (flipped copies of the real slices) are built in memory: not streamed, refused.
+train as before): the 2-D U-Net's cases are prepared one at a time and their slices written to
+a temporary slice store on disk (`data.slicestore`), which the one tf.data chain
+(`pipeline.training_batches`) reads an element at a time, with the same order, synthetic
+interleaving and augmentation as from memory: a streamed run sees the same batches as an
+in-memory one (tests/test_streaming.py). The kidney and abdomen phantoms make each patient when
+it is reached, so memory does not grow with their number of patients; the other sources'
+loaders still read their list of cases whole first, so there only the prepared slices and
+their tf.constant copies are saved. Not streamed, refused: the 3-D U-Net's windows and Son et
+al.'s settings (flipped copies of the real slices), built in memory. A histeq reference set is
+another data set, read whole for its histogram.
 """
 from __future__ import annotations
 

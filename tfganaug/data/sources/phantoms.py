@@ -7,9 +7,10 @@ LICENCE = "built-in (tfganaug)"
 TEST_PATIENTS = "other simulated patients than the training ones (split by patient), drawn from the same simulator"
 
 
-def kidney(cfg):
+def kidney(cfg, lazy: bool = False):
     from tfganaug.data.kits import kidney_phantom_cases
-    return kidney_phantom_cases(n_patients=cfg.n_phantom_patients, image_size=cfg.phantom_size, seed=1234), None
+    return kidney_phantom_cases(n_patients=cfg.n_phantom_patients, image_size=cfg.phantom_size, seed=1234,
+                                lazy=lazy), None
 
 
 def _abdomen(cfg, native: bool, lazy: bool):
