@@ -61,6 +61,19 @@ def test_table_and_report_name_every_model(rows, tmp_path):
     assert "TF_ENABLE_ONEDNN_OPTS" in text
 
 
+def test_a_rerun_of_some_kinds_replaces_those_rows_only(rows, tmp_path):
+    """`bench --only KIND`: the report keeps the other rows and names both commands."""
+    from tfganaug.bench import merge_rows
+    out = tmp_path / "bench"
+    write_bench_report(rows, out, command="tfganaug bench --first")
+    kind = rows[0]["kind"]
+    new = [{**rows[0], "seconds": 1.0}]
+    merged, command = merge_rows(out, new, (kind,))
+    kept = json.loads(json.dumps([r for r in rows if r["kind"] != kind]))
+    assert merged == kept + new and len(kept) < len(rows) and command == "`tfganaug bench --first`"
+    assert merge_rows(tmp_path / "nothing-there", new, (kind,)) == (new, None)
+
+
 def test_cli_writes_the_report(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--preset", "smoke", "--steps", "2",
