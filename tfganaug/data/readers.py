@@ -208,16 +208,23 @@ def _looks_like_dicom(path: Path) -> bool:
 
 # --- NIfTI -----------------------------------------------------------------------------
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
+def _open_nifti(path: Path, **load) -> tuple:
+    """(image, shape, voxel dtype) of a NIfTI file whose header passed every check that needs no
+    voxel: scaling, voxel type, at most 4 dimensions, size."""
     with _Decoding(path, "NIfTI image"):
         _check_nifti_scaling(path)
-        img = nib.load(path)
+        img = nib.load(path, **load)
         shape, dtype = tuple(int(n) for n in img.shape), img.get_data_dtype()
         scaled = (img.dataobj.slope, img.dataobj.inter) != (1.0, 0.0)  # then values are float64
     _check_voxel_dtype(dtype, path, "NIfTI image")
     if len(shape) > 4:
         raise InputError("NIfTI image", "at most 4 dimensions", f"shape {shape}", path)
     _check_size(shape, 8 if scaled else dtype.itemsize, path, "NIfTI image")
+    return img, shape, dtype
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
+    img, shape, dtype = _open_nifti(path)
     with _Decoding(path, "NIfTI image"):
         original = nib.aff2axcodes(img.affine)
         if len(shape) < 3:
@@ -535,15 +542,7 @@ def open_slices(path: str | os.PathLike) -> SliceBlocks:
 
 
 def _nifti_blocks(path: Path) -> SliceBlocks:
-    with _Decoding(path, "NIfTI image"):
-        _check_nifti_scaling(path)
-        img = nib.load(path, keep_file_open=True)  # one gzip stream for all blocks
-        shape, dtype = tuple(int(n) for n in img.shape), img.get_data_dtype()
-        scaled = (img.dataobj.slope, img.dataobj.inter) != (1.0, 0.0)
-    _check_voxel_dtype(dtype, path, "NIfTI image")
-    if len(shape) > 4:
-        raise InputError("NIfTI image", "at most 4 dimensions", f"shape {shape}", path)
-    _check_size(shape, 8 if scaled else dtype.itemsize, path, "NIfTI image")
+    img, shape, dtype = _open_nifti(path, keep_file_open=True)  # one gzip stream for all blocks
     if len(shape) < 3:  # a 2-D image: one slice, read whole
         array, stored = _read_finite(path, None, None)
         array, meta = to_zyx(array, stored)
