@@ -349,6 +349,9 @@ def evaluate_cmd(ctx, run_dir, split, test_data, whole_volumes, fidelity, extrac
 @click.option("--folds", type=IntRange(2, 100), default=None,
               help="k-fold cross-validation by patient: number of folds.")
 @click.option("--fold", type=IntRange(0, 99), default=None, help="With --folds: the fold used as test set (0-based).")
+@click.option("--stream", is_flag=True, default=None,
+              help="2-D U-Net: prepare the cases one at a time and read the slices from disk per training element "
+                   "(memory flat in the number of cases; data.stream).")
 @click.option("--epochs", type=EPOCHS, default=None)
 @click.option("--batch-size", type=BATCH, default=None)
 @click.option("--seeds", type=Seeds(MAX_SEED), default="0", show_default=True,
@@ -356,7 +359,8 @@ def evaluate_cmd(ctx, run_dir, split, test_data, whole_volumes, fidelity, extrac
 @click.option("--out", required=True, type=FsPath(file_okay=False))
 def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, config, overwrite, dry_run, quiet,
                   distribute, on_divergence, unet_preset, patch_depth, padding, augment, histeq_reference, synthetic,
-                  synthetic_ratio, setting, train_patients, contrasts, folds, fold, epochs, batch_size, seeds, out):
+                  synthetic_ratio, setting, train_patients, contrasts, folds, fold, stream, epochs, batch_size, seeds,
+                  out):
     """Train the segmentation U-Net on real slices, optionally with synthetic ones.
 
     \b
@@ -374,7 +378,7 @@ def train_seg_cmd(arch, preset, data, classes, image_size, train_per_class, conf
     for seed, target in _seed_runs(seeds, out):
         cfg = _build_cfg("seg", preset, config, {
             "data": {**_data_overrides(data, classes, image_size, train_per_class), "train_patients": train_patients,
-                     "contrasts": _csv(contrasts), "folds": folds, "fold": fold},
+                     "contrasts": _csv(contrasts), "folds": folds, "fold": fold, "stream": stream},
             "seg": {"unet": unet_preset, "patch_depth": patch_depth, "padding": padding, "augment": augment,
                     "histeq_reference": histeq_reference, "synthetic": synthetic, "synthetic_ratio": synthetic_ratio,
                     "setting": setting, "epochs": epochs, "batch_size": batch_size},
@@ -604,17 +608,26 @@ def report_gan_training_cmd(paper_study, small_data_study, out):
               help="Folder for bench.md.")
 @click.option("--steps", type=IntRange(1, 10_000), default=None, hidden=True, help="Override timed steps.")
 @click.option("--warmup", type=IntRange(1, 10_000), default=None, hidden=True, help="Override warm-up steps.")
-def bench_cmd(preset, precision, out, steps, warmup):
+@click.option("--only", type=Choice(["serve_latency", "predict_scale", "train_scale"]), multiple=True,
+              help="Run only these serving / memory rows (repeatable) and replace them in OUT/bench.json and "
+                   "OUT/bench.md, keeping the other rows.")
+def bench_cmd(preset, precision, out, steps, warmup, only):
     """Time GAN and CNN training steps, the input chain, SavedModel latency and predict, and peak memory
     as the data grows 10x; print the tables and write OUT/bench.md.
 
     \b
     Example: tfganaug bench --preset quick --precision all --out reports/bench
+             tfganaug bench --only predict_scale --only train_scale --out reports/bench
     """
-    from tfganaug.bench import bench_command, format_table, row_summary, run_bench, write_bench_report
-    rows = run_bench(preset, precision, steps=steps, warmup=warmup, log=lambda r: click.echo(row_summary(r), err=True))
+    from tfganaug.bench import bench_command, format_table, merge_rows, row_summary, run_bench, write_bench_report
+    rows = run_bench(preset, precision, steps=steps, warmup=warmup, only=only or None,
+                     log=lambda r: click.echo(row_summary(r), err=True))
     click.echo(format_table(rows))
-    path = write_bench_report(rows, out, command=bench_command(preset, precision, out, steps, warmup))
+    command = bench_command(preset, precision, out, steps, warmup) + "".join(f" --only {k}" for k in only)
+    if only:
+        rows, previous = merge_rows(out, rows, only)
+        command = f"{previous}, then `{command}`" if previous else command
+    path = write_bench_report(rows, out, command=command)
     click.echo(f"report: {path}")
 
 

@@ -61,6 +61,19 @@ def test_table_and_report_name_every_model(rows, tmp_path):
     assert "TF_ENABLE_ONEDNN_OPTS" in text
 
 
+def test_a_rerun_of_some_kinds_replaces_those_rows_only(rows, tmp_path):
+    """`bench --only KIND`: the report keeps the other rows and names both commands."""
+    from tfganaug.bench import merge_rows
+    out = tmp_path / "bench"
+    write_bench_report(rows, out, command="tfganaug bench --first")
+    kind = rows[0]["kind"]
+    new = [{**rows[0], "seconds": 1.0}]
+    merged, command = merge_rows(out, new, (kind,))
+    kept = json.loads(json.dumps([r for r in rows if r["kind"] != kind]))
+    assert merged == kept + new and len(kept) < len(rows) and command == "`tfganaug bench --first`"
+    assert merge_rows(tmp_path / "nothing-there", new, (kind,)) == (new, None)
+
+
 def test_cli_writes_the_report(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--preset", "smoke", "--steps", "2",
@@ -85,8 +98,9 @@ def test_cli_writes_the_report(tmp_path):
     for r in latency:
         _positive_finite(r, ("p50_ms", "p95_ms", "rows_per_s", "load_s", "peak_rss_mb"))
         assert r["p50_ms"] <= r["p95_ms"] and r["request_shape"][0] == r["rows"]
-    for kind in ("predict_scale", "train_scale"):
-        pair = [r for r in rows if r["kind"] == kind]
+    pairs = [[r for r in rows if r["kind"] == "predict_scale"]] + [
+        [r for r in rows if r["kind"] == "train_scale" and r["stream"] == stream] for stream in (False, True)]
+    for pair in pairs:  # predict; train-seg in memory and streamed
         assert [r["factor"] for r in pair] == [1, 10] and pair[1]["slices"] > pair[0]["slices"]
         for r in pair:
             _positive_finite(r, ("seconds", "slices", "peak_rss_mb", "baseline_rss_mb", "rss_ratio"))
@@ -94,7 +108,9 @@ def test_cli_writes_the_report(tmp_path):
     assert [r["slices"] for r in rows if r["kind"] == "predict_scale"] == [2, 20]
     for text in ("SavedModel latency, loaded in a fresh process", "`predict` throughput", "p95 ms", "slices/s"):
         assert text in proc.stdout and text in report, text
-    assert "`predict` with 10x the slices: peak RSS" in report and "`train-seg` with 10x the patients" in report
+    assert "`predict` with 10x the slices: peak RSS" in report
+    assert "`train-seg` with 10x the patients, in memory" in report
+    assert "`train-seg` with 10x the patients, streamed" in report
 
 
 def test_segmenter_rows_count_slices():

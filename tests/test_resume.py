@@ -39,6 +39,13 @@ CONFIGS = {  # name: (command, run-folder member, config)
                                         "sample_every_epochs": 1, "diffaug": "translation,cutout,intensity",
                                         "ada_target": 0.6, "ada_interval": 1, "ada_speed_images": 16,
                                         "g_ema_beta": 0.9, "upsample": "resize"})),
+    # Segmentation U-Net on streamed slices (data.stream: read from disk per element) with the
+    # standard augmentation: the chain restarted at the checkpoint's epoch reads the same slices.
+    "train-seg-stream": ("train-seg", "seg",
+                         C.preset("cpu_unet_abdomen", data={"image_size": 16, "phantom_size": 32,
+                                                            "n_phantom_patients": 4, "stream": True},
+                                  seg={"base_filters": 4, "depth": 2, "epochs": EPOCHS, "steps_per_epoch": 3,
+                                       "batch_size": 4, "augment": "standard"})),
     # Lesion CNN: SGD momentum, Dropout seeds and classic augmentation must come back.
     "train-cls": ("train-cls", "cls",
                   C.preset("cpu_cnn", data={"image_size": 16, "n_phantom_patients": 40},

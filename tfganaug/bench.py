@@ -54,13 +54,13 @@ NUM_CLASSES = 3
 # Serving and scaling rows (bench_serving.py): tiny exports at serve_image px (GAN width
 # serve_width), serve_requests timed requests of 1 and of serve_batch rows; predict on CT of
 # predict_slices and 10x as many slices of predict_side px; train-seg on train_patients and 10x
-# as many phantom patients (slices of train_phantom px), train_steps steps each. The serving rows
-# are CPU-sized in every preset.
+# as many phantom patients (phantom slices of train_phantom px, trained at train_image px), in memory and
+# streamed, train_steps steps each. The serving rows are CPU-sized in every preset.
 SERVING_SMOKE = {"serve_image": 32, "serve_width": 8, "serve_batch": 4, "serve_requests": 3, "predict_slices": 2,
-                 "predict_side": 32, "train_patients": 3, "train_phantom": 32, "train_steps": 2}
+                 "predict_side": 32, "train_patients": 3, "train_phantom": 32, "train_image": 32, "train_steps": 2}
 SERVING_QUICK = {"serve_image": 32, "serve_width": 32, "serve_batch": 32, "serve_requests": 50,
                  "predict_slices": 24, "predict_side": 256, "train_patients": 3, "train_phantom": 128,
-                 "train_steps": 10}
+                 "train_image": 128, "train_steps": 10}
 
 # Per preset: GAN configurations (arch, image, width, batch), the classifier and input-chain sizes,
 # and step counts. "paper" is Frid-Adar et al. 2018 (64 px, width 1024, batch 64): ~0.3 steps/s
@@ -386,10 +386,12 @@ def bench_window_input(image_size: int, batch_size: int, patch_depth: int, steps
 
 
 def run_bench(preset: str, precision: str = "float32", *, steps: int | None = None, warmup: int | None = None,
-              log: Callable[[dict], None] | None = None, serving: bool = True) -> list[dict]:
+              log: Callable[[dict], None] | None = None, serving: bool = True,
+              only: tuple[str, ...] | None = None) -> list[dict]:
     """Every row of a preset ("quick": ~1 minute; "paper": the paper's sizes), for `precision`
-    float32, mixed_bfloat16 or all, then (`serving`) the serving and scaling rows.
-    `steps`/`warmup` override the preset's training steps (e.g. for tests)."""
+    float32, mixed_bfloat16 or all, then (`serving`) the serving and scaling rows; `only`: just
+    those serving row kinds (`SERVING_KINDS`). `steps`/`warmup` override the preset's training
+    steps (e.g. for tests)."""
     if preset not in BENCH_PRESETS:
         raise ConfigError(f"unknown bench preset '{preset}' (known: {', '.join(BENCH_PRESETS)})")
     if precision == "all":
@@ -400,6 +402,9 @@ def run_bench(preset: str, precision: str = "float32", *, steps: int | None = No
         raise ConfigError(f"expected precision float32, mixed_bfloat16 or all, got {precision!r}")
     p = BENCH_PRESETS[preset]
     warmup = warmup or p["warmup"]
+    if only:
+        from tfganaug.bench_serving import run_serving_bench
+        return run_serving_bench(p, log, kinds=tuple(only))
     rows = []
 
     def add(row):
@@ -571,7 +576,7 @@ def write_bench_report(rows: list[dict], out_dir, command: str | None = None) ->
     end = rows[-1]["load_after"] if rows else math.nan
     text = "\n".join([
         "# Benchmark: training, input, serving and memory", "",
-        f"Command: `{command}`", "",
+        f"Command: {command if command.startswith('`') else f'`{command}`'}", "",
         "## Machine", "",
         *(f"- {k}: {v}" for k, v in facts.items()), "",
         "## Results", "",
@@ -591,6 +596,20 @@ def write_bench_report(rows: list[dict], out_dir, command: str | None = None) ->
     # the rows themselves, for tools and tests (tuples become lists)
     atomic_write_text(Path(out_dir) / "bench.json", json.dumps(rows, indent=1, default=str) + "\n")
     return atomic_write_text(Path(out_dir) / "bench.md", text)
+
+
+def merge_rows(previous_dir, rows: list[dict], kinds) -> tuple[list[dict], str | None]:
+    """(the rows of `previous_dir`/bench.json whose kind is not in `kinds`, then `rows`; the
+    command of that report or None): a rerun of some row kinds replaces those rows only."""
+    previous, command = [], None
+    report = Path(previous_dir) / "bench.json"
+    if report.exists():
+        previous = [r for r in json.loads(report.read_text()) if r["kind"] not in kinds]
+        for line in (Path(previous_dir) / "bench.md").read_text().splitlines():
+            if line.startswith("Command: `"):
+                command = line[len("Command: "):]
+                break
+    return previous + rows, command
 
 
 def bench_command(preset: str, precision: str, out, steps: int | None = None, warmup: int | None = None) -> str:

@@ -18,9 +18,14 @@ process that has never built the Keras model.
 * `predict` throughput: the exported 2-D U-Net on a CT NIfTI of N and of 10N slices
   (synthetic HU, slices of `predict_side` px): slices/s of the `predict` call (reading,
   preprocessing, the network, mapping back, writing), the model loaded before the clock.
-* Memory as the data grows 10x: peak RSS of those two `predict` runs, and of `train-seg` on
-  phantom data of P and 10P patients (same steps), each beside the child's RSS after its
-  imports (the baseline) and the size of the data it holds. What grows is reported as measured.
+* Memory as the data grows 10x: peak RSS of those two `predict` runs (the scan streamed a
+  block of slices at a time), and of `train-seg` on phantom data of P and 10P patients (same
+  steps, slices of `train_image` px), with the data in memory (the default) and streamed from
+  disk (`data.stream`), each beside the child's RSS after its imports (the baseline). What
+  grows is reported as measured.
+
+`kinds` runs some of the row kinds only (`tfganaug bench --only predict_scale,train_scale`):
+the latency rows need every export, the predict rows the U-Net's only, the train rows none.
 
 Load averages before and after each row go into the tables, as for the training rows.
 """
@@ -137,8 +142,9 @@ def _child(task: str, **kwargs) -> dict:
 
 # ------------------------------------------------------------------ the parent
 
-def _tiny_exports(root: Path, p: dict) -> dict:
-    """Train each model type a few steps at the preset's tiny sizes and export it: {name: folder}."""
+def _tiny_exports(root: Path, p: dict, names=("lesion_cnn", "acgan", "unet2d", "cyclegan")) -> dict:
+    """Train each model type (of `names`) a few steps at the preset's tiny sizes and export it:
+    {name: folder}."""
     from tfganaug import config
     from tfganaug.stages.export import export_run
     from tfganaug.stages.train_cls import train_classifier
@@ -160,7 +166,7 @@ def _tiny_exports(root: Path, p: dict) -> dict:
             gan={**steps, "width": p["serve_width"], "n_res_blocks": 2, "batch_size": 2}), out, verbose=0),
     }
     folders = {}
-    for name, train in runs.items():
+    for name, train in ((n, runs[n]) for n in names):
         train(root / "runs" / name)
         folders[name] = export_run(root / "runs" / name, root / "saved_models" / name)
     return folders
@@ -177,13 +183,17 @@ def _ct_nifti(path: Path, slices: int, side: int) -> Path:
     return path
 
 
-def run_serving_bench(p: dict, log=None) -> list[dict]:
-    """The serving and scaling rows of a bench preset `p` (its serve_* / predict_* / train_* keys)."""
+def run_serving_bench(p: dict, log=None, kinds=SERVING_KINDS) -> list[dict]:
+    """The serving and scaling rows of a bench preset `p` (its serve_* / predict_* / train_* keys),
+    of the row kinds `kinds`."""
     from tfganaug.bench import _load1
     for key in ("serve_image", "serve_width", "serve_batch", "serve_requests", "predict_slices", "predict_side",
-                "train_patients", "train_phantom", "train_steps"):
+                "train_patients", "train_phantom", "train_image", "train_steps"):
         if key not in p:
             raise ConfigError(f"bench preset lacks '{key}'")
+    unknown = sorted(set(kinds) - set(SERVING_KINDS))
+    if unknown or not kinds:
+        raise ConfigError(f"expected row kinds among {', '.join(SERVING_KINDS)}, got {', '.join(unknown) or 'none'}")
     rows = []
 
     def add(row):
@@ -193,8 +203,9 @@ def run_serving_bench(p: dict, log=None) -> list[dict]:
 
     with tempfile.TemporaryDirectory(prefix="tfganaug-bench-") as tmp:
         root = Path(tmp)
-        folders = _tiny_exports(root, p)
-        for name, folder in folders.items():
+        folders = (_tiny_exports(root, p) if "serve_latency" in kinds else
+                   _tiny_exports(root, p, ("unet2d",)) if "predict_scale" in kinds else {})
+        for name, folder in folders.items() if "serve_latency" in kinds else ():
             # the U-Net's preprocessed signature is what `predict --server` calls
             signatures = ["serving_default"] + (["preprocessed"] if name == "unet2d" else [])
             load_before = _load1()
@@ -208,7 +219,7 @@ def run_serving_bench(p: dict, log=None) -> list[dict]:
                      "load_s": got["load_s"], "baseline_rss_mb": got["baseline_rss_mb"],
                      "peak_rss_mb": got["peak_rss_mb"], "load_before": load_before, "load_after": _load1()})
         base = None
-        for factor in (1, 10):
+        for factor in (1, 10) if "predict_scale" in kinds else ():
             slices = p["predict_slices"] * factor
             scan = _ct_nifti(root / f"ct{slices}.nii", slices, p["predict_side"])
             load_before = _load1()
@@ -225,17 +236,19 @@ def run_serving_bench(p: dict, log=None) -> list[dict]:
                  "shape": f"{p['predict_side']}x{p['predict_side']}x{slices}",
                  "load_before": load_before, "load_after": _load1()})
         from tfganaug import config
-        base = None
-        for factor in (1, 10):
+        for stream, factor in ((s, f) for s in (False, True) for f in (1, 10)) if "train_scale" in kinds else ():
             patients = p["train_patients"] * factor
-            data = {"image_size": p["serve_image"], "phantom_size": p["train_phantom"], "n_phantom_patients": patients}
+            data = {"image_size": p["train_image"], "phantom_size": p["train_phantom"], "n_phantom_patients": patients,
+                    "stream": stream}
             cfg = config.preset("cpu_unet_abdomen", data=data,
                                 seg={"epochs": 1, "steps_per_epoch": p["train_steps"], "batch_size": 8,
                                      "base_filters": 8, "depth": 3, "augment": "none"})
             load_before = _load1()
-            got = _child("train", config=config.to_dict(cfg), out=str(root / f"train{patients}"))
-            base = base or got
-            add({"kind": "train_scale", "model": "train-seg (unet2d, phantom-abdomen)", "image_size": p["serve_image"],
+            got = _child("train", config=config.to_dict(cfg), out=str(root / f"train{patients}-{stream}"))
+            base = got if factor == 1 else base
+            how = "streamed" if stream else "in memory"
+            add({"kind": "train_scale", "model": f"train-seg (unet2d, phantom-abdomen, {how})",
+                 "stream": stream, "image_size": p["train_image"],
                  "factor": factor, "slices": got["slices"], "patients": got["patients"], "patients_total": patients,
                  "seconds": got["seconds"],
                  "steps": p["train_steps"], "baseline_rss_mb": got["baseline_rss_mb"],
@@ -306,6 +319,7 @@ def serving_notes(rows: list[dict]) -> list[str]:
         "preprocessing, the network, mapping back to the input grid and writing the mask (model loaded "
         "before). RSS after imports: the child's resident memory with TensorFlow and the model loaded, "
         "before the measured call; growth over baseline = peak - that, relative to the 1x row."]
+    from tfganaug.stages.predict import SLICE_CHUNK
     predict = [r for r in rows if r["kind"] == "predict_scale"]
     if len(predict) == 2:
         grown, more = predict[1]["peak_rss_mb"] - predict[0]["peak_rss_mb"], predict[1]["slices"] - predict[0]["slices"]
@@ -314,18 +328,23 @@ def serving_notes(rows: list[dict]) -> list[str]:
         notes.append(
             f"- `predict` with 10x the slices: peak RSS {predict[0]['peak_rss_mb']:.0f} → "
             f"{predict[1]['peak_rss_mb']:.0f} MB ({predict[1]['rss_ratio']:.2f}x), +{grown:.0f} MB for {more} more "
-            f"slices: {per_slice:.2f} MB per {side}×{side} slice, {per_slice / (side * side * 4 / 2**20):.1f}x its "
-            "float32 size. Memory is not flat in the scan's length: the scan is read whole and copied while it is "
-            "reoriented and converted, and the label map is built whole before it is written; only the network's "
-            "work goes in chunks of slices. A 512×512 CT of 600 slices would need about "
-            f"{per_slice * 4 * 600 / 1024:.1f} GB above the baseline at this rate.")
-    train = [r for r in rows if r["kind"] == "train_scale"]
-    if len(train) == 2:
-        grown, more = train[1]["peak_rss_mb"] - train[0]["peak_rss_mb"], train[1]["slices"] - train[0]["slices"]
-        notes.append(
-            f"- `train-seg` with 10x the patients: peak RSS {train[0]['peak_rss_mb']:.0f} → "
-            f"{train[1]['peak_rss_mb']:.0f} MB ({train[1]['rss_ratio']:.2f}x), +{grown:.0f} MB for {more} more "
-            f"training slices of {train[0]['image_size']} px. train-seg holds its cases and slices in memory (no "
-            "streaming from disk), so memory grows with the data set; at these small slices TensorFlow's own "
-            "footprint dominates, which is why the growth is small here, not because the data is streamed.")
+            f"slices: {per_slice:.2f} MB per {side}×{side} slice, {per_slice / (side * side / 2**20):.1f} bytes per "
+            "voxel. The scan is streamed (read, prepared and run a block of slices at a time); what grows with "
+            "its length is the uint8 label map on the input grid (1 byte per voxel), written slab by slab at the "
+            "end." + (f" Most of the rest is the block buffers ({SLICE_CHUNK} slices), which the "
+                      f"{predict[0]['slices']}-slice scan does not fill, so this rate overstates the growth of "
+                      "longer scans." if predict[0]["slices"] < SLICE_CHUNK else "")
+            + " A 512×512 CT of 600 slices holds a 0.15 GB label map (a float32 copy of the scan alone would be "
+            "0.59 GB).")
+    for stream in (False, True):
+        train = [r for r in rows if r["kind"] == "train_scale" and bool(r.get("stream")) == stream]
+        if len(train) == 2:
+            grown, more = train[1]["peak_rss_mb"] - train[0]["peak_rss_mb"], train[1]["slices"] - train[0]["slices"]
+            how = ("streamed (`data.stream`: cases made and prepared one at a time, slices on disk, read per "
+                   "element by the tf.data chain)" if stream else
+                   "in memory (the default: every case, then every slice and their tf.constant copies, held)")
+            notes.append(
+                f"- `train-seg` with 10x the patients, {how}: peak RSS {train[0]['peak_rss_mb']:.0f} → "
+                f"{train[1]['peak_rss_mb']:.0f} MB ({train[1]['rss_ratio']:.2f}x), {grown:+.0f} MB for {more} more "
+                f"training slices of {train[0]['image_size']} px.")
     return notes

@@ -70,6 +70,9 @@ class DataConfig:
     train_patients: int | None = None  # small-real-set regime: keep this many training patients
     folds: int | None = None           # k-fold by patient (Sandfort et al.): test = fold `fold`, val from the rest
     fold: int = 0
+    # train-seg (2-D U-Net): prepare cases one at a time and keep their slices on disk, read per
+    # element by the tf.data chain, so memory does not grow with the number of cases (data/slicestore.py)
+    stream: bool = False
 
     def __post_init__(self):
         if isinstance(self.mr_percentiles, tuple):  # as JSON writes it, so a resumed run compares equal

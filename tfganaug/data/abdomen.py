@@ -30,7 +30,7 @@ import pydicom
 from scipy import ndimage
 
 from tfganaug.data.archives import open_zip, read_member
-from tfganaug.data.cases import Case
+from tfganaug.data.cases import Case, LazyCases
 from tfganaug.data.readers import read_image, read_segmentation, to_zyx
 from tfganaug.errors import InputError
 
@@ -281,7 +281,7 @@ _TISSUE_LABEL = {"liver": 1, "liver_vessel": 1, "kidney_cortex": 2, "kidney_medu
 
 
 def abdomen_phantom_cases(n_patients: int = 8, image_size: int = 128, n_slices: int = 24,
-                          contrast: bool = True, seed: int = 0) -> list[Case]:
+                          contrast: bool = True, seed: int = 0, lazy: bool = False) -> list[Case]:
     """Procedural abdominal CT in HU with liver, kidneys and spleen labelled (no files needed).
 
     Each patient has a body outline with subcutaneous fat, abdominal-wall and paraspinal
@@ -300,36 +300,41 @@ def abdomen_phantom_cases(n_patients: int = 8, image_size: int = 128, n_slices: 
     intensities, so the same seed gives the same anatomy in both phases (paired native /
     contrast scans of one patient, hence the same patient id). Field of view 400 mm,
     z-extent 240 mm (spacing ``(240/n_slices, 400/image_size, 400/image_size)`` mm).
+    ``lazy``: a :class:`~tfganaug.data.cases.LazyCases` making each patient when it is reached
+    (streamed data sets), instead of the list.
     """
     if n_patients < 1 or image_size < 16 or n_slices < 4:
         raise InputError("abdomen phantom size", "n_patients >= 1, image_size >= 16, n_slices >= 4",
                          f"{n_patients}, {image_size}, {n_slices}")
+    cases = LazyCases(n_patients, lambda p: _abdomen_patient(p, image_size, n_slices, contrast, seed))
+    return cases if lazy else list(cases)
+
+
+def _abdomen_patient(p: int, image_size: int, n_slices: int, contrast: bool, seed: int) -> Case:
+    """Patient `p` of :func:`abdomen_phantom_cases`."""
     phase = 1 if contrast else 0
-    cases = []
-    for p in range(n_patients):
-        rng = np.random.default_rng([seed, p])
-        tissue, spacing = _phantom_tissues(rng, image_size, n_slices)
-        # Per-patient enhancement (cardiac output, timing): always drawn, used for contrast only.
-        # Per-patient enhancement (dose, timing): a common factor and a small per-tissue
-        # part, always drawn so that `contrast` changes intensities only.
-        factor, jitter = rng.uniform(0.9, 1.1), rng.normal(0.0, 0.03, len(_TISSUES))
-        native = np.array([TISSUE_HU[t][0] for t in _TISSUES])
-        enhancement = np.array([TISSUE_HU[t][1] for t in _TISSUES]) - native
-        hu_table = (native + phase * enhancement * factor * (1.0 + jitter)).astype(np.float32)
-        image = hu_table[tissue]
-        image = ndimage.gaussian_filter(image, (0.0, 0.6, 0.6))
-        image += _smooth_noise(rng, image.shape, 1.5, 6.0)  # parenchymal texture
-        image += rng.normal(0.0, 12.0, image.shape).astype(np.float32)
-        label_table = np.array([_TISSUE_LABEL.get(t, 0) for t in _TISSUES], np.uint8)
-        mask = label_table[tissue]
-        cases.append(Case(patient_id=f"abdomen-{seed}-{p:04d}", image=image[..., None].astype(np.float32),
-                          mask=mask, spacing_mm=spacing, class_names=ABDOMEN_CLASSES,
-                          channel_names=("CT",), modality="CT", units="HU",
-                          domain="contrast" if contrast else "non-contrast", source="phantom:abdomen",
-                          meta={"phantom": True, "seed": seed, "patient": p,
-                                "phase": "portal-venous" if contrast else "native",
-                                "tissue_hu": {t: float(v) for t, v in zip(_TISSUES, hu_table)}}))
-    return cases
+    rng = np.random.default_rng([seed, p])
+    tissue, spacing = _phantom_tissues(rng, image_size, n_slices)
+    # Per-patient enhancement (cardiac output, timing): always drawn, used for contrast only.
+    # Per-patient enhancement (dose, timing): a common factor and a small per-tissue
+    # part, always drawn so that `contrast` changes intensities only.
+    factor, jitter = rng.uniform(0.9, 1.1), rng.normal(0.0, 0.03, len(_TISSUES))
+    native = np.array([TISSUE_HU[t][0] for t in _TISSUES])
+    enhancement = np.array([TISSUE_HU[t][1] for t in _TISSUES]) - native
+    hu_table = (native + phase * enhancement * factor * (1.0 + jitter)).astype(np.float32)
+    image = hu_table[tissue]
+    image = ndimage.gaussian_filter(image, (0.0, 0.6, 0.6))
+    image += _smooth_noise(rng, image.shape, 1.5, 6.0)  # parenchymal texture
+    image += rng.normal(0.0, 12.0, image.shape).astype(np.float32)
+    label_table = np.array([_TISSUE_LABEL.get(t, 0) for t in _TISSUES], np.uint8)
+    mask = label_table[tissue]
+    return Case(patient_id=f"abdomen-{seed}-{p:04d}", image=image[..., None].astype(np.float32),
+                mask=mask, spacing_mm=spacing, class_names=ABDOMEN_CLASSES,
+                channel_names=("CT",), modality="CT", units="HU",
+                domain="contrast" if contrast else "non-contrast", source="phantom:abdomen",
+                meta={"phantom": True, "seed": seed, "patient": p,
+                      "phase": "portal-venous" if contrast else "native",
+                      "tissue_hu": {t: float(v) for t, v in zip(_TISSUES, hu_table)}})
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma_px: float, std: float) -> np.ndarray:

@@ -27,7 +27,9 @@ Conventions (every reader keeps them, tests pin them):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -84,3 +86,22 @@ class Case:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple((self.image if self.image is not None else self.mask).shape[:3])
+
+
+class LazyCases(Sequence):
+    """`n` cases made on demand by `make(i)`, none kept: a simulated data set read case by case
+    (`DataConfig.stream`) never holds all its volumes at once. Every access makes the case
+    again, so it is for one pass."""
+
+    def __init__(self, n: int, make: Callable[[int], Case]):
+        self.n, self.make = n, make
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.make(k) for k in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.make(i % self.n)

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from tfganaug.data.cases import Case
+from tfganaug.data.cases import Case, LazyCases
 from tfganaug.data.readers import read_image, read_segmentation, to_zyx
 from tfganaug.errors import InputError
 
@@ -373,7 +373,7 @@ def _phantom_patient(p: int, size: int, n_slices: int, seed: int) -> Case:
 
 
 def kidney_phantom_cases(n_patients: int = 8, image_size: int = 128, n_slices: int = 24,
-                         seed: int = 0) -> list[Case]:
+                         seed: int = 0, lazy: bool = False) -> list[Case]:
     """Procedural contrast-enhanced abdominal CT (HU, zyx, radiological view) with kidney and
     tumour labels, one Case per simulated patient.
 
@@ -382,12 +382,15 @@ def kidney_phantom_cases(n_patients: int = 8, image_size: int = 128, n_slices: i
     ~400 HU), two kidneys (~150 HU medulla, ~190 HU cortex, fat in the sinus) over a z-range
     only (so the first and last slices have none), tumours (label 2, ~40-90 HU) inside or at
     the edge of some kidneys, CT-like noise. Body, organ and tumour sizes vary per patient.
-    Patient ``p`` depends only on ``(seed, p)``, not on ``n_patients``.
+    Patient ``p`` depends only on ``(seed, p)``, not on ``n_patients``. ``lazy``: a
+    :class:`~tfganaug.data.cases.LazyCases` making each patient when it is reached (streamed
+    data sets), instead of the list.
     """
     if image_size < 16 or n_slices < 1 or n_patients < 0:
         raise InputError("phantom size", "image_size >= 16, n_slices >= 1, n_patients >= 0",
                          f"image_size={image_size}, n_slices={n_slices}, n_patients={n_patients}")
-    return [_phantom_patient(p, int(image_size), int(n_slices), int(seed)) for p in range(int(n_patients))]
+    cases = LazyCases(int(n_patients), lambda p: _phantom_patient(p, int(image_size), int(n_slices), int(seed)))
+    return cases if lazy else list(cases)
 
 
 # --- label-map perturbation for synthesis --------------------------------------------------------

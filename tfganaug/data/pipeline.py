@@ -55,31 +55,20 @@ def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
     3-D windows (`data.volumes`): with `window`, `images`/`labels` are volumes stacked along
     axis 0 and a sample is `window` consecutive slices from one of `starts`; `synthetic` is
     then `(images, labels, starts)` as well.
-    """
-    real_x = tf.constant(np.asarray(images, np.float32))
-    real_y = tf.constant(np.asarray(labels, np.int32))
-    if window:
-        real_s = tf.constant(np.asarray(starts, np.int64))
-    if synthetic is not None and synthetic_ratio > 0:
-        fake_x = tf.constant(np.asarray(synthetic[0], np.float32))
-        fake_y = tf.constant(np.asarray(synthetic[1], np.int32))
-        if window:
-            fake_s = tf.constant(np.asarray(synthetic[2], np.int64))
-    else:
-        fake_x, fake_y, synthetic_ratio = real_x[:0], real_y[:0], 0.0
-        if window:
-            fake_s = real_s[:0]
-    count = steps_per_epoch * batch_size
-    if window:
-        n_real, n_fake = int(real_s.shape[0]), int(fake_s.shape[0])
-    else:
-        n_real, n_fake = int(real_y.shape[0]), int(fake_y.shape[0])
 
-    def take(x, y, s, index):
-        if not window:
-            return tf.gather(x, index), tf.gather(y, index)
-        rows = tf.gather(s, index) + tf.range(window, dtype=tf.int64)
-        return tf.gather(x, rows), tf.gather(y, rows)
+    Streamed slices (`DataConfig.stream`): `images`/`labels` (or the synthetic pair) may be
+    `slicestore.DiskRows`; each element is then read from disk when the chain reaches it (a
+    NumPy function in the same map), instead of gathered from a constant. The order, the
+    real/synthetic mixing and the augmentation are the same stateless functions of (seed,
+    epoch, position), so the two give the same batches, and memory holds only the elements in
+    flight (the map's parallel calls and the prefetched batches).
+    """
+    take_real, n_real = _source(images, labels, window, starts)
+    if synthetic is not None and synthetic_ratio > 0:
+        take_fake, n_fake = _source(synthetic[0], synthetic[1], window, synthetic[2] if window else None)
+    else:
+        take_fake, n_fake, synthetic_ratio = None, 0, 0.0
+    count = steps_per_epoch * batch_size
 
     def one_epoch(epoch):
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
@@ -89,11 +78,11 @@ def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
 
     def gather(is_fake, index, position):
         if n_fake:
-            fake = take(fake_x, fake_y, fake_s if window else None, tf.minimum(index, n_fake - 1))
-            real = take(real_x, real_y, real_s if window else None, tf.minimum(index, n_real - 1))
+            fake = take_fake(tf.minimum(index, n_fake - 1))
+            real = take_real(tf.minimum(index, n_real - 1))
             image, label = tf.where(is_fake, fake[0], real[0]), tf.where(is_fake, fake[1], real[1])
         else:
-            image, label = take(real_x, real_y, real_s if window else None, index)
+            image, label = take_real(index)
         sample_seed = tf.stack([tf.constant(seed + 1, tf.int64), position])
         if callable(augment):
             image, label = augment(image, label, sample_seed)
@@ -114,6 +103,33 @@ def training_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
             .with_options(options))
 
 
+def _source(images, labels, window=None, starts=None):
+    """(take(index) -> (image, label), number of samples) of one source of the chain: arrays
+    held as constants (`window`: `starts` of windows of that many slices), or `DiskRows` read
+    one row per element."""
+    from tfganaug.data.slicestore import DiskRows
+    if isinstance(images, DiskRows):
+        if window:
+            raise ValueError("streamed slices feed 2-D samples only")
+
+        def read(index):
+            return images.rows([index])[0], np.asarray(labels[int(index)], np.int32)
+
+        def take_row(index):
+            image, label = tf.numpy_function(read, [index], [tf.float32, tf.int32], stateful=False)
+            return tf.ensure_shape(image, images.shape[1:]), tf.ensure_shape(label, labels.shape[1:])
+        return take_row, len(labels)
+    x, y = tf.constant(np.asarray(images, np.float32)), tf.constant(np.asarray(labels, np.int32))
+    if not window:
+        return (lambda index: (tf.gather(x, index), tf.gather(y, index))), int(y.shape[0])
+    s = tf.constant(np.asarray(starts, np.int64))
+
+    def take_window(index):
+        rows = tf.gather(s, index) + tf.range(window, dtype=tf.int64)
+        return tf.gather(x, rows), tf.gather(y, rows)
+    return take_window, int(s.shape[0])
+
+
 def paired_flip(image, label, seed):
     """Left-right flip of an (H, W, C) image and, when it is a map, its (H, W) label, with p = 0.5."""
     flip = tf.random.stateless_uniform([], seed) < 0.5
@@ -124,6 +140,11 @@ def paired_flip(image, label, seed):
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> tf.data.Dataset:
-    """Unshuffled, unaugmented batches for evaluation and prediction."""
+    """Unshuffled, unaugmented batches for evaluation and prediction (streamed `DiskRows` read
+    one row per element, as in training)."""
+    from tfganaug.data.slicestore import DiskRows
+    if isinstance(images, DiskRows):
+        take, n = _source(images, labels)
+        return tf.data.Dataset.range(n).map(take).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     return (tf.data.Dataset.from_tensor_slices((np.asarray(images, np.float32), np.asarray(labels, np.int32)))
             .batch(batch_size).prefetch(tf.data.AUTOTUNE))

@@ -129,20 +129,33 @@ def to_zyx(array: np.ndarray, meta: dict) -> tuple[np.ndarray, dict]:
     A DICOM series whose slices had no position is already ``"zyx"`` by slice order and is
     returned unchanged; anything else without an affine is refused.
     """
+    ornt = _zyx_ornt(meta)
+    if ornt is None:
+        return array, meta
+    out = np.ascontiguousarray(apply_orientation(array, ornt))
+    return out, _zyx_meta(meta, ornt, array.shape)
+
+
+def _zyx_ornt(meta: dict) -> np.ndarray | None:
+    """The orientation transform of :func:`to_zyx` (None: already zyx, no geometry)."""
     codes = meta.get("orientation")
     if codes is None or None in codes:
         if meta.get("axes") == "zyx":
-            return array, meta
+            return None
         raise InputError("volume", "a NIfTI or DICOM volume with known orientation",
                          f"axes {meta.get('axes')!r} and orientation {codes}", meta.get("source"))
-    ornt = ornt_transform(axcodes2ornt(codes), axcodes2ornt(ZYX_ORIENTATION))
-    spacing = [0.0] * 3
+    return ornt_transform(axcodes2ornt(codes), axcodes2ornt(ZYX_ORIENTATION))
+
+
+def _zyx_meta(meta: dict, ornt: np.ndarray, shape: tuple) -> dict:
+    """`meta` of a volume of `shape` after reorienting it by `ornt` (:func:`to_zyx`)."""
+    spacing, out_shape = [0.0] * 3, [0] * 3
     for i, (axis, _) in enumerate(ornt):
         spacing[int(axis)] = meta["spacing_mm"][i]
-    affine = np.asarray(meta["affine"]) @ inv_ornt_aff(ornt, array.shape[:3])
-    out = np.ascontiguousarray(apply_orientation(array, ornt))
-    return out, {**meta, "axes": "zyx" + meta["axes"][3:], "spacing_mm": tuple(spacing),
-                 "affine": affine.tolist(), "orientation": ZYX_ORIENTATION, "shape": out.shape}
+        out_shape[int(axis)] = shape[i]
+    affine = np.asarray(meta["affine"]) @ inv_ornt_aff(ornt, shape[:3])
+    return {**meta, "axes": "zyx" + meta["axes"][3:], "spacing_mm": tuple(spacing), "affine": affine.tolist(),
+            "orientation": ZYX_ORIENTATION, "shape": tuple(out_shape) + tuple(shape[3:])}
 
 
 def _check_labels(array: np.ndarray, labels, path) -> None:
@@ -195,16 +208,23 @@ def _looks_like_dicom(path: Path) -> bool:
 
 # --- NIfTI -----------------------------------------------------------------------------
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
+def _open_nifti(path: Path, **load) -> tuple:
+    """(image, shape, voxel dtype) of a NIfTI file whose header passed every check that needs no
+    voxel: scaling, voxel type, at most 4 dimensions, size."""
     with _Decoding(path, "NIfTI image"):
         _check_nifti_scaling(path)
-        img = nib.load(path)
+        img = nib.load(path, **load)
         shape, dtype = tuple(int(n) for n in img.shape), img.get_data_dtype()
         scaled = (img.dataobj.slope, img.dataobj.inter) != (1.0, 0.0)  # then values are float64
     _check_voxel_dtype(dtype, path, "NIfTI image")
     if len(shape) > 4:
         raise InputError("NIfTI image", "at most 4 dimensions", f"shape {shape}", path)
     _check_size(shape, 8 if scaled else dtype.itemsize, path, "NIfTI image")
+    return img, shape, dtype
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
+    img, shape, dtype = _open_nifti(path)
     with _Decoding(path, "NIfTI image"):
         original = nib.aff2axcodes(img.affine)
         if len(shape) < 3:
@@ -295,12 +315,14 @@ def _in_folder(name: str, folder: str) -> bool:
     return parent == folder.strip("/") or parent.endswith("/" + folder.strip("/"))
 
 
-def _parse_dicoms(named_sources, path) -> list:
-    """Parse every source; files that are not DICOM at all (no preamble) are skipped."""
+def _parse_dicoms(named_sources, path, headers_only: bool = False) -> list:
+    """Parse every source; files that are not DICOM at all (no preamble) are skipped.
+    `headers_only` stops before the pixel data and returns (name, dataset) pairs."""
     slices = []
     for name, source in named_sources:
         try:
-            slices.append(pydicom.dcmread(source))
+            ds = pydicom.dcmread(source, stop_before_pixels=headers_only)
+            slices.append((name, ds) if headers_only else ds)
         except pydicom.errors.InvalidDicomError:
             continue
         except _DECODE_ERRORS as exc:
@@ -312,6 +334,15 @@ def _parse_dicoms(named_sources, path) -> list:
 
 
 def _dicom_volume(slices: list, path) -> tuple[np.ndarray, dict]:
+    with _Decoding(path, "DICOM series"):
+        slices, positions = _series_order(slices, path)
+        array = np.stack([_slice_hu(ds, path) for ds in slices])
+    return array, _dicom_meta(slices, positions, array.shape, str(slices[0].pixel_array.dtype), path)
+
+
+def _series_order(slices: list, path) -> tuple[list, np.ndarray | None]:
+    """The datasets (headers suffice) of one series of one slice shape, sorted along z, and
+    their positions; the pixels they claim checked against the memory bound first."""
     uids = sorted({str(ds.get("SeriesInstanceUID", "")) for ds in slices})
     if len(uids) > 1:
         raise InputError("DICOM folder", "one DICOM series", f"{len(uids)} series (uids "
@@ -324,9 +355,7 @@ def _dicom_volume(slices: list, path) -> tuple[np.ndarray, dict]:
         n_planes = sum(int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("SamplesPerPixel", 1) or 1)
                        for ds in slices)
         _check_size((n_planes,) + shapes[0], 4, path, "DICOM series")
-        slices, positions = _sort_slices(slices, path)
-        array = np.stack([_slice_hu(ds, path) for ds in slices])
-    return array, _dicom_meta(slices, positions, array, path)
+        return _sort_slices(slices, path)
 
 
 def _sort_slices(slices: list, path) -> tuple[list, np.ndarray | None]:
@@ -369,7 +398,7 @@ def _slice_hu(ds, path) -> np.ndarray:
     return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
-def _dicom_meta(slices: list, positions, array: np.ndarray, path) -> dict:
+def _dicom_meta(slices: list, positions, shape: tuple, dtype: str, path) -> dict:
     first = slices[0]
     dy, dx = (float(v) for v in first.get("PixelSpacing", (1.0, 1.0)))  # 1 mm if not stated
     if positions is not None and len(positions) > 1:
@@ -377,8 +406,8 @@ def _dicom_meta(slices: list, positions, array: np.ndarray, path) -> dict:
     else:  # one slice, or no positions: the thickness is all there is
         dz = float(first.get("SliceThickness", 1.0) or 1.0)
     affine = _dicom_affine(first, (dz, dy, dx)) if positions is not None else None
-    return {"format": "dicom", "source": str(path), "axes": "zyx", "shape": array.shape,
-            "dtype": str(first.pixel_array.dtype), "spacing_mm": (dz, dy, dx),
+    return {"format": "dicom", "source": str(path), "axes": "zyx", "shape": tuple(shape),
+            "dtype": dtype, "spacing_mm": (dz, dy, dx),
             "affine": None if affine is None else affine.tolist(),
             "orientation": None if affine is None else nib.aff2axcodes(affine),
             "patient_id": str(first.get("PatientID", "")),
@@ -432,3 +461,154 @@ def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
     array = read_npz(path, {key: Member()}, "NumPy archive")[key]
     return array, {"format": "npz", "source": str(path), "axes": None, "shape": array.shape,
                    "dtype": str(array.dtype), "spacing_mm": None, "key": key, "keys": keys}
+
+
+# --- streamed volumes ---------------------------------------------------------------------
+
+class SliceBlocks:
+    """A volume in :func:`to_zyx` order read a block of slices at a time: `tfganaug predict`'s
+    input, whose memory must not grow with the scan's length.
+
+    ``shape`` is (Z, H, W, C), ``meta`` what :func:`read_image` then :func:`to_zyx` would
+    give and ``stored_meta`` the meta of the array as stored (DICOM: what :func:`read_image`
+    gives; NIfTI: the file's own voxel order, before the reader's RAS reordering). :meth:`slices`
+    returns finite float32 slices (the values :func:`read_image` gives, voxel for voxel);
+    :meth:`check_not_constant`, called once every slice was read, refuses a volume of one value
+    as :func:`read_image` does.
+
+    * NIfTI: slices of the file's array proxy along the axis that becomes z, the file kept open,
+      so a ``.nii.gz`` read in ascending order is decompressed once (a z axis stored flipped or
+      not last costs a restart of the decompression per block: correct, slower); a ``.nii`` is
+      read by seeking. Measured on 240 slices of 256² px (float32 .nii.gz, blocks of 32 slices,
+      loaded 2-core machine): 1.6 s in ascending blocks with the file kept open, 5.4 s reopening
+      it per block, 4.2 s in descending blocks, 2.7 s for the whole array at once.
+    * DICOM folder or zip: the headers alone (``stop_before_pixels``) sort the files, then each
+      block reads the pixels of its files only. A series whose slice axis is not z after
+      reorientation (sagittal or coronal acquisitions) is read whole.
+    """
+
+    def __init__(self, path, shape, meta: dict, read, stored_meta: dict | None = None):
+        self.path, self.shape, self.meta, self._read = path, tuple(int(n) for n in shape), meta, read
+        self.stored_meta = meta if stored_meta is None else stored_meta
+        self._range = (np.inf, -np.inf)
+
+    @classmethod
+    def of_array(cls, array: np.ndarray, meta: dict, stored_meta: dict | None = None) -> "SliceBlocks":
+        """An array already in memory (zyx, with channels), behind the same interface."""
+        return cls(meta.get("source"), array.shape, meta, lambda z0, z1: array[z0:z1], stored_meta)
+
+    def slices(self, z0: int, z1: int) -> np.ndarray:
+        what = {"nifti": "NIfTI image", "dicom": "DICOM series"}.get(self.meta.get("format"), "image")
+        with _Decoding(self.path, what):
+            out = np.asarray(self._read(z0, z1)).astype(np.float32, copy=False)
+        n_bad = out.size - int(np.count_nonzero(np.isfinite(out)))
+        if n_bad:
+            raise InputError("image", "finite values", f"{n_bad} non-finite voxels (NaN/Inf) in slices "
+                             f"{z0}..{z1 - 1}", self.path)
+        if out.size:
+            self._range = (min(self._range[0], float(out.min())), max(self._range[1], float(out.max())))
+        return out
+
+    def check_not_constant(self) -> None:
+        lo, hi = self._range
+        if lo == hi:
+            raise InputError("image", "more than one intensity value", f"every voxel {lo:g} (shape {self.shape})",
+                             self.path)
+
+
+def streamable(path) -> bool:
+    """Whether :func:`open_slices` reads `path` a block at a time (NIfTI, DICOM folder or zip)."""
+    path = Path(path)
+    return path.is_dir() or path.name.lower().endswith((".nii", ".nii.gz", ".zip"))
+
+
+def open_slices(path: str | os.PathLike) -> SliceBlocks:
+    """A NIfTI file, DICOM folder or DICOM zip as :class:`SliceBlocks` (nothing but headers read)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("image file", "an existing file or folder", "nothing at that path", path)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise InputError("DICOM series folder", "at least one DICOM file", "an empty folder", path)
+        return _dicom_blocks(_parse_dicoms(((f.name, f) for f in files), path, headers_only=True), path,
+                             lambda names: [pydicom.dcmread(path / name) for name in names])
+    if path.name.lower().endswith(".zip"):
+        return _dicom_zip_blocks(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        return _nifti_blocks(path)
+    raise InputError("image file", "a NIfTI file, a DICOM folder or a .zip of a DICOM series",
+                     f"suffix {''.join(path.suffixes) or 'none'!r}", path)
+
+
+def _nifti_blocks(path: Path) -> SliceBlocks:
+    img, shape, dtype = _open_nifti(path, keep_file_open=True)  # one gzip stream for all blocks
+    if len(shape) < 3:  # a 2-D image: one slice, read whole
+        array, stored = _read_finite(path, None, None)
+        array, meta = to_zyx(array, stored)
+        return SliceBlocks.of_array(array if array.ndim == 4 else array[..., None], meta, stored)
+    with _Decoding(path, "NIfTI image"):
+        codes = nib.aff2axcodes(img.affine)
+        zooms = img.header.get_zooms()[:3]
+    meta = {"format": "nifti", "source": str(path), "axes": "xyzt"[:len(shape)], "shape": shape,
+            "dtype": str(dtype), "spacing_mm": tuple(float(z) for z in zooms), "affine": img.affine.tolist(),
+            "orientation": codes, "original_orientation": codes}
+    return _oriented_blocks(path, shape, meta, _zyx_ornt(meta),
+                            lambda axis, lo, hi: img.dataobj[(slice(None),) * axis + (slice(lo, hi),)])
+
+
+def _oriented_blocks(path, shape, meta, ornt, read_native) -> SliceBlocks:
+    """Blocks of z after :func:`to_zyx` by `ornt`, from `read_native(axis, lo, hi)`: the stored
+    array sliced along the axis that becomes z (its other axes whole)."""
+    axis = int(np.flatnonzero(ornt[:, 0] == 0)[0])
+    flipped, n = ornt[axis, 1] < 0, shape[axis]
+    zyx = _zyx_meta(meta, ornt, shape)
+
+    def read(z0, z1):
+        block = apply_orientation(np.asarray(read_native(axis, n - z1, n - z0) if flipped else
+                                             read_native(axis, z0, z1)), ornt)
+        return block if block.ndim == 4 else block[..., None]
+    return SliceBlocks(path, zyx["shape"][:3] + (shape[3] if len(shape) > 3 else 1,), zyx, read, meta)
+
+
+def _dicom_blocks(headers: list, path, parse) -> SliceBlocks:
+    """`headers`: (file name, dataset without pixels) pairs; `parse(names)` the datasets of
+    those files with their pixels."""
+    source_of = {id(ds): source for source, ds in headers}
+    with _Decoding(path, "DICOM series"):
+        slices, positions = _series_order([ds for _, ds in headers], path)
+        sources = [source_of[id(ds)] for ds in slices]
+        dtype = str(parse(sources[:1])[0].pixel_array.dtype)
+    meta = _dicom_meta(slices, positions, (len(slices), int(slices[0].Rows), int(slices[0].Columns)), dtype, path)
+
+    def read_native(lo, hi):
+        return np.stack([_slice_hu(ds, path) for ds in parse(sources[lo:hi])])
+
+    ornt = _zyx_ornt(meta)
+    if ornt is None:  # no geometry: zyx in slice order
+        return SliceBlocks(path, meta["shape"] + (1,), meta, lambda z0, z1: read_native(z0, z1)[..., None])
+    if ornt[0, 0] != 0:  # the slice axis is not z after reorientation: read the series whole
+        array, zyx = to_zyx(read_native(0, len(sources))[..., None], {**meta, "axes": "zyxc"})
+        return SliceBlocks.of_array(array, zyx, meta)
+    return _oriented_blocks(path, meta["shape"], meta, ornt, lambda _axis, lo, hi: read_native(lo, hi))
+
+
+def _dicom_zip_blocks(path: Path) -> SliceBlocks:
+    what = "zip of a DICOM series"
+    with _Decoding(path, what), open_zip(path, what) as archive:
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        folders = sorted({i.filename.rpartition("/")[0] for i in infos})
+        if len(folders) > 1:
+            raise InputError("zip member", f"member= naming one of the folders {folders}", "no member", path)
+        unpacked = sum(i.file_size for i in infos)
+        if unpacked > MAX_ARRAY_BYTES:  # far more than one series
+            raise InputError(what, f"a series of at most {MAX_ARRAY_BYTES} bytes unpacked",
+                             f"{unpacked} bytes in {len(infos)} members", path)
+        headers = _parse_dicoms(((i.filename, io.BytesIO(read_member(archive, i, what))) for i in infos), path,
+                                headers_only=True)
+    by_name = {i.filename: i for i in infos}
+
+    def parse(names):
+        with _Decoding(path, what), open_zip(path, what) as archive:
+            return [pydicom.dcmread(io.BytesIO(read_member(archive, by_name[n], what))) for n in names]
+    return _dicom_blocks(headers, path, parse)

@@ -146,12 +146,15 @@ def network_slices(case: Case, keep: np.ndarray, cfg) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
-def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = False) -> SegSet:
-    """2-D slices of `cases` at `cfg.image_size`, intensities in [0, 1] (module docstring);
-    `all_slices` keeps every slice of every case (whole volumes, for the 3-D U-Net)."""
+def slices_from_cases(cases, cfg, source: str, all_slices: bool = False, stream: bool = False) -> SegSet:
+    """2-D slices of `cases` (any iterable, consumed once) at `cfg.image_size`, intensities in
+    [0, 1] (module docstring); `all_slices` keeps every slice of every case (whole volumes, for
+    the 3-D U-Net). `stream` writes each case's slices to disk as it is prepared
+    (`data.slicestore`): the SegSet's images and masks are then `DiskRows`, read a row at a time."""
     size = cfg.image_size
     images, masks, pids, index, spacing = [], [], [], [], []
-    class_names = channel_names = None
+    class_names = channel_names = domain = None
+    unlabelled = {}
     for case in cases:
         if case.image is None or case.mask is None:
             raise InputError("case", "an image and a label map", "a case without "
@@ -166,8 +169,20 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
         msk = square_pad(case.mask[keep], 0)
         if msk.shape[1] != size:
             msk = tf.image.resize(msk[..., None], (size, size), "nearest").numpy()[..., 0]
-        images.append(network_slices(case, keep, cfg))
-        masks.append(msk.astype(np.uint8))
+        img, msk = network_slices(case, keep, cfg), msk.astype(np.uint8)
+        if stream:
+            if not images:
+                from tfganaug.data.slicestore import SliceStore
+                images, masks = [SliceStore(np.float32, img.shape[1:])], [SliceStore(np.uint8, msk.shape[1:])]
+            images[0].append(img)
+            masks[0].append(msk)
+        else:
+            images.append(img)
+            masks.append(msk)
+        if domain is None:
+            domain = case.domain
+        if case.unlabelled:
+            unlabelled[case.patient_id] = case.unlabelled
         pids += [case.patient_id] * len(keep)
         index.append(keep)
         zyx = np.array(case.spacing_mm, float)
@@ -175,23 +190,30 @@ def slices_from_cases(cases: list[Case], cfg, source: str, all_slices: bool = Fa
         spacing.append(np.repeat(zyx[None], len(keep), axis=0))
     if not images:
         raise InputError("data", "at least one case with an image and a label map", "none", source)
-    return SegSet(np.concatenate(images), np.concatenate(masks), np.array(pids), np.concatenate(index),
-                  np.concatenate(spacing), tuple(class_names), tuple(channel_names), source,
-                  cases[0].domain, {c.patient_id: c.unlabelled for c in cases if c.unlabelled})
+    if stream:
+        images, masks = images[0].view(), masks[0].view()
+    else:
+        images, masks = np.concatenate(images), np.concatenate(masks)
+    return SegSet(images, masks, np.array(pids), np.concatenate(index), np.concatenate(spacing),
+                  tuple(class_names), tuple(channel_names), source, domain, unlabelled)
 
 
 # ---------------------------------------------------------------------------- sources
 
-def source_cases(name: str, cfg) -> tuple[list[Case], dict | None]:
+def source_cases(name: str, cfg, lazy: bool = False) -> tuple[list[Case], dict | None]:
     """Cases of a named source (`data.sources`), plus its fixed split by patient id (or None);
     a combination such as ``ircadb+curvas`` gives the cases of all its parts (no split: each part
     is split on its own by `load_segsets`); any other name is a path to a KiTS19 folder, PNG
-    pairs, a BraTS folder or an .npz."""
+    pairs, a BraTS folder or an .npz. `lazy`: a source that can make its cases one at a time
+    (the kidney and abdomen phantoms) gives a `LazyCases`; the others their list."""
+    import inspect
+
     from tfganaug.data.sources import SOURCES, parts_of
     if len(parts_of(name)) > 1:
         return [case for part in parts_of(name) for case in source_cases(part, cfg)[0]], None
     if name in SOURCES:
-        return SOURCES.get(name)(cfg)
+        source = SOURCES.get(name)
+        return source(cfg, lazy=True) if lazy and "lazy" in inspect.signature(source).parameters else source(cfg)
     path = Path(name)
     if not path.exists():
         raise InputError("data", "a built-in source (" + ", ".join(SOURCES.names()) + ") or a path to a KiTS19 "
@@ -262,14 +284,16 @@ def z_block_ids(patient_ids: np.ndarray, slice_index: np.ndarray) -> np.ndarray:
     return np.array([f"{p}#z{i // Z_BLOCK:03d}" for p, i in zip(patient_ids, slice_index)])
 
 
-def load_segsets(cfg, all_slices: bool = False) -> dict[str, SegSet]:
+def load_segsets(cfg, all_slices: bool = False, stream: bool = False) -> dict[str, SegSet]:
     """train / val / test `SegSet`s for a `DataConfig` (see the module docstring); `all_slices`
     keeps whole cases (the 3-D U-Net) instead of the foreground slices and a share of empty ones.
     A combination of named sources (``ircadb+curvas``) splits each part as it would be split
-    alone and joins the splits, so every part's patients stay on their own side."""
+    alone and joins the splits, so every part's patients stay on their own side. `stream`: the
+    cases are made (where the source can) and prepared one at a time and their slices kept on
+    disk (:func:`slices_from_cases`); the splits are the same."""
     from tfganaug.data.sources import parts_of
     if len(parts_of(cfg.name)) > 1:
-        sets = [load_segsets(replace(cfg, name=part), all_slices) for part in parts_of(cfg.name)]
+        sets = [load_segsets(replace(cfg, name=part), all_slices, stream) for part in parts_of(cfg.name)]
         joined = {}
         for split in ("train", "val", "test"):
             joined[split] = sets[0][split]
@@ -284,8 +308,8 @@ def load_segsets(cfg, all_slices: bool = False) -> dict[str, SegSet]:
         whole = _read_npz(Path(cfg.name), cfg)
         fixed = None
     else:
-        cases, fixed = source_cases(cfg.name, cfg)
-        whole = slices_from_cases(cases, cfg, cfg.name, all_slices=all_slices)
+        cases, fixed = source_cases(cfg.name, cfg, lazy=stream)
+        whole = slices_from_cases(cases, cfg, cfg.name, all_slices=all_slices, stream=stream)
     if fixed and fixed.get("train"):
         sets = {split: whole.subset(np.flatnonzero(np.isin(whole.patient_ids, ids)))
                 for split, ids in fixed.items()}
@@ -334,7 +358,7 @@ def concat_segsets(a: SegSet, b: SegSet) -> SegSet:
         raise InputError("data", f"classes {a.class_names} and channels {a.channel_names} in every part",
                          f"{b.class_names} and {b.channel_names}", b.source)
     b = b.subset(np.flatnonzero(~np.isin(b.patient_ids, a.patient_ids)))
-    return SegSet(np.concatenate([a.images, b.images]), np.concatenate([a.masks, b.masks]),
+    return SegSet(_join(a.images, b.images), _join(a.masks, b.masks),
                   np.concatenate([a.patient_ids, b.patient_ids]), np.concatenate([a.slice_index, b.slice_index]),
                   np.concatenate([a.spacing_mm, b.spacing_mm]), a.class_names, a.channel_names, a.source, a.domain,
                   {**a.unlabelled, **b.unlabelled})
@@ -348,3 +372,11 @@ def all_slices_of(cfg, whole_volumes: bool = False) -> SegSet:
         sets = load_segsets(cfg, all_slices=whole_volumes)
         return concat_segsets(concat_segsets(sets["train"], sets["val"]), sets["test"])
     return slices_from_cases(source_cases(cfg.name, cfg)[0], cfg, cfg.name, all_slices=whole_volumes)
+
+
+def _join(a, b):
+    """np.concatenate of two arrays, or of two streamed `DiskRows` without reading them."""
+    from tfganaug.data.slicestore import DiskRows
+    if isinstance(a, DiskRows) and isinstance(b, DiskRows):
+        return DiskRows.join(a, b)
+    return np.concatenate([a, b])

@@ -172,16 +172,36 @@ def predict_volume(model, images: np.ndarray, depth: int, overlap: float = 0.5) 
     Windows overlap by `overlap` of their depth and their probabilities are averaged; the
     last window ends at the last slice. A volume shorter than a window goes through at once.
     """
-    z = len(images)
+    return np.concatenate([p for _, p in sliding_window_probabilities(
+        model, lambda a, b: images[a:b], len(images), depth, overlap)])
+
+
+def sliding_window_probabilities(model, read, z: int, depth: int, overlap: float = 0.5):
+    """:func:`predict_volume` streamed: yields (first slice, probabilities) of consecutive blocks
+    of slices, each as soon as no later window covers it; `read(a, b)` gives slices [a, b) for
+    ranges that never move back. Only the windows in flight are held: the sums and counts of
+    the slices from the current window's start on. The sums run in the same order as over the
+    whole volume, so the probabilities are the same, bit for bit."""
+    def run(a, b):
+        return np.asarray(model(np.asarray(read(a, b), np.float32)[None], training=False), np.float32)[0]
+
     if z <= depth:
-        return np.asarray(model(images[None].astype(np.float32), training=False), np.float32)[0]
+        yield 0, run(0, z)
+        return
     stride = max(1, int(round(depth * (1.0 - overlap))))
     starts = sorted(set(list(range(0, z - depth + 1, stride)) + [z - depth]))
-    total, count = None, np.zeros((z, 1, 1, 1), np.float32)
+    lo, total, count = 0, None, np.zeros((0, 1, 1, 1), np.float32)
     for s in starts:
-        p = np.asarray(model(images[None, s:s + depth].astype(np.float32), training=False), np.float32)[0]
+        if total is not None and s > lo:  # no window from here on reaches slices before s
+            yield lo, total[:s - lo] / count[:s - lo]
+            total, count, lo = total[s - lo:], count[s - lo:], s
+        p = run(s, s + depth)
         if total is None:
-            total = np.zeros((z,) + p.shape[1:], np.float32)
-        total[s:s + depth] += p
-        count[s:s + depth] += 1
-    return total / count
+            total = np.zeros((0,) + p.shape[1:], np.float32)
+        grow = s + depth - lo - len(total)
+        if grow > 0:
+            total = np.concatenate([total, np.zeros((grow,) + p.shape[1:], np.float32)])
+            count = np.concatenate([count, np.zeros((grow, 1, 1, 1), np.float32)])
+        total[s - lo:s - lo + depth] += p
+        count[s - lo:s - lo + depth] += 1
+    yield lo, total / count

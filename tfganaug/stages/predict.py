@@ -10,9 +10,17 @@ reoriented to the DICOM axis order (:func:`readers.to_zyx`), padded to square, C
 with the run's WW / WL, MR z-scored inside the brain (voxels nonzero in any contrast, as the
 BraTS reader does) and mapped by the run's `mr_norm`, PNG / 255, and resized to the training
 size. The 2-D U-Net runs on batches of slices, the 3-D U-Net on windows of `patch_depth`
-slices overlapping by half (:func:`data.volumes.predict_volume`). Probabilities are resized
-back (bilinear) to the padded slice, cropped, and only then decoded to labels, so structure
-borders are not blocky at the scan's resolution.
+slices overlapping by half (:func:`data.volumes.sliding_window_probabilities`). Probabilities
+are resized back (bilinear) to the padded slice, cropped, and only then decoded to labels, so
+structure borders are not blocky at the scan's resolution.
+
+A CT scan (NIfTI, DICOM folder or zip) is streamed: read a block of slices at a time
+(:func:`readers.open_slices`), prepared, run and decoded while the next blocks wait on disk;
+the 3-D U-Net keeps the probabilities of the windows in flight only (the overlap). What grows
+with the scan's length is the uint8 label map on the input's grid (filled through a view in the
+networks' axis order), written slab by slab through gzip: 1 byte per voxel against the 4+ of a
+float32 copy of the scan. MR scans (one file per contrast) are read whole: the z-score and the
+percentile window are the whole brain's; a PNG slice is one slice.
 
 The mask is uint8 on the input's grid:
 
@@ -46,6 +54,7 @@ the options. The volumes JSON records which fact came from where.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from dataclasses import dataclass
@@ -57,12 +66,12 @@ import numpy as np
 import tensorflow as tf
 from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
 
-from tfganaug.data.readers import ZYX_ORIENTATION, read_image, to_zyx
+from tfganaug.data.readers import ZYX_ORIENTATION, SliceBlocks, open_slices, read_image, streamable, to_zyx
 from tfganaug.errors import InputError, OutputExistsError, RunFolderError
-from tfganaug.fsutil import atomic_write_bytes, atomic_write_json
+from tfganaug.fsutil import atomic_write_json, atomic_write_with
 
 SLICE_CHUNK = 32
-"""Slices prepared and mapped back at a time: a 600-slice CT never exists as float32 twice."""
+"""Slices read and prepared at a time: a 600-slice CT never exists whole as float32."""
 
 
 @dataclass
@@ -93,10 +102,11 @@ class Segmenter:
 class Scan:
     """A scan in the networks' axis order, and how to put a label map back on its own grid."""
 
-    image: np.ndarray               # float32 (Z, H, W, C), axes "zyx"
+    volume: SliceBlocks             # float32 (Z, H, W, C), axes "zyx", read a block of slices at a time
     units: str                      # HU | grey8 | zscore (Case.units)
     spacing_mm: tuple               # (z, y, x)
-    to_native: Callable             # labels (Z, H, W) -> the input's voxel order
+    native_shape: tuple             # the label map's shape on the input's grid
+    zyx_view: Callable              # that label map -> a writable view of it in the networks' axis order
     affine: np.ndarray              # 4x4 of the native grid
     header: object                  # nibabel header to keep (NIfTI input) or None
     sources: list
@@ -223,25 +233,35 @@ def _saved_model_version(path: Path) -> Path:
 # ---------------------------------------------------------------------------- reading the scan
 
 def read_scan(paths, segmenter: Segmenter) -> Scan:
-    """The scan(s) as one (Z, H, W, C) array in the networks' axis order (module docstring)."""
+    """The scan(s) as one (Z, H, W, C) volume in the networks' axis order (module docstring):
+    streamed for a CT scan, in memory otherwise."""
     paths = [Path(p) for p in paths]
     channels = segmenter.channel_names
+    if len(paths) == 1 and segmenter.modality == "CT" and streamable(paths[0]):
+        volume = open_slices(paths[0])
+        scan = _volume_scan(paths[0], volume, "HU")
+        if volume.shape[-1] != 1:
+            raise InputError("scan", "one single-channel scan", f"{volume.shape[-1]} channel(s) in 1 file(s)",
+                             paths[0])
+        return scan
     parts = [_read_one(p, segmenter.modality) for p in paths]
-    # one contrast: no copy (a CT volume is the largest array predict holds)
-    image = parts[0].image if len(parts) == 1 else np.concatenate([part.image for part in parts], axis=-1)
+    # one contrast: no copy
+    arrays = [part.volume.slices(0, part.volume.shape[0]) for part in parts]
+    image = arrays[0] if len(parts) == 1 else np.concatenate(arrays, axis=-1)
     first = parts[0]
     for p, part in zip(paths[1:], parts[1:]):
-        if part.image.shape[:3] != first.image.shape[:3] or not np.allclose(part.affine, first.affine, atol=1e-3):
-            raise InputError("contrast", f"the voxel grid of {paths[0]} (shape {first.image.shape[:3]})",
-                             f"shape {part.image.shape[:3]} with another affine or shape", p)
+        if part.volume.shape[:3] != first.volume.shape[:3] or not np.allclose(part.affine, first.affine, atol=1e-3):
+            raise InputError("contrast", f"the voxel grid of {paths[0]} (shape {first.volume.shape[:3]})",
+                             f"shape {part.volume.shape[:3]} with another affine or shape", p)
     if image.shape[-1] != len(channels):
         want = (f"{len(channels)} files, one per channel in the run's order ({', '.join(channels)}), or one "
                 f"4-D NIfTI with {len(channels)} channels" if len(channels) > 1 else "one single-channel scan")
         raise InputError("scan", want, f"{image.shape[-1]} channel(s) in {len(paths)} file(s)", paths[0])
     if segmenter.modality == "MR":
         image = _zscore_in_brain(image, paths[0])
-    return Scan(image=image, units="zscore" if segmenter.modality == "MR" else first.units,
-                spacing_mm=first.spacing_mm, to_native=first.to_native, affine=first.affine, header=first.header,
+    return Scan(volume=SliceBlocks.of_array(image, first.volume.meta),
+                units="zscore" if segmenter.modality == "MR" else first.units, spacing_mm=first.spacing_mm,
+                native_shape=first.native_shape, zyx_view=first.zyx_view, affine=first.affine, header=first.header,
                 sources=[str(p) for p in paths], geometry=first.geometry)
 
 
@@ -254,8 +274,9 @@ def _read_one(path: Path, modality: str) -> Scan:
     if kind in ("png", "jpg", "jpeg"):
         from tfganaug.data.kits import read_png_slice
         grey = read_png_slice(path).astype(np.float32)
-        return Scan(grey[None, ..., None], "grey8", (1.0, 1.0, 1.0), lambda labels: labels[0][..., None],
-                    np.eye(4), None, [str(path)], "PNG: identity affine, 1 mm pixels (a PNG carries no spacing)")
+        return Scan(SliceBlocks.of_array(grey[None, ..., None], meta), "grey8", (1.0, 1.0, 1.0),
+                    grey.shape + (1,), lambda labels: labels.transpose(2, 0, 1), np.eye(4), None, [str(path)],
+                    "PNG: identity affine, 1 mm pixels (a PNG carries no spacing)")
     if modality == "unit":
         raise InputError("scan", "an 8-bit PNG slice (the run was trained on prepared [0, 1] slices, whose units "
                          "a CT or MR volume cannot be mapped to)", f"a {kind} volume", path)
@@ -264,22 +285,32 @@ def _read_one(path: Path, modality: str) -> Scan:
     if array.ndim != 4:
         raise InputError("scan", "a 3-D volume or a 4-D NIfTI of channels", f"shape {array.shape}", path)
     zyx, zmeta = to_zyx(array, meta)
-    if kind == "nifti":
+    return _volume_scan(path, SliceBlocks.of_array(zyx.astype(np.float32, copy=False), zmeta, meta),
+                        "HU" if modality == "CT" else "zscore")
+
+
+def _volume_scan(path: Path, volume: SliceBlocks, units: str) -> Scan:
+    """A NIfTI or DICOM volume and the way back to its own voxel grid."""
+    if volume.stored_meta["format"] == "nifti":
         native = nib.load(path)  # the file's own voxel order, before the reader's RAS reorientation
         codes = nib.aff2axcodes(native.affine)
         affine, header, geometry = native.affine, native.header, "the NIfTI file's own affine and voxel order"
     else:
-        codes, affine, geometry = _dicom_native_grid(meta)
+        codes, affine, geometry = _dicom_native_grid(volume.stored_meta)
         header = None
-    back = ornt_transform(axcodes2ornt(ZYX_ORIENTATION), axcodes2ornt(codes)) if None not in codes else None
+    zyx_shape = volume.shape[:3]
+    if None in codes:  # a DICOM series without geometry: (column, row, slice) as stored
+        native_shape, zyx_view = zyx_shape[::-1], lambda labels: labels.transpose(2, 1, 0)
+    else:
+        back = ornt_transform(axcodes2ornt(ZYX_ORIENTATION), axcodes2ornt(codes))
+        native_shape = [0] * 3
+        for axis, (to, _) in enumerate(back):
+            native_shape[int(to)] = zyx_shape[axis]
+        forward = ornt_transform(axcodes2ornt(codes), axcodes2ornt(ZYX_ORIENTATION))
 
-    def to_native(labels):
-        if back is None:  # a DICOM series without geometry: (column, row, slice) as stored
-            return np.ascontiguousarray(labels.transpose(2, 1, 0))
-        return np.ascontiguousarray(apply_orientation(labels, back))
-
-    units = "HU" if modality == "CT" else "zscore"
-    return Scan(zyx.astype(np.float32, copy=False), units, tuple(zmeta["spacing_mm"]), to_native,
+        def zyx_view(labels):  # flips and a transpose: a view, written through
+            return apply_orientation(labels, forward)
+    return Scan(volume, units, tuple(volume.meta["spacing_mm"]), tuple(native_shape), zyx_view,
                 np.asarray(affine, float), header, [str(path)], geometry)
 
 
@@ -310,37 +341,77 @@ def _zscore_in_brain(image: np.ndarray, path) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- prediction
 
-def predict_labels(segmenter: Segmenter, scan: Scan, batch_size: int = 16) -> np.ndarray:
-    """uint8 label map (Z, H, W) of `scan` in the networks' axis order, at the scan's resolution."""
-    from tfganaug.data.cases import Case
-    from tfganaug.data.segsets import network_slices
+def predict_labels(segmenter: Segmenter, scan: Scan, batch_size: int = 16, out: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """uint8 label map (Z, H, W) of `scan` in the networks' axis order, at the scan's resolution,
+    written into `out` where given (`predict`: a view of the mask on the input's grid).
+
+    Streamed (module docstring): the network sees the batches (2-D: slices [0, b), [b, 2b), ...;
+    3-D: the windows) it would see on the whole volume at once, so the labels are the same."""
     from tfganaug.tasks.segmenter import decode
-    case = Case("scan", scan.image, None, scan.spacing_mm, segmenter.class_names,
-                channel_names=segmenter.channel_names, modality="MR" if scan.units == "zscore" else "CT",
-                units=scan.units, source=scan.sources[0])
-    z = case.num_slices
-    slices = np.concatenate([network_slices(case, np.arange(s, min(z, s + SLICE_CHUNK)), segmenter.data)
-                             for s in range(0, z, SLICE_CHUNK)])
-    if segmenter.patch_depth is not None:
-        from tfganaug.data.volumes import predict_volume
-        probs = predict_volume(lambda x, training=False: segmenter.probabilities(x), slices, segmenter.patch_depth)
-    else:
-        probs = np.concatenate([segmenter.probabilities(slices[s:s + batch_size])
-                                for s in range(0, z, batch_size)])
-    h, w = scan.image.shape[1:3]
+    z, h, w = scan.volume.shape[:3]
+    slices = _SlicesInFlight(_preparer(segmenter, scan), z)
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2  # as segsets.square_pad centred the slice
-    labels = np.zeros((z, h, w), np.uint8)
-    for s in range(0, z, SLICE_CHUNK):
-        p = tf.image.resize(probs[s:s + SLICE_CHUNK], (side, side), "bilinear")[:, top:top + h, left:left + w]
-        labels[s:s + SLICE_CHUNK] = decode(p, segmenter.output).numpy().astype(np.uint8)
+    labels = np.zeros((z, h, w), np.uint8) if out is None else out
+
+    def put(s, probs):
+        p = tf.image.resize(probs, (side, side), "bilinear")[:, top:top + h, left:left + w]
+        labels[s:s + len(probs)] = decode(p, segmenter.output).numpy().astype(np.uint8)
+
+    if segmenter.patch_depth is not None:
+        from tfganaug.data.volumes import sliding_window_probabilities
+        for s, probs in sliding_window_probabilities(lambda x, training=False: segmenter.probabilities(x), slices,
+                                                     z, segmenter.patch_depth):
+            put(s, probs)
+    else:
+        for s in range(0, z, batch_size):
+            put(s, segmenter.probabilities(slices(s, min(z, s + batch_size))))
+    scan.volume.check_not_constant()
     return labels
+
+
+def _preparer(segmenter: Segmenter, scan: Scan) -> Callable:
+    """(z0, z1) -> slices z0..z1-1 as the network takes them (`segsets.network_slices`)."""
+    from tfganaug.data.cases import Case
+    from tfganaug.data.segsets import network_slices
+
+    def case_of(image):
+        return Case("scan", image, None, scan.spacing_mm, segmenter.class_names,
+                    channel_names=segmenter.channel_names, modality="MR" if scan.units == "zscore" else "CT",
+                    units=scan.units, source=scan.sources[0])
+
+    if scan.units == "zscore":  # MR: the percentile window is the whole brain's (in memory: read_scan)
+        whole = case_of(scan.volume.slices(0, scan.volume.shape[0]))
+        return lambda z0, z1: network_slices(whole, np.arange(z0, z1), segmenter.data)
+    return lambda z0, z1: network_slices(case_of(scan.volume.slices(z0, z1)), np.arange(z1 - z0), segmenter.data)
+
+
+class _SlicesInFlight:
+    """Prepared slices [a, b) for ranges that never move back, read `SLICE_CHUNK` slices at a
+    time; slices before the last range asked for are let go."""
+
+    def __init__(self, prepare: Callable, z: int):
+        self.prepare, self.z, self.lo, self.held = prepare, z, 0, None
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        if self.held is not None and a > self.lo:
+            self.held, self.lo = self.held[a - self.lo:], a
+        end = self.lo + (0 if self.held is None else len(self.held))
+        new = [] if self.held is None else [self.held]
+        while end < b:
+            new.append(self.prepare(end, min(self.z, end + SLICE_CHUNK)))
+            end = min(self.z, end + SLICE_CHUNK)
+        self.held = new[0] if len(new) == 1 else np.concatenate(new)
+        return self.held[a - self.lo:b - self.lo]
 
 
 def volumes_ml(labels: np.ndarray, affine: np.ndarray, class_names) -> tuple[dict, dict, float]:
     """({structure: voxels}, {structure: ml}, ml per voxel) of every foreground class."""
     voxel_ml = float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0
-    counts = np.bincount(labels.ravel(), minlength=len(class_names))
+    flat, n = labels.reshape(-1), len(class_names)
+    step = 1 << 18  # bincount works on intp: 8 bytes per voxel, so a block at a time
+    counts = sum(np.bincount(flat[s:s + step], minlength=n)[:n] for s in range(0, flat.size, step))
     voxels = {name: int(counts[i]) for i, name in enumerate(class_names) if i > 0}
     return voxels, {name: n * voxel_ml for name, n in voxels.items()}, voxel_ml
 
@@ -352,18 +423,24 @@ def volumes_path(out) -> Path:
     return out.with_name(stem + ".volumes.json")
 
 
-def _nifti_bytes(labels: np.ndarray, affine: np.ndarray, header, gz: bool) -> bytes:
+def write_mask(out: Path, labels: np.ndarray, affine: np.ndarray, header) -> None:
+    """The uint8 mask as NIfTI (gzip level 6, mtime 0 for .nii.gz), written atomically slab by
+    slab (nibabel writes an array a slice at a time), never as one bytes object."""
     if header is not None:
         header = header.copy()
         header.set_data_dtype(np.uint8)
         header.set_slope_inter(1.0, 0.0)
-    image = nib.Nifti1Image(labels.astype(np.uint8), affine, header=header)
+    image = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine, header=header)
     if header is None:
         image.header.set_qform(affine, code=1)
         image.header.set_sform(affine, code=1)
     image.header["cal_min"], image.header["cal_max"] = 0, int(labels.max(initial=0))
-    data = image.to_bytes()
-    return gzip.compress(data, compresslevel=6, mtime=0) if gz else data
+
+    def write(tmp):
+        with open(tmp, "wb") as raw, (gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+                                      if out.name.lower().endswith(".gz") else contextlib.nullcontext(raw)) as f:
+            image.to_file_map({"image": nib.FileHolder(fileobj=f)})
+    atomic_write_with(out, write)
 
 
 def predict(model, scans, out, overwrite: bool = False, batch_size: int = 16) -> dict:
@@ -384,9 +461,10 @@ def predict(model, scans, out, overwrite: bool = False, batch_size: int = 16) ->
         raise InputError("scan", "at least one file", "none", None)
     segmenter = model if isinstance(model, Segmenter) else load_segmenter_for_prediction(model)
     scan = read_scan(scans, segmenter)
-    labels = scan.to_native(predict_labels(segmenter, scan, batch_size))
+    labels = np.zeros(scan.native_shape, np.uint8)  # the one label map, written through its zyx view
+    predict_labels(segmenter, scan, batch_size, out=scan.zyx_view(labels))
     voxels, volumes, voxel_ml = volumes_ml(labels, scan.affine, segmenter.class_names)
-    atomic_write_bytes(out, _nifti_bytes(labels, scan.affine, scan.header, name.endswith(".gz")))
+    write_mask(out, labels, scan.affine, scan.header)
     record = {"mask": str(out), "scans": scan.sources, "model": segmenter.source,
               "class_names": list(segmenter.class_names), "shape": list(labels.shape),
               "affine": np.asarray(scan.affine).tolist(), "geometry": scan.geometry,

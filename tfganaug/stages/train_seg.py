@@ -6,6 +6,18 @@ The augmentation of each paper (flips, the standard rotation + elastic set, hist
 equalisation toward non-contrast CT, their 3-D versions), the real + synthetic pool (a share of
 synthetic slices per batch, or Son et al.'s settings such as 300F+100R) and the 3-D windows
 are chosen here from the config.
+
+Streamed data (`data.stream: true`, `--stream`; off by default, so existing runs and configs
+train as before): the 2-D U-Net's cases are prepared one at a time and their slices written to
+a temporary slice store on disk (`data.slicestore`), which the one tf.data chain
+(`pipeline.training_batches`) reads an element at a time, with the same order, synthetic
+interleaving and augmentation as from memory: a streamed run sees the same batches as an
+in-memory one (tests/test_streaming.py). The kidney and abdomen phantoms make each patient when
+it is reached, so memory does not grow with their number of patients; the other sources'
+loaders still read their list of cases whole first, so there only the prepared slices and
+their tf.constant copies are saved. Not streamed, refused: the 3-D U-Net's windows and Son et
+al.'s settings (flipped copies of the real slices), built in memory. A histeq reference set is
+another data set, read whole for its histogram.
 """
 from __future__ import annotations
 
@@ -14,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfganaug import config as config_lib
-from tfganaug.data.pipeline import training_batches
+from tfganaug.data.pipeline import eval_batches, training_batches
 from tfganaug.data.segsets import SegSet, all_slices_of, load_segsets
-from tfganaug.errors import InputError
+from tfganaug.errors import ConfigError, InputError
 from tfganaug.gans.base import seed_generator_states
 from tfganaug.runs import RunFolder, fit_member, save_keras, strategy_for, start_run, steps_for
 from tfganaug.schedules import ScaledCosineDecay
@@ -65,7 +77,7 @@ def _training_pool(cfg, train: SegSet):
     synthetic = None
     if seg.synthetic and (seg.synthetic_ratio > 0 or seg.setting):
         synthetic = load_seg_synthetic(seg.synthetic, train, cfg.data.image_size)
-    real_x, real_y, ratio = train.images, train.masks.astype(np.int32), seg.synthetic_ratio
+    real_x, real_y, ratio = train.images, train.masks, seg.synthetic_ratio
     if seg.setting:
         parts = config_lib.parse_setting(seg.setting)
         n_real = len(train)
@@ -110,7 +122,11 @@ def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
     three_d = is_3d(cfg.seg)
     if cfg.seg.synthetic and (cfg.seg.synthetic_ratio > 0 or cfg.seg.setting):  # in seconds, before the real data
         read_synthetic_manifest(cfg.seg.synthetic, "segmentation", {})
-    sets = load_segsets(cfg.data, all_slices=three_d)  # bad data fails here, before a run folder exists
+    if cfg.data.stream and (three_d or cfg.seg.setting):
+        raise ConfigError("data.stream: expected the 2-D U-Net without a Son et al. setting (streamed slices feed "
+                          f"2-D samples), got {'a 3-D U-Net' if three_d else 'setting ' + cfg.seg.setting}")
+    # bad data fails here, before a run folder exists
+    sets = load_segsets(cfg.data, all_slices=three_d, stream=cfg.data.stream)
     train, val = sets["train"], sets["val"]
     window = starts = None
     if three_d:
@@ -147,7 +163,7 @@ def train_seg(cfg, out, overwrite: bool = False, verbose="auto") -> RunFolder:
             vx, vy = volume_chunks(volumes_of(val), cfg.seg.patch_depth)
             validation = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(2)
         else:
-            validation = tf.data.Dataset.from_tensor_slices((val.images, val.masks.astype(np.int32))).batch(32)
+            validation = eval_batches(val.images, val.masks, 32)
         items = {"model": model, "optimizer": optimizer, "seed_states": seed_generator_states(model)}
         fit_member(run, "seg", model, items, batches, epochs=cfg.seg.epochs, steps_per_epoch=steps,
                    keep=cfg.keep_checkpoints, validation=validation, verbose=verbose,

@@ -1,5 +1,7 @@
 """The named data sources of the segmentation studies, one file each (a source is a function
-`cases(data_cfg) -> (cases, fixed split by patient id or None)`). `SOURCES.get(name)`; every
+`cases(data_cfg) -> (cases, fixed split by patient id or None)`; the kidney and abdomen phantoms
+also take `lazy=True`, making each patient when it is reached, for streamed data sets).
+`SOURCES.get(name)`; every
 other `--data` value is a path, read by `data.segsets.source_cases` from what it holds, or
 named sources joined by "+" (``ircadb+curvas``: each part split on its own, the splits joined).
 Real sources read ../shared/data (or $TFGANAUG_DATA) in place; phantoms need no files.

@@ -7,23 +7,24 @@ LICENCE = "built-in (tfganaug)"
 TEST_PATIENTS = "other simulated patients than the training ones (split by patient), drawn from the same simulator"
 
 
-def kidney(cfg):
+def kidney(cfg, lazy: bool = False):
     from tfganaug.data.kits import kidney_phantom_cases
-    return kidney_phantom_cases(n_patients=cfg.n_phantom_patients, image_size=cfg.phantom_size, seed=1234), None
+    return kidney_phantom_cases(n_patients=cfg.n_phantom_patients, image_size=cfg.phantom_size, seed=1234,
+                                lazy=lazy), None
 
 
-def _abdomen(cfg, native: bool):
+def _abdomen(cfg, native: bool, lazy: bool):
     from tfganaug.data.abdomen import abdomen_phantom_cases
     return abdomen_phantom_cases(n_patients=cfg.n_phantom_patients, image_size=cfg.phantom_size,
-                                 contrast=not native, seed=1234 + native), None
+                                 contrast=not native, seed=1234 + native, lazy=lazy), None
 
 
-def abdomen(cfg):
-    return _abdomen(cfg, native=False)
+def abdomen(cfg, lazy: bool = False):
+    return _abdomen(cfg, native=False, lazy=lazy)
 
 
-def abdomen_native(cfg):
-    return _abdomen(cfg, native=True)
+def abdomen_native(cfg, lazy: bool = False):
+    return _abdomen(cfg, native=True, lazy=lazy)
 
 
 def brain(cfg):
