@@ -1,6 +1,8 @@
 """Streamed volumes (issue 15, part 5): `predict` reads a scan a block of slices at a time and
 gives the mask of the whole volume at once; `train-seg --stream` keeps its slices on disk and
 trains on the batches the in-memory chain gives, bit for bit."""
+import weakref
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -140,6 +142,45 @@ def test_streamed_segsets_hold_the_same_slices_on_disk(name):
         assert np.array_equal(a.images, np.asarray(b.images)) and np.array_equal(a.masks, np.asarray(b.masks))
         assert np.array_equal(a.patient_ids, b.patient_ids) and np.array_equal(a.slice_index, b.slice_index)
         assert (a.domain, a.unlabelled) == (b.domain, b.unlabelled)
+
+
+def test_a_folder_of_the_users_scans_is_read_one_case_at_a_time(tmp_path, monkeypatch):
+    """The user's own KiTS19-layout folder: streamed, each case is read when it is reached and
+    dropped after the next (so memory does not grow with the number of scans), and the slices
+    and splits equal the in-memory ones."""
+    from tfganaug.data import kits
+    from tfganaug.data.cases import LazyCases
+    from tfganaug.data.segsets import source_cases
+    rng = np.random.default_rng(0)
+    affine = np.diag([-0.8, -0.8, 3.0, 1.0])
+    for k in range(6):
+        folder = tmp_path / f"case_{k:05d}"
+        folder.mkdir()
+        seg = np.zeros((6, 24, 24), np.uint8)
+        seg[1:5, 6 + k:14 + k, 5:12] = 1
+        seg[2:4, 8 + k:11 + k, 7:10] = 2
+        hu = rng.normal(40, 20, seg.shape) + 150 * (seg > 0)
+        nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), folder / "imaging.nii.gz")
+        nib.save(nib.Nifti1Image(seg, affine), folder / "segmentation.nii.gz")
+    cfg = config.preset("cpu_unet_kits", data={"name": str(tmp_path), "image_size": 16}).data
+    live, reads, real_load = [], [], kits._load_case
+
+    def load(root, folder):
+        live[:] = [c for c in live if c() is not None]  # weak references to the cases still alive
+        reads.append(len(live))
+        case = real_load(root, folder)
+        live.append(weakref.ref(case.mask))
+        return case
+    monkeypatch.setattr(kits, "_load_case", load)
+    assert isinstance(source_cases(str(tmp_path), cfg, lazy=True)[0], LazyCases) and reads == []
+    streamed = load_segsets(cfg, stream=True)
+    # at most the case before (still bound to the loop variable while the next one is read)
+    assert len(reads) == 6 and max(reads) <= 1, f"cases alive when the next one was read: {reads}"
+    memory = load_segsets(cfg)
+    for split in ("train", "val", "test"):
+        a, b = memory[split], streamed[split]
+        assert np.array_equal(a.images, np.asarray(b.images)) and np.array_equal(a.masks, np.asarray(b.masks))
+        assert np.array_equal(a.patient_ids, b.patient_ids)
 
 
 def test_streamed_chain_gives_the_in_memory_batches():

@@ -230,13 +230,14 @@ def _read_case(folder: Path, layout: str, files: dict, contrasts, require_mask: 
 
 
 def load_brats_cases(root: str | os.PathLike, contrasts=CONTRASTS, case_ids=None,
-                     require_mask: bool = True) -> list[Case]:
+                     require_mask: bool = True, lazy: bool = False) -> list[Case]:
     """Read the BraTS cases under ``root`` (see the module docstring for layouts and labels).
 
     ``root`` is a case folder or a folder of case folders (up to two levels deeper);
     ``contrasts`` the channels to read, in order (``channel_names`` of every case, canonical
     names); ``case_ids`` restricts to these folder names (in this order); ``require_mask``
-    refuses cases without a label map (``False``: such cases get ``mask=None``).
+    refuses cases without a label map (``False``: such cases get ``mask=None``); ``lazy``: a
+    `LazyCases` reading each case when it is reached (streamed training, ``data.stream``).
     """
     root = Path(root)
     contrasts = canonical_contrasts(contrasts, root)
@@ -258,6 +259,9 @@ def load_brats_cases(root: str | os.PathLike, contrasts=CONTRASTS, case_ids=None
         selected = [by_id[c] for c in case_ids]
     else:
         selected = [by_id[c] for c in sorted(by_id)]
+    if lazy:
+        from tfganaug.data.cases import LazyCases
+        return LazyCases(len(selected), lambda i: _read_case(*selected[i], contrasts, require_mask))
     return [_read_case(folder, layout, files, contrasts, require_mask) for folder, layout, files in selected]
 
 

@@ -83,10 +83,12 @@ def _clinical(root: Path, folder: Path) -> dict:
     return {}
 
 
-def load_kits_cases(root: str | os.PathLike, case_ids=None) -> list[Case]:
+def load_kits_cases(root: str | os.PathLike, case_ids=None, lazy: bool = False) -> list[Case]:
     """KiTS19 cases under `root` (see the module docstring), in case order.
 
-    `case_ids` selects cases (ints or ``"case_XXXXX"``); None loads every case found. With
+    `case_ids` selects cases (ints or ``"case_XXXXX"``); None loads every case found. `lazy`: a
+    `LazyCases` that reads each case when it is reached (streamed training, `data.stream`), so
+    a folder of 300 scans is never in memory at once; the folder's layout is checked now. With
     ``imaging.nii.gz`` the image is CT in HU, ``(Z, H, W, 1)``, and the mask is checked against
     it (shape, spacing, orientation). Labels other than 0, 1, 2 raise InputError naming the file.
     """
@@ -105,6 +107,9 @@ def load_kits_cases(root: str | os.PathLike, case_ids=None) -> list[Case]:
         missing = [n for n in names if n not in found]
         if missing:
             raise InputError("KiTS19 cases", f"some of {sorted(found)}", f"missing {missing}", root)
+    if lazy:
+        from tfganaug.data.cases import LazyCases
+        return LazyCases(len(names), lambda i: _load_case(root, found[names[i]]))
     return [_load_case(root, found[name]) for name in names]
 
 

@@ -205,7 +205,8 @@ def source_cases(name: str, cfg, lazy: bool = False) -> tuple[list[Case], dict |
     a combination such as ``ircadb+curvas`` gives the cases of all its parts (no split: each part
     is split on its own by `load_segsets`); any other name is a path to a KiTS19 folder, PNG
     pairs, a BraTS folder or an .npz. `lazy`: a source that can make its cases one at a time
-    (the kidney and abdomen phantoms) gives a `LazyCases`; the others their list."""
+    (the kidney and abdomen phantoms, a folder of KiTS19-layout or BraTS cases: the user's own
+    scans) gives a `LazyCases`; the others (the small shared sets, PNG pairs) their list."""
     import inspect
 
     from tfganaug.data.sources import SOURCES, parts_of
@@ -224,10 +225,11 @@ def source_cases(name: str, cfg, lazy: bool = False) -> tuple[list[Case], dict |
         return load_png_pairs(path), None
     if path.is_dir() and (any(path.glob("case_*/segmentation.nii*")) or (path / "segmentations").is_dir()):
         from tfganaug.data.kits import load_kits_cases
-        return load_kits_cases(path), None
+        return load_kits_cases(path, lazy=lazy), None
     if path.is_dir():
         from tfganaug.data.brats import load_brats_cases
-        return load_brats_cases(path, contrasts=tuple(cfg.contrasts or ("t1", "t1ce", "t2", "flair"))), None
+        return load_brats_cases(path, contrasts=tuple(cfg.contrasts or ("t1", "t1ce", "t2", "flair")),
+                                lazy=lazy), None
     raise InputError("data", "a folder of cases (KiTS19, PNG pairs, BraTS) or an .npz", f"a {path.suffix} file",
                      path)
 

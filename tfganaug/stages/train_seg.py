@@ -12,9 +12,10 @@ train as before): the 2-D U-Net's cases are prepared one at a time and their sli
 a temporary slice store on disk (`data.slicestore`), which the one tf.data chain
 (`pipeline.training_batches`) reads an element at a time, with the same order, synthetic
 interleaving and augmentation as from memory: a streamed run sees the same batches as an
-in-memory one (tests/test_streaming.py). The kidney and abdomen phantoms make each patient when
-it is reached, so memory does not grow with their number of patients; the other sources'
-loaders still read their list of cases whole first, so there only the prepared slices and
+in-memory one (tests/test_streaming.py). The kidney and abdomen phantoms and a folder of the
+user's own cases (KiTS19 layout or BraTS) make or read each patient when it is reached, so
+memory does not grow with their number of patients; the small shared sources' loaders (and
+PNG pairs) still read their list of cases whole first, so there only the prepared slices and
 their tf.constant copies are saved. Not streamed, refused: the 3-D U-Net's windows and Son et
 al.'s settings (flipped copies of the real slices), built in memory. A histeq reference set is
 another data set, read whole for its histogram.
