@@ -301,6 +301,8 @@ def test_every_data_source_states_its_licence_and_where_its_test_patients_come_f
     from tfganaug.studies.base import figure_home, figure_link
     for name in (*SOURCES.names(), *ROI_SOURCES):
         assert licence(name) and test_patients(name)
+    # a joined source names each part's statement (each part is split on its own)
+    assert test_patients("ircadb+curvas") == f"`ircadb`: {test_patients('ircadb')}; `curvas`: {test_patients('curvas')}"
     assert [n for n in (*SOURCES.names(), *ROI_SOURCES) if not permissive(n)] == [
         "kits19", "kits19-labels", "ircadb", "curvas", "curvas-val", "brats", "brats2018"]
     assert not permissive(str(tmp_path / "my-scans"))

@@ -518,7 +518,7 @@ def test_patients_lines(study: Path, plan: dict) -> list[str]:
     the splits the U-Nets were trained and scored on (first seed) and the source's own words."""
     from tfganaug.config import load
     from tfganaug.data.segsets import load_segsets
-    from tfganaug.data.sources import test_patients
+    from tfganaug.data.sources import parts_of, test_patients
     b = plan["budget_settings"]
     runs = sorted(study.glob(f"seed-{plan['seeds'][0]}/*/config.json"))
     if not runs:
@@ -536,8 +536,11 @@ def test_patients_lines(study: Path, plan: dict) -> list[str]:
              f"{len(scored)} other patient(s) ({ids(scored)})"
              + (f"; **{len(shared)} of them also in training**" if shared else ", none of them in training") + ".",
              f"- Test patients: {test_patients(cfg.data.name)}.",
-             f"- One source only (`{cfg.data.name}`): these numbers are in-distribution, and say nothing about other "
-             "hospitals, scanners or protocols."]
+             (f"- One source only (`{cfg.data.name}`): these numbers are in-distribution, and say nothing about other "
+              "hospitals, scanners or protocols." if len(parts_of(cfg.data.name)) == 1 else
+              f"- Sources {', '.join(f'`{p}`' for p in parts_of(cfg.data.name))}, each split by patient on its own and "
+              "each scored on held-out patients of its own source: these numbers are in-distribution for each "
+              "source, and say nothing about other hospitals, scanners or protocols.")]
     for extra in b.get("tests", []):
         lines.append(f"- `{extra}`: another data set, none of its patients seen in training "
                      f"({test_patients(extra)}).")

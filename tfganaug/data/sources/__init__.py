@@ -87,9 +87,12 @@ def permissive(name: str) -> bool:
 
 
 def test_patients(name: str) -> str:
-    """Where the held-out patients of `name` come from, relative to its training patients."""
+    """Where the held-out patients of `name` come from, relative to its training patients (for
+    ``a+b``, each part's statement after its name: each part is split on its own)."""
     texts = []
-    for part in parts_of(name):
+    parts = parts_of(name)
+    for part in parts:
         module = _module(part)
-        texts.append(module.TEST_PATIENTS if module else "your data's held-out split (split by patient id)")
-    return " ".join(texts)
+        text = module.TEST_PATIENTS if module else "your data's held-out split (split by patient id)"
+        texts.append(f"`{part}`: {text}" if len(parts) > 1 else text)
+    return "; ".join(texts)
