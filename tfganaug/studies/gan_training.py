@@ -2,6 +2,11 @@
 training, measured for all five GANs on the data of their papers' studies. Start here for
 `tfganaug reproduce gan-training`.
 
+Implemented by: gans/ (the five GANs; DiffAugment / ADA in gans/augment.py, G EMA and resize
+upsampling in gans/base.py), the paper studies' budgets and data configs (frid_adar.py,
+kits_capstone.py, sandfort.py, son.py), stages/ (train_gan, synthesize, fidelity, train_cls,
+train_seg, evaluate), frid_adar.class_fidelity and segmentation.scored_labels (the checks).
+
 For every GAN, training in {paper, small-data} and seed, one GAN run with the same steps, data
 and widths (the paper study's preset and data config, at this study's reduced step budget);
 its synthetic set, the fidelity stage (`base.fidelity_stage`: radiomics + domain FID / KID /
