@@ -295,7 +295,11 @@ GRID_ROWS = {"roi": "rows 1-3 real training ROIs (one class per row: {classes}),
 
 
 def _fmt(rows: list[dict], key: str, digits: int = 2) -> str:
-    return format_ci(mean_ci([r[key] for r in rows]), digits=digits, clip=(0.0, float("inf")))
+    """mean [95% CI] of a non-negative quantity; digits None: 3 significant digits (FID, KID)."""
+    stat = mean_ci([r[key] for r in rows])
+    if digits is not None or not stat["n"] or not np.isfinite(stat["mean"]):
+        return format_ci(stat, digits=2 if digits is None else digits, clip=(0.0, float("inf")))
+    return f"{stat['mean']:.3g}" + (f" [{max(0.0, stat['ci_low']):.3g}, {stat['ci_high']:.3g}]" if stat["n"] > 1 else "")
 
 
 def write_report(study_dir, out) -> Path:
@@ -340,7 +344,7 @@ def write_report(study_dir, out) -> Path:
             (f" -> {cfg.gan.domain_b}" if arch == "cyclegan" else "")
         steps = cfg.gan.epochs * cfg.gan.steps_per_epoch
         seeds = " / ".join(str([r["seed"] for r in m[(arch, t)]]) for t in TRAININGS)
-        times = [format_ci(mean_ci([r["seconds"] for r in m[(arch, t)]]), digits=0) for t in TRAININGS]
+        times = [_fmt(m[(arch, t)], "seconds", 0) for t in TRAININGS]
         lines.append(f"| {arch.upper()} | {data} | {steps}" + (" per class" if arch == "dcgan" else "") +
                      f" | {cfg.data.image_size} | {width} | {cfg.gan.batch_size} | {seeds} | {times[0]} | {times[1]} |")
     lines += ["", "What differs between the two trainings, read from the seed's two run configs (all other "
@@ -379,9 +383,9 @@ def write_report(study_dir, out) -> Path:
                 continue
             flagged = sum(bool(r["flagged"]) for r in rows)
             lines.append(f"| {arch.upper()} | {t} | {_fmt(rows, 'ratio')} | {_fmt(rows, 'synthetic')} | "
-                         f"{_fmt(rows, 'real')} | {_fmt(rows, 'domain_fid', 3)} | {_fmt(rows, 'domain_kid_mean', 3)} | "
+                         f"{_fmt(rows, 'real')} | {_fmt(rows, 'domain_fid', None)} | {_fmt(rows, 'domain_kid_mean', None)} | "
                          f"{_fmt(rows, 'domain_precision')} | {_fmt(rows, 'domain_recall')} | "
-                         f"{np.mean([r['radiomics_fid'] for r in rows]):.3g} | {_fmt(rows, 'domain_fid_heldout', 3)} | "
+                         f"{np.mean([r['radiomics_fid'] for r in rows]):.3g} | {_fmt(rows, 'domain_fid_heldout', None)} | "
                          f"{flagged} of {len(rows)} | {[r['seed'] for r in rows]} |")
     lines += ["", "## Verdict", ""] + [_verdict(arch, m, target) for arch in ARCHS if m[(arch, "paper")]
                                        and m[(arch, "small-data")]]
@@ -421,11 +425,11 @@ def _verdict(arch: str, m: dict, target: float) -> str:
     f0, f1 = (float(np.mean([r["domain_fid"] for r in x])) for x in (before, after))
     goal = target if arch in frid_adar.ARCHS else 0.7
     separated = min(s0["n"], s1["n"]) > 1 and (s1["ci_low"] > s0["ci_high"] or s0["ci_low"] > s1["ci_high"])
+    spread = "one seed on a side, no spread to compare" if min(s0["n"], s1["n"]) < 2 else "within the seed spread"
     if s1["mean"] > s0["mean"]:
-        who = "**beats** the paper's" if separated else "is ahead of the paper's, within the seed spread"
+        who = "**beats** the paper's" if separated else f"is ahead of the paper's ({spread})"
     else:
-        who = "**does not beat** the paper's" if separated or min(s0["n"], s1["n"]) < 2 else \
-            "is not ahead of the paper's (within the seed spread)"
+        who = "**does not beat** the paper's" + ("" if separated else f" ({spread})")
     meets = [t for t, s in (("paper", s0), ("small-data", s1)) if s["mean"] >= goal]
     return (f"- {arch.upper()}: check ratio {s0['mean']:.2f} (paper) vs {s1['mean']:.2f} (small-data): the small-data "
             f"training {who}; domain FID {f0:.3g} -> {f1:.3g}. Target {goal}: "
