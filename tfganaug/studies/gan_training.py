@@ -42,7 +42,8 @@ from tfganaug.errors import ConfigError, RunFolderError
 from tfganaug.fsutil import atomic_dir, atomic_write_text
 from tfganaug.metrics.stats import format_ci, mean_ci, nan_mean
 from tfganaug.studies import frid_adar
-from tfganaug.studies.base import figure_home, figure_link, grid_notes, machine, open_study, timing
+from tfganaug.studies.base import (figure_home, figure_link, grid_notes, machine, open_study, summed_timings,
+                                   timing)
 
 ARCHS = ("dcgan", "acgan", "pix2pix", "cyclegan", "stylegan2")
 TRAININGS = ("paper", "small-data")
@@ -329,7 +330,7 @@ def write_report(study_dir, out) -> Path:
              "about 100 minutes on 2 cores; it is neither the paper studies' cpu budgets (DCGAN/ACGAN 2,000 steps, "
              "Pix2Pix 600, CycleGAN 1,200, StyleGAN2 3,000) nor the papers' (tens of thousands of steps on GPUs). "
              "Both trainings of a GAN run the same steps on the same data with the same widths and seeds; each seed "
-             "retrains every GAN.", "",
+             "retrains every GAN. " + _wall_time(study), "",
              "| GAN | data (paper study) | steps | image size | width | batch | seeds with results (paper / "
              "small-data) | GAN wall time s, paper | small-data |", "|---|---|---|---|---|---|---|---|---|"]
     for arch in ARCHS:
@@ -417,6 +418,15 @@ def write_report(study_dir, out) -> Path:
                   "tfganaug report <studies>/gan-training --out reports/gan-training", "```", ""]
         atomic_write_text(tmp / "report.md", "\n".join(lines))
     return Path(out) / "report.md"
+
+
+def _wall_time(study: Path) -> str:
+    """Summed stage times of the folder: GAN runs, fidelity stages, yardsticks."""
+    t = summed_timings([study / "timings.jsonl", *study.glob("seed-*/timings.jsonl")])
+    part = {k: sum(v for s, v in t.items() if s.startswith(k)) / 60 for k in ("gan-", "fidelity-")}
+    return (f"Stage wall times summed over this folder: GAN runs {part['gan-']:.0f} min, fidelity stages "
+            f"{part['fidelity-']:.0f} min, yardsticks {sum(t.values()) / 60 - sum(part.values()):.0f} min "
+            "(synthesis and the checks are not timed).")
 
 
 def _verdict(arch: str, m: dict, target: float) -> str:
