@@ -583,19 +583,17 @@ def report_cmd(study_dir, out):
 
 
 @app.command("report-gan-training")
-@click.argument("paper_study", type=FsPath())
-@click.argument("small_data_study", type=FsPath())
+@click.argument("study_dir", type=FsPath())
 @click.option("--out", required=True, type=FsPath(file_okay=False))
-def report_gan_training_cmd(paper_study, small_data_study, out):
-    """Compare the papers' GAN training with the small-data training (two Frid-Adar study folders).
+def report_gan_training_cmd(study_dir, out):
+    """The five GANs with the papers' training against the small-data training (one gan-training study).
 
     \b
-    Example: tfganaug study --budget demo --seeds 0,1,2 --gan-training paper --out runs/gt-paper
-             tfganaug study --budget demo --seeds 0,1,2 --out runs/gt-small
-             tfganaug report-gan-training runs/gt-paper runs/gt-small --out reports/gan-training
+    Example: tfganaug reproduce gan-training --budget cpu --out runs --reports runs/reports
+             tfganaug report-gan-training runs/gan-training --out reports/gan-training
     """
-    from tfganaug.studies.gan_training import write_gan_training_report
-    click.echo(f"report: {write_gan_training_report(paper_study, small_data_study, out)}")
+    from tfganaug.studies.gan_training import write_report
+    click.echo(f"report: {write_report(study_dir, out)}")
 
 
 @app.command("bench")

@@ -40,7 +40,7 @@ BASES = {
     "export": ["{runs}/gan-acgan"],
     "predict": ["{runs}/seg", "{files}/scan.nii.gz"],
     "report": ["{files}/empty-dir"],
-    "report-gan-training": ["{files}/empty-dir", "{files}/empty-dir"],
+    "report-gan-training": ["{files}/empty-dir"],
     "study": ["--budget", "smoke", "--quiet"],
     "reproduce": ["frid-adar", "--budget", "smoke", "--quiet"],
     "report-summary": ["{files}/empty-dir"],
@@ -54,8 +54,7 @@ ACCEPTS = {("synthesize", "run_dir"): {"gan-acgan", "gan-pix2pix"}, ("evaluate",
 # The command given a config file whose one wrong key is in this section (the loader is shared).
 SECTION_COMMAND = {"top": "train-gan", "gan": "train-gan", "data": "train-cls", "cls": "train-cls", "seg": "train-seg"}
 # Parameters whose base has no valid input to pair them with (no study folder among the fixtures).
-NOT_FUZZED = {("report", "out"), ("report-summary", "out"), ("report-gan-training", "out"),
-              ("report-gan-training", "small_data_study")}
+NOT_FUZZED = {("report", "out"), ("report-summary", "out"), ("report-gan-training", "out")}
 
 
 def _interval_values(t) -> tuple[list[str], list[str]]:

@@ -200,14 +200,15 @@ def predict_labels_3d(model: keras.Model, test: SegSet, output: str, depth: int)
 
 
 def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None,
-                 whole_volumes: bool | None = None) -> dict:
+                 whole_volumes: bool | None = None, into: Path | None = None) -> dict:
     """Score a segmentation run on a split of its data or on another data set (`test_data`,
     e.g. non-contrast CT for a model trained on contrast CT); writes `<run>/evaluation[-<name>].json`.
 
     2-D runs are scored on the slices training uses (every foreground slice and a share of empty
     ones) unless `whole_volumes`; 3-D runs always on whole volumes, where false positives on
     empty slices count too. `whole_volumes=True` scores a 2-D run the same way. Whole-volume
-    scores go to `evaluation[-<test>]-volumes.json` (:func:`evaluation_name`).
+    scores go to `evaluation[-<test>]-volumes.json` (:func:`evaluation_name`); `into`: that file
+    in another folder (one run scoring many synthetic sets of the same file name).
     """
     run, cfg = RunFolder.load(run_dir)
     if cfg.kind != "seg":
@@ -236,7 +237,7 @@ def evaluate_seg(run_dir, split: str | None = None, test_data: str | None = None
                    "n_train_real": status.get("n_train_real"), "n_synthetic": status.get("n_synthetic"),
                    "dims": 3 if three_d else 2,
                    "slices_scored": "whole volumes" if whole else "foreground slices + a share of empty ones"})
-    atomic_write_json(run.path / evaluation_name(test_data, whole), result)
+    atomic_write_json(Path(into or run.path) / evaluation_name(test_data, whole), result)
     return result
 
 

@@ -20,4 +20,5 @@ STUDIES = Registry("study", {
     "kits": "tfganaug.studies.kits_capstone",
     "sandfort": "tfganaug.studies.sandfort",
     "son": "tfganaug.studies.son",
+    "gan-training": "tfganaug.studies.gan_training",
 })

@@ -135,9 +135,9 @@ def _configs(budget: str, data: str, classes, train_per_class, seed: int, gan_tr
     return out
 
 
-def class_fidelity(folder: Path, archs=ARCHS) -> dict:
-    """Score each synthetic set of one seed with the seed's reference CNN; writes
-    `<folder>/class-fidelity.json` and returns it."""
+def class_fidelity(folder: Path, archs=ARCHS, reference: Path | None = None) -> dict:
+    """Score each synthetic set `<folder>/synth-<arch>` with the reference CNN (default: the
+    seed's `<folder>/cls-reference`); writes `<folder>/class-fidelity.json` and returns it."""
 
     from tfganaug.data.datasets import load_rois
     from tfganaug.data.pipeline import eval_batches
@@ -147,7 +147,7 @@ def class_fidelity(folder: Path, archs=ARCHS) -> dict:
     from tfganaug.runs import RunFolder
     from tfganaug.synthetic import load_synthetic
 
-    run, cfg = RunFolder.load(folder / "cls-reference")
+    run, cfg = RunFolder.load(reference or folder / "cls-reference")
     model = load_classifier(run)
     test = load_rois(cfg.data)["test"]
     real_pred = model.predict(eval_batches(test.images, test.labels), verbose=0).argmax(-1)

@@ -20,7 +20,7 @@ from tfganaug.studies import STUDIES
 
 # The folder of each paper's committed report under reports/.
 REPORT_NAMES = {"frid-adar": "frid-adar", "kits": "kits-pix2pix", "sandfort": "sandfort-cyclegan",
-                "son": "son-stylegan2"}
+                "son": "son-stylegan2", "gan-training": "gan-training"}
 FRID_ADAR_DATA = {"smoke": "phantom", "demo": "phantom", "cpu": "organamnist", "paper": "organamnist"}
 
 

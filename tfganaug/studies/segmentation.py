@@ -166,10 +166,7 @@ def synthetic_check(study: Path, plan: dict) -> list[str]:
     fake = evaluations(study, plan, str(study / "synth" / "images.npz")).get(condition, [])
     if not real or not fake:
         return []
-    # Compared on the labels the generated masks contain: a label the GAN never draws has no
-    # synthetic Dice, and the mean over the others would flatter or punish the synthetic set.
-    classes = [c for c in real[0]["classes"] if fake[0]["per_slice"]["n_scored"][c] > 0]
-    missing = [c for c in real[0]["classes"] if c not in classes]
+    classes, missing = scored_labels(real, fake)
     if not classes:
         return ["### Conditional agreement: do the generated masks match the generated images?", "",
                 "The synthetic masks contain no foreground label and the U-Net finds none: nothing to score.", ""]
@@ -192,6 +189,14 @@ def synthetic_check(study: Path, plan: dict) -> list[str]:
             f"{per_label(real)} |",
             f"| synthetic | {fake[0]['n_slices']} | {format_ci(f)} | {per_label(fake)} |", "",
             f"Ratio synthetic / real: **{ratio:.2f}** ({'meets' if ratio >= 0.7 else 'below'} the 0.7 target).", ""]
+
+
+def scored_labels(real: list[dict], fake: list[dict]) -> tuple[list[str], list[str]]:
+    """The labels a synthetic-set check compares on, and those left out: the ones the generated
+    masks (or the U-Net's predictions on them) contain. A label the GAN never draws has no
+    synthetic Dice, and the mean over the others would flatter or punish the synthetic set."""
+    classes = [c for c in real[0]["classes"] if fake[0]["per_slice"]["n_scored"][c] > 0]
+    return classes, [c for c in real[0]["classes"] if c not in classes]
 
 
 def table(title: str, evaluations: dict, level: str, metric: str, paper_key=None, paper=None) -> list[str]:
