@@ -604,19 +604,20 @@ gan.sample_every_epochs, take 0 for "none" / "never")."""
 FLOAT_RANGES = {
     "data": {"val_fraction": (0.0, 1.0, "[0, 1)"), "test_fraction": (0.0, 1.0, "[0, 1)"),
              "window_width": (0.0, float("inf"), "> 0")},
-    "gan": {"d_dropout": (0.0, 1.0, "[0, 1)"), "g_dropout": (0.0, 1.0, "[0, 1)"), "lr": (0.0, 1.0, "(0, 1]"),
+    "gan": {"d_dropout": (0.0, 1.0, "[0, 1)"), "g_dropout": (0.0, 1.0, "[0, 1)"), "lr": (0.0, float("inf"), "> 0"),
             "beta_1": (0.0, 1.0, "[0, 1)"), "beta_2": (0.0, 1.0, "[0, 1)"), "ema_beta": (0.0, 1.0, "[0, 1)"),
             "style_mixing_prob": (0.0, 1.0, "[0, 1]"), "lambda_l1": (0.0, float("inf"), ">= 0"),
             "lambda_cycle": (0.0, float("inf"), ">= 0"), "lambda_identity": (0.0, float("inf"), ">= 0"),
             "r1_gamma": (0.0, float("inf"), ">= 0"), "pl_weight": (0.0, float("inf"), ">= 0"),
             "mode_seeking": (0.0, float("inf"), ">= 0")},
-    "cls": {"dropout": (0.0, 1.0, "[0, 1)"), "lr": (0.0, 1.0, "(0, 1]"), "momentum": (0.0, 1.0, "[0, 1)")},
-    "seg": {"lr": (0.0, 1.0, "(0, 1]"), "dice_smooth": (0.0, float("inf"), ">= 0")},
+    "cls": {"dropout": (0.0, 1.0, "[0, 1)"), "lr": (0.0, float("inf"), "> 0"), "momentum": (0.0, 1.0, "[0, 1)")},
+    "seg": {"lr": (0.0, float("inf"), "> 0"), "dice_smooth": (0.0, float("inf"), ">= 0")},
 }
 
 
 def _in_range(value: float, low: float, high: float, text: str) -> bool:
-    """`text` says which ends are open: "(0, 1]", "[0, 1)", "[0, 1]", "> 0", ">= 0"."""
+    """`text` says which ends are open: "[0, 1)", "[0, 1]", "> 0", ">= 0". A learning rate has
+    no upper bound: a diverging one (tests/test_divergence.py) is what `on_divergence` is for."""
     above = value > low if text.startswith(("(", ">")) and not text.startswith(">=") else value >= low
     below = value <= high if text.endswith("]") or high == float("inf") else value < high
     return above and below
