@@ -154,12 +154,15 @@ def app():
               "synthesis and export, e.g. 0.999 (0: off; stylegan2 always has its own).")
 @click.option("--upsample", type=Choice(["transpose", "resize"]), default=None,
               help="G's 2x upsampling: transpose (the papers') or resize (nearest + conv, no checkerboard).")
+@click.option("--g-layout", type=Choice(["paper", "sngan"]), default=None,
+              help="dcgan/acgan G: paper (starts at image/16) or sngan (Miyato et al. 2018's 32 px "
+              "layout: starts at image/8, a 3x3 conv writes the image; the cpu presets').")
 @click.option("--precision", type=Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--out", required=True, type=FsPath(file_okay=False), help="Run folder.")
 def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, image_size, train_per_class, config, overwrite,
                   dry_run, quiet, distribute, on_divergence, epochs, width, batch_size, lr, diffaug, ada_target,
-                  g_ema_beta, upsample, precision, seed, out):
+                  g_ema_beta, upsample, g_layout, precision, seed, out):
     """Train a GAN into a run folder: DCGAN/ACGAN (lesion ROIs), Pix2Pix, CycleGAN or StyleGAN2."""
     ctx = click.get_current_context()
     cfg = _build_cfg("gan", preset, config, {
@@ -167,7 +170,8 @@ def train_gan_cmd(arch, domain_b, resolution, contrasts, preset, data, classes, 
                  "contrasts": _csv(contrasts)},
         "gan": {"arch": arch, "epochs": epochs, "width": width,
                 "batch_size": batch_size, "lr": lr, "domain_b": domain_b, "diffaug": diffaug,
-                "ada_target": ada_target, "g_ema_beta": g_ema_beta, "upsample": upsample},
+                "ada_target": ada_target, "g_ema_beta": g_ema_beta, "upsample": upsample,
+                "g_layout": g_layout},
         "precision": precision, "on_divergence": on_divergence, "distribute": distribute}, seed)
     _mr_contrasts(ctx, contrasts, cfg.data.name)
     if domain_b and cfg.gan.arch != "cyclegan":

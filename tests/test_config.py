@@ -66,15 +66,29 @@ def test_every_preset_loads_and_names_match_case_insensitively():
     ("gan", "lambda_cycle", -10.0, "gan.lambda_cycle >= 0"),
     ("cls", "dropout", 1.0, "cls.dropout [0, 1)"),
     ("seg", "base_filters", 0, "seg.base_filters an integer in [1, 1000000]"),
-    ("seg", "depth", 9, "seg.depth an integer in [1, 8] or null"),
+    ("seg", "depth", 9, "seg.depth an integer in [1, 8]"),
+    ("gan", "epochs", 0, "gan.epochs an integer in [1, 100000]"),
+    ("cls", "batch_size", 4097, "cls.batch_size an integer in [1, 4096]"),
+    ("", "seed", 2**32, "seed an integer in [0, 4294967295]"),
+    ("", "max_rollbacks", 0, "max_rollbacks an integer in [1, 1000000]"),
+    ("data", "train_per_class", 1, "data.train_per_class an integer in [2, 1000000]"),
+    ("gan", "ada_interval", 0, "gan.ada_interval an integer in [1, 1000000]"),
+    ("gan", "g_ema_beta", 1.0, "gan.g_ema_beta [0, 1)"),
     ("data", "window_width", 0.0, "data.window_width > 0"),
     ("data", "test_fraction", 1.0, "data.test_fraction [0, 1)"),
 ])
 def test_every_number_in_a_config_has_a_range(section, key, value, expected):
     preset = "cpu_unet_kits" if section == "seg" else "cpu_acgan"
+    override = (lambda v: {key: v}) if section == "" else (lambda v: {section: {key: v}})
     with pytest.raises(ConfigError, match=re.escape(f"expected {expected}, got {value!r}")):
-        C.preset(preset, **{section: {key: value}})
-    C.preset(preset, **{section: {key: getattr(getattr(C.preset(preset), section), key)}})
+        C.preset(preset, **override(value))
+    current = C.preset(preset)
+    C.preset(preset, **override(getattr(getattr(current, section) if section else current, key)))
+
+
+def test_a_seed_above_a_million_is_a_seed():
+    """The CLI takes seeds up to 2**32 - 1; the integer bound of stop 21 refused 10**7 (MAX_COUNT)."""
+    assert C.preset("cpu_acgan", seed=10**7, data={"seed": 2**32 - 1}).seed == 10**7
 
 
 def test_a_u_net_side_is_a_multiple_of_two_to_its_depth_not_a_power_of_two():

@@ -55,6 +55,28 @@ def test_paper_generator_shapes():
     assert [l.strides for l in d.layers if isinstance(l, keras.layers.Conv2D)] == [(2, 2)] * 4
 
 
+@pytest.mark.parametrize("image_size", [16, 32, 64])
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_sngan_layout_starts_at_an_eighth_and_writes_the_image_with_a_3x3_conv(image_size, num_classes):
+    """g_layout sngan (Miyato et al. 2018, Table 3(a)): FC (image/8)^2 x width, three 2x
+    upsamplings (width/2, /4, /8), then a 3x3 stride-1 convolution to the image; the paper layout
+    starts at image/16 and its fourth upsampling writes the image."""
+    from tfganaug.gans.dcgan import ResizeConv2D, build_generator
+    kw = dict(num_classes=num_classes, upsample="resize", conditioning="concat")
+    g = build_generator(8, 32, image_size, layout="sngan", **kw)
+    dense = next(l for l in g.layers if isinstance(l, keras.layers.Dense))
+    assert dense.units == (image_size // 8) ** 2 * 32 and g.output_shape == (None, image_size, image_size, 1)
+    ups = [l for l in g.layers if isinstance(l, ResizeConv2D)]
+    assert [l.filters for l in ups] == [16, 8, 4]
+    last = [l for l in g.layers if type(l) is keras.layers.Conv2D][-1]
+    assert last.kernel_size == (3, 3) and last.strides == (1, 1) and last.filters == 1
+    paper = build_generator(8, 32, image_size, **kw)
+    assert [l.filters for l in paper.layers if isinstance(l, ResizeConv2D)] == [16, 8, 4, 1]
+    assert next(l for l in paper.layers if isinstance(l, keras.layers.Dense)).units == (image_size // 16) ** 2 * 32
+    with pytest.raises(ValueError, match="layout"):
+        build_generator(8, 32, image_size, layout="progressive", **kw)
+
+
 def test_seed_generator_states_are_found_and_checkpointed(tmp_path):
     """Pins the private Keras attribute exact resume relies on (Dropout's SeedGenerator)."""
     acgan = _tiny("acgan")
@@ -180,7 +202,7 @@ def test_small_data_tricks_train_and_the_ema_generator_is_an_average(arch):
     """DiffAugment + ADA on D's input, resize upsampling and an EMA generator (the cpu_* presets)."""
     cfg = GANConfig(arch=arch, width=16, latent_dim=8, kernel_size=3 if arch == "acgan" else 5,
                     diffaug="translation,cutout,intensity", ada_target=0.6, ada_interval=1, ada_speed_images=8,
-                    g_ema_beta=0.75, upsample="resize", conditioning="concat")
+                    g_ema_beta=0.75, upsample="resize", conditioning="concat", g_layout="sngan")
     gan = build_gan(cfg, image_size=16, num_classes=3, seed=0)
     gan.compile(d_optimizer=keras.optimizers.SGD(0.05), g_optimizer=keras.optimizers.SGD(0.05))
     assert not any(isinstance(l, keras.layers.Conv2DTranspose) for l in gan.generator.layers)

@@ -236,12 +236,13 @@ def bench_gan_pairs(preset_name: str, image_size: int | None = None, width: int 
                 fused = label.endswith("project layers")
                 if arch == "dcgan":
                     model = ReferenceDCGAN(base_cfg.latent_dim, base_cfg.width, image_size, 1, base_cfg.kernel_size,
-                                           base_cfg.upsample, fused_resize=fused, seed=seed)
+                                           base_cfg.upsample, fused_resize=fused, seed=seed,
+                                           g_layout=base_cfg.g_layout)
                 else:
                     model = ReferenceACGAN(NUM_CLASSES, base_cfg.latent_dim, base_cfg.width, image_size, 1,
                                            d_kernel_size=base_cfg.kernel_size, dropout=base_cfg.d_dropout,
                                            upsample=base_cfg.upsample, conditioning=base_cfg.conditioning,
-                                           fused_resize=fused, seed=seed)
+                                           fused_resize=fused, seed=seed, g_layout=base_cfg.g_layout)
                 model.compile(d_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1),
                               g_optimizer=keras.optimizers.Adam(base_cfg.lr, beta_1=base_cfg.beta_1))
             else:

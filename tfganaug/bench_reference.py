@@ -35,11 +35,11 @@ class ReferenceDCGAN(keras.Model):
     """keras-io `dcgan_overriding_train_step` with the project's DCGAN G and D."""
 
     def __init__(self, latent_dim=100, width=128, image_size=32, channels=1, kernel_size=5,
-                 upsample="resize", fused_resize=False, seed=0, **kwargs):
+                 upsample="resize", fused_resize=False, seed=0, g_layout="paper", **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         self.generator = dcgan.build_generator(latent_dim, width, image_size, channels, kernel_size,
-                                               upsample=upsample, fused_resize=fused_resize)
+                                               upsample=upsample, fused_resize=fused_resize, layout=g_layout)
         self.discriminator = dcgan.build_discriminator(width, image_size, channels, kernel_size)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -83,12 +83,12 @@ class ReferenceACGAN(ReferenceDCGAN):
 
     def __init__(self, num_classes, latent_dim=100, width=128, image_size=32, channels=1, g_kernel_size=5,
                  d_kernel_size=3, dropout=0.0, upsample="resize", conditioning="concat", fused_resize=False,
-                 seed=0, **kwargs):
+                 seed=0, g_layout="paper", **kwargs):
         keras.Model.__init__(self, **kwargs)
         self.latent_dim, self.num_classes = int(latent_dim), int(num_classes)
         self.generator = dcgan.build_generator(latent_dim, width, image_size, channels, g_kernel_size,
                                                num_classes, upsample=upsample, conditioning=conditioning,
-                                               fused_resize=fused_resize)
+                                               fused_resize=fused_resize, layout=g_layout)
         self.discriminator = acgan.build_discriminator(num_classes, width, image_size, channels, d_kernel_size,
                                                        dropout, seed)
         self.seed_generator = keras.random.SeedGenerator(seed)

@@ -130,6 +130,7 @@ class GANConfig:
     d_classifies_fakes: bool = True    # acgan D: class loss on fakes too (Odena et al.); False: on reals only (gans/acgan.py)
     mode_seeking: float = 0.0          # acgan G: weight of Mao et al. 2019's mode-seeking term (0: off, the paper)
     upsample: str = "transpose"        # dcgan/acgan/pix2pix/cyclegan G: transpose (paper) | resize (nearest 2x + conv, no checkerboard)
+    g_layout: str = "paper"            # dcgan/acgan G: paper (start at image/16) | sngan (start at image/8, 3x3 conv to the image; gans/dcgan.py)
 
 
 @dataclass
@@ -219,16 +220,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # with Odena et al.'s fake term G and D agreed on class cues the real ROIs lack: gans/acgan.py)
     # and adds Mao et al.'s mode-seeking term to G's loss (one image per class otherwise).
     # The EMA generators of both recompute their own batch-norm statistics (gans/base.py).
-    # Without them, 400-2,000 CPU steps gave noise and one collapsed
+    # Both generators use Miyato et al. 2018's 32 px layout (g_layout sngan: start at image/8, a
+    # 3x3 convolution writes the image): the paper's layout, from 2x2 at 32 px, drew near-identical
+    # grainy crops (gans/dcgan.py). Without them, 400-2,000 CPU steps gave noise and one collapsed
     # checkerboard (the sample grids of reports/frid-adar before this change).
     "cpu_dcgan": {"kind": "gan", "data": {"image_size": 32},
                   "gan": {"arch": "dcgan", "width": 128, "kernel_size": 5, "lr": 2e-4,
                           "epochs": 60, "batch_size": 32, "diffaug": "translation,cutout",
-                          "g_ema_beta": 0.99, "upsample": "resize"}},
+                          "g_ema_beta": 0.99, "upsample": "resize", "g_layout": "sngan"}},
     "cpu_acgan": {"kind": "gan", "data": {"image_size": 32},
                   "gan": {"arch": "acgan", "width": 128, "kernel_size": 3, "d_dropout": 0.0,
                           "lr": 2e-4, "epochs": 60, "batch_size": 32, "diffaug": "translation,cutout",
-                          "g_ema_beta": 0.99, "upsample": "resize", "conditioning": "concat",
+                          "g_ema_beta": 0.99, "upsample": "resize", "g_layout": "sngan", "conditioning": "concat",
                           "d_classifies_fakes": False, "mode_seeking": 1.0}},
     # CPU segmentation presets use soft Dice + cross-entropy: with 16-100 training slices, Dice
     # alone (the papers' loss) learned slowly or collapsed to empty predictions in our runs.
@@ -487,11 +490,10 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
 
     need(cfg.kind in ("gan", "cls", "seg"), "kind gan, cls or seg", cfg.kind)
     need(cfg.gan.arch in GAN_ARCHS, "gan.arch one of " + ", ".join(GAN_ARCHS), cfg.gan.arch)
+    _check_ranges(cfg, need)  # first: the image-size check below computes 2**seg.depth
     size = cfg.data.image_size
     smallest = {"stylegan2": 8, "cyclegan": 32}.get(cfg.gan.arch, 16) if cfg.kind == "gan" else 16
     if cfg.kind == "seg":  # a U-Net halves the side `depth` times (sandfort_unet3d: the paper's 192 px)
-        need(cfg.seg.depth is None or (isinstance(cfg.seg.depth, int) and 1 <= cfg.seg.depth <= MAX_UNET_DEPTH),
-             f"seg.depth an integer in [1, {MAX_UNET_DEPTH}] or null", cfg.seg.depth)
         step = 2 ** (cfg.seg.depth or 4)  # every U-Net preset has depth 4
         need(isinstance(size, int) and max(smallest, step) <= size <= MAX_IMAGE_SIZE and size % step == 0,
              f"data.image_size a multiple of {step} (2**seg.depth) in [{max(smallest, step)}, {MAX_IMAGE_SIZE}]",
@@ -499,8 +501,6 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     else:  # the GANs and the lesion CNN double / halve the side down to 4 px
         need(isinstance(size, int) and smallest <= size <= MAX_IMAGE_SIZE and size & (size - 1) == 0,
              f"data.image_size a power of two in [{smallest}, {MAX_IMAGE_SIZE}]", size)
-    for name, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
-        need(isinstance(seed, int) and 0 <= seed <= MAX_SEED, f"{name} an integer in [0, {MAX_SEED}]", seed)
     classes = [str(c).lower() for c in cfg.data.classes or []]
     need(len(classes) == len(set(classes)), "data.classes without repeats (names match case-insensitively)",
          cfg.data.classes)
@@ -524,20 +524,14 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     need(cfg.gan.ada_target is None or (isinstance(cfg.gan.ada_target, (int, float))
                                         and 0.0 < cfg.gan.ada_target < 1.0),
          "gan.ada_target in (0, 1) or null", cfg.gan.ada_target)
-    need(isinstance(cfg.gan.ada_interval, int) and cfg.gan.ada_interval >= 1, "gan.ada_interval >= 1",
-         cfg.gan.ada_interval)
-    need(isinstance(cfg.gan.ada_speed_images, int) and cfg.gan.ada_speed_images >= 1,
-         "gan.ada_speed_images >= 1", cfg.gan.ada_speed_images)
-    need(isinstance(cfg.gan.g_ema_beta, (int, float)) and 0.0 <= cfg.gan.g_ema_beta < 1.0,
-         "gan.g_ema_beta in [0, 1)", cfg.gan.g_ema_beta)
     need(cfg.gan.upsample in ("transpose", "resize"), "gan.upsample transpose or resize", cfg.gan.upsample)
+    need(cfg.gan.g_layout in ("paper", "sngan"), "gan.g_layout paper or sngan", cfg.gan.g_layout)
     need(cfg.gan.conditioning in ("multiply", "concat"), "gan.conditioning multiply or concat", cfg.gan.conditioning)
     seg = cfg.seg
     need(seg.unet in UNET_NAMES, "seg.unet one of " + ", ".join(UNET_NAMES), seg.unet)
     if seg.unet in UNET_3D:
         need(seg.padding in (None, "same"), "seg.padding same for the 3-D U-Net", seg.padding)
         need(seg.setting is None, "no seg.setting for the 3-D U-Net (Son et al.'s settings are 2-D)", seg.setting)
-        need(isinstance(seg.patch_depth, int) and seg.patch_depth >= 1, "seg.patch_depth >= 1", seg.patch_depth)
     need(seg.loss in ("dice", "dice_ce"), "seg.loss dice or dice_ce", seg.loss)
     need(seg.augment in ("none", "flip", "standard", "histeq"), "seg.augment none, flip, standard or histeq",
          seg.augment)
@@ -575,27 +569,21 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
          cfg.distribute)
     need(cfg.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
          "precision float32, mixed_bfloat16 or mixed_float16", cfg.precision)
-    for name, value, most in (("gan.epochs", cfg.gan.epochs, MAX_EPOCHS), ("cls.epochs", cfg.cls.epochs, MAX_EPOCHS),
-                              ("seg.epochs", cfg.seg.epochs, MAX_EPOCHS),
-                              ("gan.batch_size", cfg.gan.batch_size, MAX_BATCH_SIZE),
-                              ("cls.batch_size", cfg.cls.batch_size, MAX_BATCH_SIZE),
-                              ("seg.batch_size", cfg.seg.batch_size, MAX_BATCH_SIZE)):
-        need(isinstance(value, int) and 1 <= value <= most, f"{name} an integer in [1, {most}]", value)
-    _check_ranges(cfg, need)
     need(cfg.on_divergence in ("stop", "rollback"), "on_divergence stop or rollback", cfg.on_divergence)
-    need(isinstance(cfg.max_rollbacks, int) and cfg.max_rollbacks >= 1, "max_rollbacks a positive integer",
-         cfg.max_rollbacks)
-    need(cfg.data.train_per_class is None or cfg.data.train_per_class >= 2,
-         "data.train_per_class >= 2 or null", cfg.data.train_per_class)
 
 
 MAX_COUNT = 10**6
 """The largest value any integer setting takes without a bound of its own (filters, steps, layers,
 cases): the papers' largest is StyleGAN2's channel base 32,768; 10**9 would be allocated before
 anything else fails."""
+INT_BOUNDS = {section: {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH_SIZE)} for section in ("gan", "cls", "seg")}
+INT_BOUNDS["seg"]["depth"] = (1, MAX_UNET_DEPTH)
+INT_BOUNDS["data"] = {"seed": (0, MAX_SEED), "train_per_class": (2, MAX_COUNT)}
+INT_BOUNDS[""] = {"seed": (0, MAX_SEED), "max_rollbacks": (1, MAX_COUNT)}
+"""Integer settings with bounds of their own, (low, high)."""
 POSITIVE_INTS = {"data": ("n_phantom_patients", "phantom_size", "max_slices_per_case", "train_patients"),
                  "gan": ("latent_dim", "kernel_size", "steps_per_epoch", "w_dim", "mapping_layers", "channel_base",
-                         "channel_max", "r1_interval", "pl_interval"),
+                         "channel_max", "r1_interval", "pl_interval", "ada_interval", "ada_speed_images"),
                  "cls": ("kernel_size", "dense_units", "steps_per_epoch"),
                  "seg": ("patch_depth", "base_filters", "depth", "steps_per_epoch"),
                  "": ("keep_checkpoints",)}
@@ -606,7 +594,7 @@ FLOAT_RANGES = {
              "window_width": (0.0, float("inf"), "> 0")},
     "gan": {"d_dropout": (0.0, 1.0, "[0, 1)"), "g_dropout": (0.0, 1.0, "[0, 1)"), "lr": (0.0, float("inf"), "> 0"),
             "beta_1": (0.0, 1.0, "[0, 1)"), "beta_2": (0.0, 1.0, "[0, 1)"), "ema_beta": (0.0, 1.0, "[0, 1)"),
-            "style_mixing_prob": (0.0, 1.0, "[0, 1]"), "lambda_l1": (0.0, float("inf"), ">= 0"),
+            "g_ema_beta": (0.0, 1.0, "[0, 1)"), "style_mixing_prob": (0.0, 1.0, "[0, 1]"), "lambda_l1": (0.0, float("inf"), ">= 0"),
             "lambda_cycle": (0.0, float("inf"), ">= 0"), "lambda_identity": (0.0, float("inf"), ">= 0"),
             "r1_gamma": (0.0, float("inf"), ">= 0"), "pl_weight": (0.0, float("inf"), ">= 0"),
             "mode_seeking": (0.0, float("inf"), ">= 0")},
@@ -624,7 +612,8 @@ def _in_range(value: float, low: float, high: float, text: str) -> bool:
 
 
 def _check_ranges(cfg: RunConfig, need) -> None:
-    """Every integer setting in [0, MAX_COUNT] (POSITIVE_INTS from 1) and every number of
+    """Every integer setting in its INT_BOUNDS, else in [0, MAX_COUNT] (POSITIVE_INTS from 1;
+    None, "not set", is not an integer and passes: its type was checked on reading), and every number of
     FLOAT_RANGES in its range: a config that would build a network of 10**12 filters or train at a
     learning rate of -1 is refused with the key named, before anything is built (issue 16)."""
     sections = {"": cfg, "data": cfg.data, "gan": cfg.gan, "cls": cfg.cls, "seg": cfg.seg}
@@ -634,8 +623,9 @@ def _check_ranges(cfg: RunConfig, need) -> None:
             value = getattr(obj, f.name)
             if isinstance(value, bool) or not isinstance(value, int):
                 continue
-            low = 1 if f.name in POSITIVE_INTS.get(section, ()) else 0
-            need(low <= value <= MAX_COUNT, f"{prefix}{f.name} an integer in [{low}, {MAX_COUNT}]", value)
+            low, high = INT_BOUNDS.get(section, {}).get(
+                f.name, (1 if f.name in POSITIVE_INTS.get(section, ()) else 0, MAX_COUNT))
+            need(low <= value <= high, f"{prefix}{f.name} an integer in [{low}, {high}]", value)
         for name, (low, high, text) in FLOAT_RANGES.get(section, {}).items():
             value = getattr(obj, name)
             need(_in_range(value, low, high, text), f"{prefix}{name} {text}", value)

@@ -68,9 +68,9 @@ class ACGAN(GAN):
 
     def __init__(self, num_classes, latent_dim=100, width=1024, image_size=64, channels=1, g_kernel_size=5,
                  d_kernel_size=3, dropout=0.5, seed=0, upsample="transpose", augment=None, ema_beta=0.0,
-                 conditioning="multiply", d_classifies_fakes=True, mode_seeking=0.0, **kwargs):
+                 conditioning="multiply", d_classifies_fakes=True, mode_seeking=0.0, g_layout="paper", **kwargs):
         super().__init__(build_generator(latent_dim, width, image_size, channels, g_kernel_size, num_classes,
-                                         upsample=upsample, conditioning=conditioning),
+                                         upsample=upsample, conditioning=conditioning, layout=g_layout),
                          build_discriminator(num_classes, width, image_size, channels, d_kernel_size,
                                              dropout, seed),
                          latent_dim, num_classes=num_classes, seed=seed, augment=augment, ema_beta=ema_beta,
@@ -86,7 +86,7 @@ class ACGAN(GAN):
         gan = cls(num_classes=num_labels, latent_dim=g.latent_dim, width=g.width, image_size=cfg.data.image_size,
                   d_kernel_size=g.kernel_size, dropout=g.d_dropout, seed=seed, conditioning=g.conditioning,
                   upsample=g.upsample, augment=augment.from_config(g, seed), ema_beta=g.g_ema_beta,
-                  d_classifies_fakes=g.d_classifies_fakes, mode_seeking=g.mode_seeking)
+                  d_classifies_fakes=g.d_classifies_fakes, mode_seeking=g.mode_seeking, g_layout=g.g_layout)
         gan.compile(d_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1),
                     g_optimizer=keras.optimizers.Adam(g.lr, beta_1=g.beta_1))
         return gan

@@ -88,7 +88,8 @@ SYNTHETIC_RATIO = 0.5
 # DiffAugment, no EMA, transposed convolutions; ACGAN with D dropout 0.5 and z x embedding):
 # the "before" of reports/gan-training. "small-data" (the default) keeps the cpu_* presets.
 GAN_TRAININGS = ("small-data", "paper")
-PAPER_TRAINING = {"diffaug": "none", "ada_target": None, "g_ema_beta": 0.0, "upsample": "transpose"}
+PAPER_TRAINING = {"diffaug": "none", "ada_target": None, "g_ema_beta": 0.0, "upsample": "transpose",
+                  "g_layout": "paper"}
 PAPER_TRAINING_ACGAN = {"d_dropout": 0.5, "conditioning": "multiply", "d_classifies_fakes": True,
                         "mode_seeking": 0.0}
 DEFAULT_CLASSES = {"organamnist": ["liver", "kidney-left", "spleen"]}
@@ -451,12 +452,13 @@ def _summary(study: Path, plan: dict, summaries: dict, out: Path) -> None:
 
 
 GAN_TRICKS = {"diffaug": "DiffAugment policies on D's input", "ada_target": "ADA target",
-              "g_ema_beta": "EMA decay of G", "upsample": "G upsampling", "d_dropout": "D dropout",
+              "g_ema_beta": "EMA decay of G", "upsample": "G upsampling", "g_layout": "G layout (sngan: Miyato et al. 2018)",
+              "d_dropout": "D dropout",
               "conditioning": "ACGAN conditioning", "d_classifies_fakes": "ACGAN D's class loss on fakes",
               "mode_seeking": "ACGAN mode-seeking weight (Mao et al. 2019)", "width": "width", "lr": "Adam lr",
               "batch_size": "batch", "augment": "augmentation of the real ROIs"}
 PAPER_GAN = {"diffaug": "none", "ada_target": None, "g_ema_beta": 0.0, "upsample": "transpose",
-             "width": 1024}
+             "g_layout": "paper", "width": 1024}
 
 
 def _gan_training(study: Path, plan: dict) -> list[str]:
