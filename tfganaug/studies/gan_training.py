@@ -31,6 +31,7 @@ Seeds run in order, each for every GAN and both trainings, so a stopped run cove
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -356,7 +357,8 @@ def write_report(study_dir, out) -> Path:
     for arch in ARCHS:
         paths = [first / f"gan-{arch}-{t}" / "config.json" for t in TRAININGS]
         if all(p.exists() for p in paths):
-            before, after = (json.loads(p.read_text())["gan"] for p in paths)
+            # read through `load`, so a key newer than a run's config.json has the value it ran with
+            before, after = (dataclasses.asdict(load(p).gan) for p in paths)
             diff = [k for k in before if before[k] != after.get(k)]
             lines += [f"| {arch.upper()} | {k} | {before[k]} | {after[k]} |" for k in diff] or \
                 [f"| {arch.upper()} | none at this budget | | |"]
