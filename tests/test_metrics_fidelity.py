@@ -197,16 +197,16 @@ def test_random_conv_is_seeded_and_range_independent():
 
 def test_fidelity_report_carries_extractor_and_separates_shifted_sets():
     rng = np.random.default_rng(9)
-    real = rng.random((40, 16, 16, 1)).astype(np.float32) * 0.5
+    real = rng.random((300, 16, 16, 1)).astype(np.float32) * 0.5  # more images than random_conv's 256 features
     bright = real + 0.5
     same = fidelity_report(real, real, seed=4, kid_subset_size=20)
     shifted = fidelity_report(real, bright, seed=4, kid_subset_size=20)
     assert same["extractor"] == "random_conv" and same["extractor_options"] == {"seed": 4}
     assert same["extractor_version"] == "1" and len(same["extractor_sha256"]) == 64
     assert fidelity_report(real, real, seed=5, kid_subset_size=20)["extractor_sha256"] != same["extractor_sha256"]
-    assert (same["n_real"], same["n_fake"]) == (40, 40)
+    assert (same["n_real"], same["n_fake"], same["n_features"]) == (300, 300, 256)
     assert set(same) == {"fid", "kid_mean", "kid_std", "precision", "recall", "extractor", "extractor_version",
-                         "extractor_sha256", "extractor_options", "n_real", "n_fake"}
+                         "extractor_sha256", "extractor_options", "n_real", "n_fake", "n_features"}
     assert abs(same["fid"]) < 1e-6 and same["precision"] == same["recall"] == 1.0
     assert shifted["fid"] > 100 * max(abs(same["fid"]), 1e-6) and shifted["kid_mean"] > same["kid_mean"]
 
@@ -311,3 +311,16 @@ def test_memorisation_audit_flags_copies_and_not_fresh_real_images():
     assert new["threshold"] == pytest.approx(np.quantile(held_nn, 0.05))
     with pytest.raises(InputError, match="quantile"):
         memorisation_audit(train, heldout, fresh, quantile=1.5)
+
+
+@pytest.mark.parametrize("n_real, n_fake", [(8, 50), (50, 8), (8, 8)])
+def test_fid_is_undefined_with_no_more_images_than_features(n_real, n_fake):
+    """With n <= d a set's covariance is singular and eps*I would set the FID: None and the reason,
+    while KID and precision / recall (no covariance) are still given."""
+    from tfganaug.metrics.fidelity import fidelity_from_features
+    rng = np.random.default_rng(3)
+    r = fidelity_from_features(rng.normal(size=(n_real, 8)), rng.normal(size=(n_fake, 8)), "test")
+    assert r["fid"] is None and "8 images in the smaller set for 8 features" in r["fid_undefined"]
+    assert np.isfinite(r["kid_mean"]) and 0.0 <= r["precision"] <= 1.0 and r["n_features"] == 8
+    defined = fidelity_from_features(rng.normal(size=(9, 8)), rng.normal(size=(50, 8)), "test")
+    assert np.isfinite(defined["fid"]) and "fid_undefined" not in defined

@@ -117,16 +117,17 @@ def test_quantise_and_foreground():
 
 def test_radiomics_extractor_identity_channels_and_separation():
     rng = np.random.default_rng(1)
-    smooth = np.clip(0.5 + 0.05 * rng.standard_normal((40, 16, 16, 1)), 0, 1).astype(np.float32)
-    noisy = np.clip(0.5 + 0.3 * rng.standard_normal((40, 16, 16, 1)), 0, 1).astype(np.float32)
+    # 80 each: each set of the FIDs below needs more images than the 36 features (metrics/fidelity.py)
+    smooth = np.clip(0.5 + 0.05 * rng.standard_normal((80, 16, 16, 1)), 0, 1).astype(np.float32)
+    noisy = np.clip(0.5 + 0.3 * rng.standard_normal((80, 16, 16, 1)), 0, 1).astype(np.float32)
     extractor = get_extractor("radiomics")
     assert extractor.standardize and extractor.version == radiomics.RADIOMICS_VERSION
     assert len(extractor.sha256) == 64 and get_extractor("radiomics", levels=8).sha256 != extractor.sha256
     n = len(radiomics.feature_names())
-    assert extractor(smooth).shape == (40, n)
-    assert extractor(np.concatenate([smooth, noisy], -1)).shape == (40, 2 * n)
-    same = fidelity_report(smooth[:20], smooth[20:], "radiomics", kid_subset_size=20)
-    apart = fidelity_report(smooth[:20], noisy[20:], "radiomics", kid_subset_size=20)
+    assert extractor(smooth).shape == (80, n)
+    assert extractor(np.concatenate([smooth, noisy], -1)).shape == (80, 2 * n)
+    same = fidelity_report(smooth[:40], smooth[40:], "radiomics", kid_subset_size=20)
+    apart = fidelity_report(smooth[:40], noisy[40:], "radiomics", kid_subset_size=20)
     assert apart["fid"] > 10 * same["fid"] and apart["precision"] < same["precision"]
     assert same["extractor"] == "radiomics" and same["extractor_sha256"] == extractor.sha256
     with pytest.raises(ConfigError, match="levels"):

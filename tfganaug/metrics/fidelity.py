@@ -9,6 +9,12 @@ in TF-GAN's ``frechet_classifier_distance_from_activations``:
   polynomial kernel, averaged over random subsets;
 * improved precision and recall, Kynkäänniemi et al. 2019 (k-NN manifold estimates).
 
+FID needs more images than features in each set: with n <= d a set's covariance has rank
+n - 1 < d, and the distance is then set by the eps*I that makes sqrtm defined, not by the
+images (a KiTS training set of 16 slices against 36 radiomics features gave FIDs of 10^6-10^8).
+:func:`fidelity_from_features` reports such a FID as None with the reason (``fid_undefined``);
+KID and precision/recall do not need a covariance and are still reported.
+
 Features come from a named extractor (:func:`get_extractor`, registered in
 :data:`EXTRACTORS`). A number is meaningful only next to the extractor that produced it, so
 :func:`fidelity_report` always returns the extractor's name, version, sha256 and options.
@@ -382,9 +388,16 @@ def fidelity_from_features(real_features, fake_features, extractor: str, k: int 
         real, fake = standardize_features(real, fake)
     kid_mean, kid_std = kid_from_features(real, fake, kid_num_subsets, kid_subset_size, kid_seed)
     precision, recall = precision_recall_knn(real, fake, k)
-    return {"fid": fid_from_features(real, fake), "kid_mean": kid_mean, "kid_std": kid_std,
-            "precision": precision, "recall": recall, "extractor": extractor,
-            "n_real": int(real.shape[0]), "n_fake": int(fake.shape[0])}
+    out = {"kid_mean": kid_mean, "kid_std": kid_std, "precision": precision, "recall": recall,
+           "extractor": extractor, "n_real": int(real.shape[0]), "n_fake": int(fake.shape[0]),
+           "n_features": int(real.shape[1])}
+    few = min(real.shape[0], fake.shape[0])
+    if few <= real.shape[1]:  # module docstring: the covariance is singular, eps would set the number
+        out.update(fid=None, fid_undefined=f"{few} images in the smaller set for {real.shape[1]} features "
+                                           "(FID needs more images than features)")
+    else:
+        out["fid"] = fid_from_features(real, fake)
+    return out
 
 
 def fidelity_report(real_images, fake_images, extractor: str = "random_conv", *, k: int = 3,

@@ -257,6 +257,11 @@ def closest_pairs_figure(synthetic, train, audits: dict, channel: str):
 
 # ------------------------------------------------------------------ text and report section
 
+def _number(value, fmt: str) -> str:
+    """A metric, or n/a where it is undefined (a FID with fewer images than features)."""
+    return "n/a" if value is None else format(value, fmt)
+
+
 def _kid(m: dict) -> str:
     return f"{m['kid_mean']:.3g} ± {m['kid_std']:.2g}"
 
@@ -286,8 +291,10 @@ def fidelity_section(fidelity, heading: str = "## Fidelity") -> str:
         rows = [get_row(run) for run in runs]
         if any(x is None for x in rows):
             return "- | - | - | -"
-        m = {k: float(np.mean([x[k] for x in rows])) for k in ("fid", "kid_mean", "kid_std", "precision", "recall")}
-        return f"{m['fid']:.3g} | {_kid(m)} | {m['precision']:.2f} | {m['recall']:.2f}"
+        m = {k: float(np.mean([x[k] for x in rows])) for k in ("kid_mean", "kid_std", "precision", "recall")}
+        fids = [x["fid"] for x in rows]
+        fid = f"{np.mean(fids):.3g}" if None not in fids else "n/a"
+        return f"{fid} | {_kid(m)} | {m['precision']:.2f} | {m['recall']:.2f}"
     several = len(runs) > 1
     count = lambda key: f"{r[key]}" if len({run[key] for run in runs}) == 1 else \
         f"{min(run[key] for run in runs)}-{max(run[key] for run in runs)}"
@@ -347,8 +354,8 @@ def format_fidelity(r: dict) -> str:
             s, h = row["synthetic"], row.get("heldout_real") or {}
 
             def held(key, fmt):
-                return f" [{format(h[key], fmt)}]" if h else ""
-            lines.append(f"    {channel:<8} FID {s['fid']:.4g}{held('fid', '.4g')}  KID {_kid(s)}  "
+                return f" [{_number(h[key], fmt)}]" if h else ""
+            lines.append(f"    {channel:<8} FID {_number(s['fid'], '.4g')}{held('fid', '.4g')}  KID {_kid(s)}  "
                          f"precision {s['precision']:.2f}{held('precision', '.2f')}  "
                          f"recall {s['recall']:.2f}{held('recall', '.2f')}")
     for space, a in r.get("memorisation", {}).items():

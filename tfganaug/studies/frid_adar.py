@@ -274,7 +274,9 @@ def _fidelity(study: Path, plan: dict) -> dict:
             ref = fidelity_report(real.images, held_out, extractor="random_conv", kid_subset_size=100)
             fake_nn, _ = nearest_real_distances(real.images, fake)
             held_nn, _ = nearest_real_distances(real.images, held_out)
-            per_seed.append({"fid": fid["fid"], "fid_real_vs_heldout": ref["fid"], "precision": fid["precision"],
+            undefined = lambda v: np.nan if v is None else v  # FID with fewer images than features
+            per_seed.append({"fid": undefined(fid["fid"]), "fid_real_vs_heldout": undefined(ref["fid"]),
+                             "precision": fid["precision"],
                              "recall": fid["recall"], "fake_nn": float(np.median(fake_nn)),
                              "heldout_nn": float(np.median(held_nn)),
                              "closer_than_heldout": float((fake_nn < np.quantile(held_nn, 0.01)).mean()),
@@ -627,7 +629,8 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
             agg = {k: mean_ci([r[k] for r in rows])["mean"] for k in
                    ("fid", "fid_real_vs_heldout", "precision", "recall", "fake_nn", "heldout_nn",
                     "closer_than_heldout")}
-            lines.append(f"| {arch.upper()} | {agg['fid']:.3g} | {agg['fid_real_vs_heldout']:.3g} | "
+            fid = lambda v: f"{v:.3g}" if np.isfinite(v) else "n/a (fewer training ROIs than its 256 features)"
+            lines.append(f"| {arch.upper()} | {fid(agg['fid'])} | {fid(agg['fid_real_vs_heldout'])} | "
                          f"{agg['precision']:.2f} | {agg['recall']:.2f} | {agg['fake_nn']:.2f} | "
                          f"{agg['heldout_nn']:.2f} | {100 * agg['closer_than_heldout']:.1f}% |")
         lines.append(f"\n(means over {len(next(iter(fidelity.values())))} seeds; up to 1000 images per set)")

@@ -215,8 +215,10 @@ def _fidelity(seed_dir: Path, name: str) -> dict | None:
     for ext in ("domain", "radiomics"):
         rows = r["extractors"].get(ext, {}).get("per_channel", {}).values()
         for key in ("fid", "kid_mean", "precision", "recall"):
-            out[f"{ext}_{key}"] = float(np.mean([row["synthetic"][key] for row in rows]))
-            out[f"{ext}_{key}_heldout"] = float(np.mean([(row.get("heldout_real") or {}).get(key, np.nan)
+            # NaN where a FID is undefined (None: fewer images than features, metrics/fidelity.py)
+            value = lambda v: np.nan if v is None else v
+            out[f"{ext}_{key}"] = float(np.mean([value(row["synthetic"][key]) for row in rows]))
+            out[f"{ext}_{key}_heldout"] = float(np.mean([value((row.get("heldout_real") or {}).get(key, np.nan))
                                                          for row in rows]))
     mem = r.get("memorisation", {})
     out["flagged"] = [s for s, a in mem.items() if s != "skipped" and a["flagged"]]
@@ -388,7 +390,7 @@ def write_report(study_dir, out) -> Path:
             lines.append(f"| {arch.upper()} | {t} | {_fmt(rows, 'ratio')} | {_fmt(rows, 'synthetic')} | "
                          f"{_fmt(rows, 'real')} | {_fmt(rows, 'domain_fid', None)} | {_fmt(rows, 'domain_kid_mean', None)} | "
                          f"{_fmt(rows, 'domain_precision')} | {_fmt(rows, 'domain_recall')} | "
-                         f"{np.mean([r['radiomics_fid'] for r in rows]):.3g} | {_fmt(rows, 'domain_fid_heldout', None)} | "
+                         f"{_fmt(rows, 'radiomics_fid', None).split(' [')[0]} | {_fmt(rows, 'domain_fid_heldout', None)} | "
                          f"{flagged} of {len(rows)} | {[r['seed'] for r in rows]} |")
     lines += ["", "## Verdict", ""] + [_verdict(arch, m, target) for arch in ARCHS if m[(arch, "paper")]
                                        and m[(arch, "small-data")]]
@@ -443,6 +445,8 @@ def _verdict(arch: str, m: dict, target: float) -> str:
     else:
         who = "**does not beat** the paper's" + ("" if separated else f" ({spread})")
     meets = [t for t, s in (("paper", s0), ("small-data", s1)) if s["mean"] >= goal]
+    fid = (f"domain FID {f0:.3g} -> {f1:.3g}" if np.isfinite(f0) and np.isfinite(f1) else
+           "domain FID undefined (fewer real images than features)")
     return (f"- {arch.upper()}: check ratio {s0['mean']:.2f} (paper) vs {s1['mean']:.2f} (small-data): the small-data "
-            f"training {who}; domain FID {f0:.3g} -> {f1:.3g}. Target {goal}: "
+            f"training {who}; {fid}. Target {goal}: "
             + (f"met by {' and '.join(meets)}" if meets else "**met by neither**") + ".")
