@@ -576,16 +576,16 @@ MAX_COUNT = 10**6
 """The largest value any integer setting takes without a bound of its own (filters, steps, layers,
 cases): the papers' largest is StyleGAN2's channel base 32,768; 10**9 would be allocated before
 anything else fails."""
-INT_BOUNDS = {section: {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH_SIZE)} for section in ("gan", "cls", "seg")}
-INT_BOUNDS["seg"]["depth"] = (1, MAX_UNET_DEPTH)
-INT_BOUNDS["data"] = {"seed": (0, MAX_SEED), "train_per_class": (2, MAX_COUNT)}
-INT_BOUNDS[""] = {"seed": (0, MAX_SEED), "max_rollbacks": (1, MAX_COUNT)}
+_RUN_LENGTH = {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH_SIZE)}
+INT_BOUNDS = {"": {"seed": (0, MAX_SEED), "max_rollbacks": (1, MAX_COUNT)},
+              "data": {"seed": (0, MAX_SEED), "train_per_class": (2, MAX_COUNT)},
+              "gan": _RUN_LENGTH, "cls": _RUN_LENGTH, "seg": {**_RUN_LENGTH, "depth": (1, MAX_UNET_DEPTH)}}
 """Integer settings with bounds of their own, (low, high)."""
 POSITIVE_INTS = {"data": ("n_phantom_patients", "phantom_size", "max_slices_per_case", "train_patients"),
                  "gan": ("latent_dim", "kernel_size", "steps_per_epoch", "w_dim", "mapping_layers", "channel_base",
                          "channel_max", "r1_interval", "pl_interval", "ada_interval", "ada_speed_images"),
                  "cls": ("kernel_size", "dense_units", "steps_per_epoch"),
-                 "seg": ("patch_depth", "base_filters", "depth", "steps_per_epoch"),
+                 "seg": ("patch_depth", "base_filters", "steps_per_epoch"),
                  "": ("keep_checkpoints",)}
 """Integer settings that must be at least 1 (the others, e.g. gan.pool_size or
 gan.sample_every_epochs, take 0 for "none" / "never")."""

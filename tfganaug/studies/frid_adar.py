@@ -274,8 +274,8 @@ def _fidelity(study: Path, plan: dict) -> dict:
             ref = fidelity_report(real.images, held_out, extractor="random_conv", kid_subset_size=100)
             fake_nn, _ = nearest_real_distances(real.images, fake)
             held_nn, _ = nearest_real_distances(real.images, held_out)
-            undefined = lambda v: np.nan if v is None else v  # FID with fewer images than features
-            per_seed.append({"fid": undefined(fid["fid"]), "fid_real_vs_heldout": undefined(ref["fid"]),
+            # a FID is None with fewer images than features; mean_ci reads it as NaN and drops it
+            per_seed.append({"fid": fid["fid"], "fid_real_vs_heldout": ref["fid"], "n_features": fid["n_features"],
                              "precision": fid["precision"],
                              "recall": fid["recall"], "fake_nn": float(np.median(fake_nn)),
                              "heldout_nn": float(np.median(held_nn)),
@@ -459,8 +459,7 @@ GAN_TRICKS = {"diffaug": "DiffAugment policies on D's input", "ada_target": "ADA
               "conditioning": "ACGAN conditioning", "d_classifies_fakes": "ACGAN D's class loss on fakes",
               "mode_seeking": "ACGAN mode-seeking weight (Mao et al. 2019)", "width": "width", "lr": "Adam lr",
               "batch_size": "batch", "augment": "augmentation of the real ROIs"}
-PAPER_GAN = {"diffaug": "none", "ada_target": None, "g_ema_beta": 0.0, "upsample": "transpose",
-             "g_layout": "paper", "width": 1024}
+PAPER_GAN = {**PAPER_TRAINING, "width": 1024}
 
 
 def _gan_training(study: Path, plan: dict) -> list[str]:
@@ -629,7 +628,8 @@ def _markdown(plan, summaries, fidelity, timings, figures, study) -> str:
             agg = {k: mean_ci([r[k] for r in rows])["mean"] for k in
                    ("fid", "fid_real_vs_heldout", "precision", "recall", "fake_nn", "heldout_nn",
                     "closer_than_heldout")}
-            fid = lambda v: f"{v:.3g}" if np.isfinite(v) else "n/a (fewer training ROIs than its 256 features)"
+            fid = lambda v: f"{v:.3g}" if np.isfinite(v) else \
+                f"n/a (fewer training ROIs than its {rows[0]['n_features']} features)"
             lines.append(f"| {arch.upper()} | {fid(agg['fid'])} | {fid(agg['fid_real_vs_heldout'])} | "
                          f"{agg['precision']:.2f} | {agg['recall']:.2f} | {agg['fake_nn']:.2f} | "
                          f"{agg['heldout_nn']:.2f} | {100 * agg['closer_than_heldout']:.1f}% |")

@@ -298,12 +298,16 @@ GRID_ROWS = {"roi": "rows 1-3 real training ROIs (one class per row: {classes}),
                     "same rows for the paper's training and for the small-data training (seed {seed})"}
 
 
-def _fmt(rows: list[dict], key: str, digits: int = 2) -> str:
-    """mean [95% CI] of a non-negative quantity; digits None: 3 significant digits (FID, KID)."""
+def _fmt(rows: list[dict], key: str, digits: int = 2, ci: bool = True) -> str:
+    """mean [95% CI] of a non-negative quantity; digits None: 3 significant digits (FID, KID),
+    and the mean alone when `ci` is False."""
     stat = mean_ci([r[key] for r in rows])
-    if digits is not None or not stat["n"] or not np.isfinite(stat["mean"]):
-        return format_ci(stat, digits=2 if digits is None else digits, clip=(0.0, float("inf")))
-    return f"{stat['mean']:.3g}" + (f" [{max(0.0, stat['ci_low']):.3g}, {stat['ci_high']:.3g}]" if stat["n"] > 1 else "")
+    if not stat["n"] or not np.isfinite(stat["mean"]):
+        return "n/a"
+    if digits is not None:
+        return format_ci(stat, digits=digits, clip=(0.0, float("inf")))
+    return f"{stat['mean']:.3g}" + (f" [{max(0.0, stat['ci_low']):.3g}, {stat['ci_high']:.3g}]"
+                                    if ci and stat["n"] > 1 else "")
 
 
 def write_report(study_dir, out) -> Path:
@@ -390,7 +394,7 @@ def write_report(study_dir, out) -> Path:
             lines.append(f"| {arch.upper()} | {t} | {_fmt(rows, 'ratio')} | {_fmt(rows, 'synthetic')} | "
                          f"{_fmt(rows, 'real')} | {_fmt(rows, 'domain_fid', None)} | {_fmt(rows, 'domain_kid_mean', None)} | "
                          f"{_fmt(rows, 'domain_precision')} | {_fmt(rows, 'domain_recall')} | "
-                         f"{_fmt(rows, 'radiomics_fid', None).split(' [')[0]} | {_fmt(rows, 'domain_fid_heldout', None)} | "
+                         f"{_fmt(rows, 'radiomics_fid', None, ci=False)} | {_fmt(rows, 'domain_fid_heldout', None)} | "
                          f"{flagged} of {len(rows)} | {[r['seed'] for r in rows]} |")
     lines += ["", "## Verdict", ""] + [_verdict(arch, m, target) for arch in ARCHS if m[(arch, "paper")]
                                        and m[(arch, "small-data")]]
